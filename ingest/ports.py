@@ -1,0 +1,56 @@
+"""The small interfaces between the worker and its drivers.
+
+The worker depends on these protocols, not on aiohttp or SQLAlchemy: ``source.FeedSource``
+implements :class:`Source`, ``store.Store`` implements :class:`Sink`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from ingest.packet import Action, Rejected
+
+
+@dataclass
+class WriteResult:
+    """What a batch did: rows inserted per fixture (the rest were duplicates), conflicts."""
+
+    inserted: dict[uuid.UUID, int] = field(default_factory=dict)
+    conflicts: list[tuple[uuid.UUID, int]] = field(default_factory=list)
+    rejected: int = 0
+
+
+@dataclass(frozen=True)
+class FixtureRow:
+    fixture_id: uuid.UUID
+    enabled: bool
+    finished: bool
+    last_seq: int
+    packets: int
+    last_packet_at: datetime | None
+
+
+class Source(Protocol):
+    def stream(
+        self, fixture_id: uuid.UUID, start_position: int, *, speed: str | None = None
+    ) -> AsyncIterator[Action | Rejected]: ...
+
+
+class Sink(Protocol):
+    async def write(
+        self,
+        actions: Sequence[tuple[uuid.UUID, Action]],
+        rejected: Sequence[tuple[uuid.UUID, Rejected]] = (),
+    ) -> WriteResult: ...
+
+    async def max_seq(self, fixture_id: uuid.UUID) -> int: ...
+
+    async def fixtures(
+        self, fixture_ids: Sequence[uuid.UUID] | None = None
+    ) -> list[FixtureRow]: ...
+
+    async def register(self, fixture_ids: Sequence[uuid.UUID], *, enable: bool = False) -> int: ...

@@ -1,0 +1,162 @@
+"""The websocket side: one connection per fixture to the DDE feed.
+
+``FeedSource.stream`` connects to ``{feed}/snooker/fixtures/{id}/actions``, sends the token as the
+first message, and yields every action packet and every frame to reject, in order. Control
+messages (heartbeats, the auth acknowledgement) keep the connection alive and are not yielded.
+aiohttp errors are translated here into :mod:`ingest.errors`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import aiohttp
+
+from ingest.config import Secret
+from ingest.errors import AuthError, ConfigError, FeedUnavailable
+from ingest.packet import Action, Control, Rejected, classify
+
+log = logging.getLogger(__name__)
+
+ACCEPT = "application/vnd.imggaming.dde.api+json;version=1"
+AUTH_CLOSE_CODES = frozenset({1008, 4001, 4003, 4401, 4403})
+
+
+def actions_url(feed_url: str, fixture_id: uuid.UUID) -> str:
+    base = feed_url.rstrip("/")
+    if base.startswith("https://"):
+        base = "wss://" + base.removeprefix("https://")
+    elif base.startswith("http://"):
+        base = "ws://" + base.removeprefix("http://")
+    return f"{base}/snooker/fixtures/{fixture_id}/actions"
+
+
+class FeedSource:
+    """Opens feed connections; one instance (and one HTTP session) serves every fixture."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        feed_url: str,
+        token: Secret,
+        *,
+        liveness_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self._session = session
+        self._feed_url = feed_url
+        self._token = token
+        self._liveness = liveness_timeout
+        self._connect_timeout = connect_timeout
+
+    def __repr__(self) -> str:
+        return f"FeedSource(feed_url={self._feed_url!r}, token=<redacted>)"
+
+    async def stream(
+        self, fixture_id: uuid.UUID, start_position: int, *, speed: str | None = None
+    ) -> AsyncIterator[Action | Rejected]:
+        """Yield the fixture's packets from ``start_position`` on; return after ``finished``.
+
+        Raises :class:`AuthError` when the token is refused, :class:`ConfigError` when the
+        feed rejects the request itself (HTTP 400, unknown fixture), and :class:`FeedUnavailable`
+        for everything worth a retry (network errors, 5xx, abnormal closes, silence).
+        """
+        url = actions_url(self._feed_url, fixture_id)
+        params = {"startPosition": str(start_position)}
+        if speed:
+            params["speed"] = speed
+        try:
+            ws = await self._session.ws_connect(
+                url,
+                params=params,
+                headers={"Accept": ACCEPT, "Connection": "keep-alive, Upgrade"},
+                heartbeat=max(self._liveness / 2, 1.0),
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
+                decode_text=False,
+                max_msg_size=16 * 1024 * 1024,
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            raise _handshake_error(exc, url) from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise FeedUnavailable(f"cannot connect to {url}: {_describe(exc)}") from None
+
+        async with ws:
+            try:
+                await ws.send_str(json.dumps({"authToken": self._token.reveal()}))
+            except (aiohttp.ClientError, OSError) as exc:
+                raise FeedUnavailable(f"connection lost while authenticating: {exc}") from None
+            authenticated = False
+            position = start_position
+            while True:
+                try:
+                    msg = await ws.receive(timeout=self._liveness)
+                except TimeoutError:
+                    raise FeedUnavailable(
+                        f"no packet or heartbeat for {self._liveness:g} s: connection presumed dead"
+                    ) from None
+                if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    now = datetime.now(UTC)
+                    data = msg.data if isinstance(msg.data, bytes) else msg.data.encode()
+                    frame = classify(
+                        data,
+                        binary=msg.type is aiohttp.WSMsgType.BINARY,
+                        position=position + 1,
+                        received_at=now,
+                    )
+                    if isinstance(frame, Control):
+                        authenticated = _handle_control(frame, authenticated)
+                        continue
+                    if isinstance(frame, Action):
+                        position += 1
+                    yield frame
+                    if isinstance(frame, Action) and frame.finished:
+                        return
+                    continue
+                if msg.type is aiohttp.WSMsgType.ERROR:
+                    raise FeedUnavailable(f"connection error: {_describe(ws.exception())}")
+                # CLOSE / CLOSING / CLOSED
+                code = ws.close_code
+                reason = msg.extra if isinstance(msg.extra, str) and msg.extra else ""
+                if code in AUTH_CLOSE_CODES and not authenticated:
+                    raise AuthError(f"the feed refused the access token (close {code} {reason})")
+                raise FeedUnavailable(
+                    f"the feed closed the connection (code {code}{', ' + reason if reason else ''})"
+                    " before the fixture finished"
+                )
+
+
+def _handle_control(frame: Control, authenticated: bool) -> bool:
+    if frame.is_heartbeat:
+        return authenticated
+    if frame.is_auth_accepted:
+        log.debug("authorisation accepted")
+        return True
+    if frame.is_auth_refused:
+        raise AuthError(f"the feed refused the access token: {frame.text or frame.message}")
+    if frame.is_error:
+        log.warning("feed error message: %s", frame.text or frame.message)
+    else:
+        log.debug("control message: %s", frame.text or frame.message)
+    return authenticated
+
+
+def _handshake_error(exc: aiohttp.WSServerHandshakeError, url: str) -> Exception:
+    status, message = exc.status, exc.message
+    if status == 400:
+        return ConfigError(f"the feed rejected the request (HTTP 400 {message}) for {url}")
+    if status in (401, 403):
+        return AuthError(f"the feed refused the access token (HTTP {status} {message})")
+    if status == 404:
+        return ConfigError(f"the feed does not know {url} (HTTP 404): check the fixture id")
+    return FeedUnavailable(f"the feed answered HTTP {status} {message} for {url}")
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown error"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,451 @@
+"""The store: the only module that speaks SQL.
+
+Writes are idempotent: each action packet is inserted keyed by ``(fixture_id, seq)`` with
+``ON CONFLICT DO NOTHING``; a replayed seq with a different payload is recorded in
+``action_conflicts``. One batch is one statement and one transaction, with the rows passed as
+arrays (``unnest``), so a batch costs one round trip whatever its size.
+
+Driver errors are translated here into :mod:`ingest.errors`, so nothing else imports a driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy.exc as sa_exc
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from ingest.config import redact_url, to_sqlalchemy_url
+from ingest.errors import ConfigError, DatabaseUnavailable, IngestError, SchemaError
+from ingest.packet import Action, Rejected
+from ingest.ports import FixtureRow, WriteResult
+
+log = logging.getLogger(__name__)
+
+_MIGRATION_LOCK = 0x736E6B72  # pg_advisory_xact_lock key: one migration at a time
+
+_INSERT_ACTIONS = text(
+    """
+    WITH input AS (
+        SELECT * FROM unnest(
+            CAST(:fixture_id AS uuid[]), CAST(:seq AS bigint[]), CAST(:payload AS text[]),
+            CAST(:received_at AS timestamptz[]), CAST(:finished AS boolean[]),
+            CAST(:action_id AS uuid[]), CAST(:fixture_seq_num AS bigint[]),
+            CAST(:action_type_id AS integer[]), CAST(:action_type AS text[]),
+            CAST(:action_subtype_id AS integer[]), CAST(:action_subtype AS text[]),
+            CAST(:send_type_id AS smallint[]), CAST(:send_type AS text[]),
+            CAST(:period AS integer[]), CAST(:provider_ts AS timestamptz[]),
+            CAST(:timeline_sequence AS double precision[]),
+            CAST(:team_id AS uuid[]), CAST(:player_id AS uuid[])
+        ) AS t(fixture_id, seq, payload, received_at, finished, action_id, fixture_seq_num,
+               action_type_id, action_type, action_subtype_id, action_subtype, send_type_id,
+               send_type, period, provider_ts, timeline_sequence, team_id, player_id)
+    ),
+    inserted AS (
+        INSERT INTO actions (fixture_id, seq, payload, received_at, finished, action_id,
+                             fixture_seq_num, action_type_id, action_type, action_subtype_id,
+                             action_subtype, send_type_id, send_type, period, provider_ts,
+                             timeline_sequence, team_id, player_id)
+        SELECT fixture_id, seq, payload::jsonb, received_at, finished, action_id,
+               fixture_seq_num, action_type_id, action_type, action_subtype_id,
+               action_subtype, send_type_id, send_type, period, provider_ts,
+               timeline_sequence, team_id, player_id
+        FROM input
+        ON CONFLICT (fixture_id, seq) DO NOTHING
+        RETURNING fixture_id, seq, finished, received_at
+    ),
+    conflicts AS (
+        -- the outer snapshot does not see `inserted`: a join hit is a pre-existing row
+        INSERT INTO action_conflicts (fixture_id, seq, payload, received_at)
+        SELECT i.fixture_id, i.seq, i.payload::jsonb, i.received_at
+        FROM input i JOIN actions a ON a.fixture_id = i.fixture_id AND a.seq = i.seq
+        WHERE a.payload <> i.payload::jsonb
+        RETURNING fixture_id, seq
+    ),
+    progress AS (
+        INSERT INTO fixtures AS f (fixture_id, last_seq, packets, finished, last_packet_at,
+                                   finished_at)
+        SELECT fixture_id, max(seq), count(*), bool_or(finished), max(received_at),
+               CASE WHEN bool_or(finished) THEN now() END
+        FROM inserted GROUP BY fixture_id
+        ON CONFLICT (fixture_id) DO UPDATE SET
+            last_seq = GREATEST(f.last_seq, EXCLUDED.last_seq),
+            packets = f.packets + EXCLUDED.packets,
+            finished = f.finished OR EXCLUDED.finished,
+            last_packet_at = GREATEST(f.last_packet_at, EXCLUDED.last_packet_at),
+            finished_at = COALESCE(f.finished_at, EXCLUDED.finished_at)
+    )
+    SELECT ARRAY(SELECT fixture_id FROM inserted GROUP BY fixture_id ORDER BY 1) AS fixtures,
+           ARRAY(SELECT count(*) FROM inserted GROUP BY fixture_id ORDER BY fixture_id) AS counts,
+           ARRAY(SELECT seq FROM conflicts) AS conflict_seqs,
+           ARRAY(SELECT fixture_id FROM conflicts) AS conflict_fixtures
+    """
+)
+
+_ACTION_COLUMNS = (
+    "seq", "payload", "received_at", "finished", "action_id", "fixture_seq_num", "type_id",
+    "type_name", "subtype_id", "subtype_name", "send_type_id", "send_type", "period",
+    "provider_ts", "timeline_sequence", "team_id", "player_id",
+)  # fmt: skip
+_PARAM_NAMES = (
+    "seq", "payload", "received_at", "finished", "action_id", "fixture_seq_num",
+    "action_type_id", "action_type", "action_subtype_id", "action_subtype", "send_type_id",
+    "send_type", "period", "provider_ts", "timeline_sequence", "team_id", "player_id",
+)  # fmt: skip
+
+_INSERT_REJECTED = text(
+    """
+    INSERT INTO rejected_messages (fixture_id, received_at, raw, reason)
+    SELECT * FROM unnest(CAST(:fixture_id AS uuid[]), CAST(:received_at AS timestamptz[]),
+                         CAST(:raw AS bytea[]), CAST(:reason AS text[]))
+    """
+)
+
+
+def migrations_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    packaged = here / "_migrations"  # where the wheel puts them
+    return packaged if packaged.is_dir() else here.parent / "migrations"
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    return cfg
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Is this driver error one where the database is (temporarily) out of reach?"""
+    if isinstance(exc, OSError | TimeoutError | ConnectionError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(
+            getattr(exc.orig, "__cause__", None), "sqlstate", None
+        )
+        if isinstance(sqlstate, str):
+            # 08 connection exception, 57P admin shutdown / cannot connect now, 53 resources
+            return sqlstate.startswith(("08", "57P", "53"))
+        return isinstance(exc, sa_exc.InterfaceError | sa_exc.OperationalError)
+    return False
+
+
+def _sqlstate(exc: sa_exc.DBAPIError) -> str:
+    for candidate in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        state = getattr(candidate, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+    return ""
+
+
+def translate(exc: BaseException, what: str) -> IngestError:
+    """A driver error as one of ours, with a message for a person."""
+    if isinstance(exc, IngestError):
+        return exc
+    if isinstance(exc, sa_exc.DBAPIError):
+        state = _sqlstate(exc)
+        detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        if state in ("28P01", "28000"):
+            return ConfigError(f"the database refused the credentials while {what}: {detail}")
+        if state == "3D000":
+            return ConfigError(f"the database does not exist ({what}): {detail}")
+        if state == "42P01":
+            return SchemaError(f"the schema is missing ({what}): {detail}; run `ingest migrate`")
+        if is_unavailable(exc):
+            return DatabaseUnavailable(f"database unavailable while {what}: {detail}")
+        return IngestError(f"database error while {what}: {detail}")
+    if is_unavailable(exc):
+        return DatabaseUnavailable(f"database unavailable while {what}: {exc}")
+    return IngestError(f"unexpected error while {what}: {exc!r}")
+
+
+_INTEGRITY = """
+WITH scope AS (
+    SELECT fixture_id FROM fixtures WHERE CAST(:f AS uuid) IS NULL OR fixture_id = :f
+),
+holes AS (
+    SELECT fixture_id, prev + 1 AS first_missing, seq - 1 AS last_missing
+    FROM (
+        SELECT fixture_id, seq, coalesce(lag(seq) OVER (PARTITION BY fixture_id ORDER BY seq), 0)
+               AS prev
+        FROM actions WHERE fixture_id IN (SELECT fixture_id FROM scope)
+    ) s
+    WHERE seq > prev + 1
+)
+SELECT s.fixture_id,
+       (SELECT count(*) FROM actions a WHERE a.fixture_id = s.fixture_id) AS packets,
+       ARRAY(SELECT first_missing || '-' || last_missing FROM holes h
+             WHERE h.fixture_id = s.fixture_id ORDER BY first_missing) AS gaps,
+       (SELECT count(*) FROM action_conflicts c WHERE c.fixture_id = s.fixture_id) AS conflicts,
+       (SELECT count(*) FROM rejected_messages r WHERE r.fixture_id = s.fixture_id) AS rejected
+FROM scope s ORDER BY s.fixture_id
+"""
+
+
+class Store:
+    """PostgreSQL access for the whole product."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @classmethod
+    def connect(cls, url: str, *, pool_size: int = 4) -> Store:
+        engine = create_async_engine(
+            to_sqlalchemy_url(url),
+            pool_size=pool_size,
+            max_overflow=2,
+            pool_pre_ping=True,
+            pool_recycle=1800,
+            connect_args={"server_settings": {"application_name": "snooker-ingest"}},
+        )
+        return cls(engine)
+
+    def __repr__(self) -> str:
+        return f"Store({redact_url(self._engine.url.render_as_string(hide_password=True))!r})"
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    # -- schema -------------------------------------------------------------------------
+
+    async def migrate(self, revision: str = "head", *, downgrade: bool = False) -> None:
+        def run(sync_conn: Connection) -> None:
+            sync_conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+            cfg = alembic_config()
+            cfg.attributes["connection"] = sync_conn
+            if downgrade:
+                command.downgrade(cfg, revision)
+            else:
+                command.upgrade(cfg, revision)
+
+        try:
+            async with self._engine.begin() as conn:
+                await conn.run_sync(run)
+        except (sa_exc.SQLAlchemyError, OSError) as exc:
+            raise translate(exc, "migrating the schema") from exc
+
+    async def schema_revision(self) -> str | None:
+        def current(sync_conn: Connection) -> str | None:
+            return MigrationContext.configure(sync_conn).get_current_revision()
+
+        try:
+            async with self._engine.connect() as conn:
+                return await conn.run_sync(current)
+        except (sa_exc.SQLAlchemyError, OSError) as exc:
+            raise translate(exc, "reading the schema version") from exc
+
+    @staticmethod
+    def head_revision() -> str:
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        assert head is not None
+        return head
+
+    async def check_schema(self) -> None:
+        """Raise :class:`SchemaError` unless the schema is at the head revision."""
+        current, head = await self.schema_revision(), self.head_revision()
+        if current != head:
+            state = "empty" if current is None else f"at revision {current}"
+            raise SchemaError(
+                f"the database schema is {state}, this version needs {head}: run `ingest migrate`"
+            )
+
+    # -- writing ------------------------------------------------------------------------
+
+    async def write(
+        self,
+        actions: Sequence[tuple[uuid.UUID, Action]],
+        rejected: Sequence[tuple[uuid.UUID, Rejected]] = (),
+    ) -> WriteResult:
+        """Store a batch in one transaction; duplicates are absorbed, conflicts recorded."""
+        try:
+            async with self._engine.begin() as conn:
+                return await self._write(conn, actions, list(rejected))
+        except (sa_exc.SQLAlchemyError, OSError) as exc:
+            raise translate(exc, "writing a batch") from exc
+
+    async def _write(
+        self,
+        conn: AsyncConnection,
+        actions: Sequence[tuple[uuid.UUID, Action]],
+        rejected: list[tuple[uuid.UUID, Rejected]],
+    ) -> WriteResult:
+        result = WriteResult()
+        for round_ in _rounds(actions):
+            try:
+                async with conn.begin_nested():
+                    await self._insert_round(conn, round_, result)
+            except sa_exc.DBAPIError as exc:
+                if not _sqlstate(exc).startswith("22"):  # not a data exception
+                    raise
+                # One packet the database cannot hold (e.g. \u0000 in a jsonb string): find it
+                # row by row, store the others, and keep the bad one's bytes as rejected.
+                for item in round_:
+                    try:
+                        async with conn.begin_nested():
+                            await self._insert_round(conn, [item], result)
+                    except sa_exc.DBAPIError as row_exc:
+                        if not _sqlstate(row_exc).startswith("22"):
+                            raise
+                        fixture_id, action = item
+                        reason = f"seq {action.seq} cannot be stored: {_first_line(row_exc)}"
+                        rejected.append(
+                            (
+                                fixture_id,
+                                Rejected(action.payload.encode(), reason, action.received_at),
+                            )
+                        )
+        if rejected:
+            await conn.execute(
+                _INSERT_REJECTED,
+                {
+                    "fixture_id": [f for f, _ in rejected],
+                    "received_at": [r.received_at for _, r in rejected],
+                    "raw": [r.raw for _, r in rejected],
+                    "reason": [r.reason for _, r in rejected],
+                },
+            )
+            result.rejected = len(rejected)
+        return result
+
+    async def _insert_round(
+        self,
+        conn: AsyncConnection,
+        items: Sequence[tuple[uuid.UUID, Action]],
+        result: WriteResult,
+    ) -> None:
+        params: dict[str, list[Any]] = {"fixture_id": [f for f, _ in items]}
+        for attr, name in zip(_ACTION_COLUMNS, _PARAM_NAMES, strict=True):
+            params[name] = [getattr(a, attr) for _, a in items]
+        row = (await conn.execute(_INSERT_ACTIONS, params)).one()
+        for fixture_id, count in zip(row.fixtures, row.counts, strict=True):
+            result.inserted[fixture_id] = result.inserted.get(fixture_id, 0) + count
+        result.conflicts.extend(zip(row.conflict_fixtures, row.conflict_seqs, strict=True))
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def _fetch(self, what: str, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+        try:
+            async with self._engine.connect() as conn:
+                return list((await conn.execute(text(sql), params or {})).all())
+        except (sa_exc.SQLAlchemyError, OSError) as exc:
+            raise translate(exc, what) from exc
+
+    async def _execute(self, what: str, sql: str, params: dict[str, Any] | None = None) -> int:
+        try:
+            async with self._engine.begin() as conn:
+                return (await conn.execute(text(sql), params or {})).rowcount
+        except (sa_exc.SQLAlchemyError, OSError) as exc:
+            raise translate(exc, what) from exc
+
+    async def ping(self) -> None:
+        await self._fetch("connecting to the database", "SELECT 1")
+
+    async def max_seq(self, fixture_id: uuid.UUID) -> int:
+        """The resume point: ``MAX(seq)`` of the fixture, 0 when nothing is stored."""
+        rows = await self._fetch(
+            "reading the resume position",
+            "SELECT coalesce(max(seq), 0) FROM actions WHERE fixture_id = :f",
+            {"f": fixture_id},
+        )
+        return int(rows[0][0])
+
+    async def register(self, fixture_ids: Iterable[uuid.UUID], *, enable: bool = False) -> int:
+        """Add fixtures to the registry; with ``enable``, re-enable ones that were disabled."""
+        ids = list(fixture_ids)
+        conflict = "UPDATE SET enabled = true" if enable else "NOTHING"
+        return await self._execute(
+            "registering fixtures",
+            "INSERT INTO fixtures (fixture_id) SELECT * FROM unnest(CAST(:ids AS uuid[])) "
+            f"ON CONFLICT (fixture_id) DO {conflict}",
+            {"ids": ids},
+        )
+
+    async def set_enabled(self, fixture_id: uuid.UUID, enabled: bool) -> bool:
+        count = await self._execute(
+            "updating the fixture registry",
+            "UPDATE fixtures SET enabled = :e WHERE fixture_id = :f",
+            {"e": enabled, "f": fixture_id},
+        )
+        return count > 0
+
+    async def fixtures(self, fixture_ids: Sequence[uuid.UUID] | None = None) -> list[FixtureRow]:
+        where = "WHERE fixture_id = ANY(CAST(:ids AS uuid[]))" if fixture_ids is not None else ""
+        rows = await self._fetch(
+            "reading the fixture registry",
+            "SELECT fixture_id, enabled, finished, last_seq, packets, last_packet_at "
+            f"FROM fixtures {where} ORDER BY added_at, fixture_id",
+            {"ids": list(fixture_ids)} if fixture_ids is not None else None,
+        )
+        return [FixtureRow(*row) for row in rows]
+
+    async def runnable_fixtures(self) -> list[uuid.UUID]:
+        rows = await self._fetch(
+            "reading the fixture registry",
+            "SELECT fixture_id FROM fixtures WHERE enabled AND NOT finished "
+            "ORDER BY added_at, fixture_id",
+        )
+        return [row[0] for row in rows]
+
+    async def integrity(self, fixture_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
+        """Per fixture: packets, seq gaps (as "first-last" ranges), conflicts, rejected frames."""
+        rows = await self._fetch("checking integrity", _INTEGRITY, {"f": fixture_id})
+        return [dict(row._mapping) for row in rows]
+
+    async def match_summary(self, fixture_id: uuid.UUID) -> dict[str, Any] | None:
+        """What a person wants after a run: packets stored, players, the latest score."""
+        rows = await self._fetch(
+            "reading the match summary",
+            """
+            SELECT count(*) AS packets, coalesce(max(seq), 0) AS last_seq,
+                   bool_or(finished) AS finished,
+                   (SELECT payload -> 'fixtureSummary' FROM actions
+                     WHERE fixture_id = :f AND payload ? 'fixtureSummary'
+                     ORDER BY seq DESC LIMIT 1) AS summary,
+                   (SELECT payload -> 'fixtureAction' -> 'metadata' FROM actions
+                     WHERE fixture_id = :f AND action_type_id = 3
+                     ORDER BY seq DESC LIMIT 1) AS lineups,
+                   (SELECT count(*) FROM rejected_messages WHERE fixture_id = :f) AS rejected,
+                   (SELECT count(*) FROM action_conflicts WHERE fixture_id = :f) AS conflicts
+            FROM actions WHERE fixture_id = :f
+            """,
+            {"f": fixture_id},
+        )
+        row = rows[0]
+        if row.packets == 0:
+            return None
+        return dict(row._mapping)
+
+
+def _rounds(
+    actions: Sequence[tuple[uuid.UUID, Action]],
+) -> list[list[tuple[uuid.UUID, Action]]]:
+    """Split a batch so no key appears twice in one statement (later copies go in later rounds)."""
+    rounds: list[list[tuple[uuid.UUID, Action]]] = []
+    seen: list[set[tuple[uuid.UUID, int]]] = []
+    for item in actions:
+        key = (item[0], item[1].seq)
+        for i, keys in enumerate(seen):
+            if key not in keys:
+                keys.add(key)
+                rounds[i].append(item)
+                break
+        else:
+            seen.append({key})
+            rounds.append([item])
+    return rounds
+
+
+def _first_line(exc: sa_exc.DBAPIError) -> str:
+    return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+

@@ -1,0 +1,364 @@
+"""Orchestration: one task per fixture reading its feed, one writer committing batches.
+
+Exactly-once rests on three rules kept here:
+
+1. Every fixture (re)connects at ``startPosition = MAX(seq)``, asked of the store only after
+   everything received so far is committed (a *barrier* through the writer's queue).
+2. The single writer commits batches in the order packets were received, so ``MAX(seq)`` never
+   runs ahead of a packet that is not stored.
+3. Writes are idempotent, so whatever arrives twice is absorbed.
+
+This module knows neither aiohttp nor SQLAlchemy: it talks to :class:`ingest.ports.Source` and
+:class:`ingest.ports.Sink`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from ingest.errors import DatabaseUnavailable, FeedUnavailable, TemporaryError
+from ingest.packet import Action, Rejected
+from ingest.ports import Sink, Source, WriteResult
+
+log = logging.getLogger(__name__)
+
+_Item = tuple[uuid.UUID, Action | Rejected]
+T = TypeVar("T")
+
+
+@dataclass
+class RunOptions:
+    until_finished: bool = False
+    max_runtime: float | None = None
+    speed: str | None = None
+    batch_size: int = 500
+    queue_size: int = 10_000
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    db_give_up_after: float = 600.0  # a database outage longer than this ends the run (exit 75)
+    shutdown_timeout: float = 4.0  # how long a stop may spend flushing
+
+
+@dataclass
+class FixtureStats:
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    conflicts: int = 0
+    gaps: int = 0
+    connects: int = 0
+    finished: bool = False
+
+
+@dataclass
+class RunResult:
+    fixtures: dict[uuid.UUID, FixtureStats] = field(default_factory=dict)
+    stopped: bool = False  # by a signal or --max-runtime, rather than by every fixture finishing
+
+    @property
+    def all_finished(self) -> bool:
+        return all(s.finished for s in self.fixtures.values())
+
+
+def backoff_delay(attempt: int, initial: float, cap: float) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, initial * 2**attempt)]."""
+    return random.uniform(0, min(cap, initial * (2 ** min(attempt, 30))))
+
+
+class Writer:
+    """Commits what the fixture tasks received, in order, in batches.
+
+    A batch is whatever is queued when the writer gets to it, up to ``batch_size``: under load
+    batches grow, and a lone packet on an idle socket is committed at once (no timer on the
+    latency path). While the database is down the queue fills up and ``put`` blocks, which stops
+    the fixture tasks reading their sockets: backpressure instead of unbounded memory.
+    """
+
+    def __init__(self, sink: Sink, stats: dict[uuid.UUID, FixtureStats], options: RunOptions):
+        self._sink = sink
+        self._stats = stats
+        self._options = options
+        self._queue: asyncio.Queue[_Item | asyncio.Future[None] | None] = asyncio.Queue(
+            options.queue_size
+        )
+
+    async def put(self, fixture_id: uuid.UUID, frame: Action | Rejected) -> None:
+        await self._queue.put((fixture_id, frame))
+
+    async def barrier(self) -> None:
+        """Return once everything put before this call is committed."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._queue.put(done)
+        await done
+
+    async def close(self) -> None:
+        await self._queue.put(None)
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def run(self) -> None:
+        closing = False
+        while not closing:
+            items: list[_Item] = []
+            waiters: list[asyncio.Future[None]] = []
+            entry = await self._queue.get()
+            while True:
+                if entry is None:
+                    closing = True
+                elif isinstance(entry, asyncio.Future):
+                    waiters.append(entry)
+                else:
+                    items.append(entry)
+                if closing or len(items) >= self._options.batch_size or self._queue.empty():
+                    break
+                entry = self._queue.get_nowait()
+            try:
+                if items:
+                    await self._flush(items)
+            except BaseException as exc:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(
+                            exc if isinstance(exc, Exception) else asyncio.CancelledError()
+                        )
+                raise
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def _flush(self, items: Sequence[_Item]) -> None:
+        actions = [(f, a) for f, a in items if isinstance(a, Action)]
+        rejected = [(f, r) for f, r in items if isinstance(r, Rejected)]
+        result = await self._write(actions, rejected)
+        received: dict[uuid.UUID, int] = {}
+        for fixture_id, _ in actions:
+            received[fixture_id] = received.get(fixture_id, 0) + 1
+        for fixture_id, count in received.items():
+            stats = self._stats[fixture_id]
+            inserted = result.inserted.get(fixture_id, 0)
+            stats.stored += inserted
+            stats.duplicates += count - inserted
+        for fixture_id, frame in rejected:
+            self._stats[fixture_id].rejected += 1
+            log.warning("fixture %s: rejected a frame: %s", fixture_id, frame.reason)
+        for fixture_id, seq in result.conflicts:
+            self._stats[fixture_id].conflicts += 1
+            log.warning(
+                "fixture %s: seq %d arrived again with a different payload; the stored row is "
+                "kept and the newcomer is recorded in action_conflicts",
+                fixture_id,
+                seq,
+            )
+
+    async def _write(
+        self,
+        actions: Sequence[tuple[uuid.UUID, Action]],
+        rejected: Sequence[tuple[uuid.UUID, Rejected]],
+    ) -> WriteResult:
+        attempt = 0
+        outage_started: float | None = None
+        while True:
+            try:
+                result = await self._sink.write(actions, rejected)
+            except DatabaseUnavailable as exc:
+                now = time.monotonic()
+                if outage_started is None:
+                    outage_started = now
+                    log.warning("database unavailable, holding %d packets: %s", len(actions), exc)
+                elif now - outage_started > self._options.db_give_up_after:
+                    raise TemporaryError(
+                        f"the database has been unavailable for {now - outage_started:.0f} s: {exc}"
+                    ) from None
+                await asyncio.sleep(
+                    backoff_delay(attempt, self._options.backoff_initial, self._options.backoff_max)
+                )
+                attempt += 1
+                continue
+            if outage_started is not None:
+                log.info(
+                    "database back after %.1f s; catching up", time.monotonic() - outage_started
+                )
+            return result
+
+
+class Worker:
+    """Streams fixtures from a :class:`Source` into a :class:`Sink` until done or stopped."""
+
+    def __init__(self, source: Source, sink: Sink, options: RunOptions | None = None) -> None:
+        self._source = source
+        self._sink = sink
+        self._options = options or RunOptions()
+        self._stop = asyncio.Event()
+        self._stats: dict[uuid.UUID, FixtureStats] = {}
+        self._writer = Writer(sink, self._stats, self._options)
+
+    def stop(self) -> None:
+        """Ask the run to end: flush what was received, close the sockets, return."""
+        self._stop.set()
+
+    async def run(self, fixture_ids: Sequence[uuid.UUID]) -> RunResult:
+        opts = self._options
+        ids = list(dict.fromkeys(fixture_ids))
+        result = RunResult(fixtures={f: FixtureStats() for f in ids})
+        self._stats.update(result.fixtures)
+        await self._db_retry(lambda: self._sink.register(ids))
+        rows = {
+            row.fixture_id: row for row in await self._db_retry(lambda: self._sink.fixtures(ids))
+        }
+
+        writer = asyncio.create_task(self._writer.run(), name="writer")
+        followers: dict[asyncio.Task[None], uuid.UUID] = {}
+        for fixture_id in ids:
+            row = rows.get(fixture_id)
+            if row is not None and row.finished:
+                result.fixtures[fixture_id].finished = True
+                log.info(
+                    "fixture %s: already finished (%d packets stored); not reconnecting",
+                    fixture_id,
+                    row.packets,
+                )
+                continue
+            task = asyncio.create_task(self._follow(fixture_id), name=f"fixture {fixture_id}")
+            followers[task] = fixture_id
+
+        stop_wait = asyncio.create_task(self._stop.wait(), name="stop")
+        deadline = None if opts.max_runtime is None else time.monotonic() + opts.max_runtime
+        pending: set[asyncio.Task[None]] = set(followers)
+        error: BaseException | None = None
+        try:
+            while True:
+                if opts.until_finished and not pending:
+                    log.info("every fixture has finished")
+                    break
+                timeout = None if deadline is None else max(deadline - time.monotonic(), 0)
+                done, _ = await asyncio.wait(
+                    {*pending, writer, stop_wait},
+                    timeout=timeout,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if stop_wait in done:
+                    log.info("stopping: flushing what was received")
+                    result.stopped = True
+                    break
+                if not done:
+                    log.info("--max-runtime reached: stopping")
+                    result.stopped = True
+                    break
+                if writer in done:
+                    error = writer.exception() or RuntimeError("the writer stopped")
+                    break
+                for finished in done:
+                    pending.discard(finished)
+                    exc = finished.exception()
+                    if exc is not None:
+                        error = exc
+                if error is not None:
+                    break
+                if not pending and not opts.until_finished:
+                    log.info("every fixture has finished; waiting to be stopped")
+        finally:
+            stop_wait.cancel()
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, stop_wait, return_exceptions=True)
+            await self._shutdown_writer(writer)
+        if error is not None:
+            raise error
+        return result
+
+    async def _shutdown_writer(self, writer: asyncio.Task[None]) -> None:
+        if writer.done():
+            return
+        try:
+            async with asyncio.timeout(self._options.shutdown_timeout):
+                await self._writer.close()
+                await writer
+        except TimeoutError:
+            log.warning(
+                "could not store %d received packets in time; they are not lost: the next run "
+                "fetches them again from the stored MAX(seq)",
+                self._writer.pending,
+            )
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+
+    async def _follow(self, fixture_id: uuid.UUID) -> None:
+        """Keep one fixture streaming until its finished packet is stored."""
+        stats = self._stats[fixture_id]
+        attempt = 0
+        while True:
+            await self._writer.barrier()  # MAX(seq) must include everything received
+            start = await self._db_retry(lambda: self._sink.max_seq(fixture_id))
+            stats.connects += 1
+            log.info("fixture %s: connecting at startPosition=%d", fixture_id, start)
+            last = start
+            try:
+                async for frame in self._source.stream(
+                    fixture_id, start, speed=self._options.speed
+                ):
+                    attempt = 0
+                    if isinstance(frame, Action):
+                        stats.received += 1
+                        if frame.seq > last + 1:
+                            stats.gaps += 1
+                            log.warning(
+                                "fixture %s: gap: seq %d follows %d (%d missing)",
+                                fixture_id,
+                                frame.seq,
+                                last,
+                                frame.seq - last - 1,
+                            )
+                        last = max(last, frame.seq)
+                    await self._writer.put(fixture_id, frame)
+                    if isinstance(frame, Action) and frame.finished:
+                        await self._writer.barrier()
+                        stats.finished = True
+                        log.info(
+                            "fixture %s: finished at seq %d (%d packets this run)",
+                            fixture_id,
+                            frame.seq,
+                            stats.received,
+                        )
+                        return
+                raise FeedUnavailable("the stream ended before the fixture finished")
+            except FeedUnavailable as exc:
+                delay = backoff_delay(
+                    attempt, self._options.backoff_initial, self._options.backoff_max
+                )
+                attempt += 1
+                log.warning(
+                    "fixture %s: disconnected at seq %d: %s; reconnecting in %.1f s",
+                    fixture_id,
+                    last,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    async def _db_retry(self, call: Callable[[], Awaitable[T]]) -> T:
+        attempt = 0
+        started = time.monotonic()
+        while True:
+            try:
+                return await call()
+            except DatabaseUnavailable as exc:
+                if time.monotonic() - started > self._options.db_give_up_after:
+                    raise TemporaryError(str(exc)) from None
+                if attempt == 0:
+                    log.warning("%s; retrying", exc)
+                await asyncio.sleep(
+                    backoff_delay(attempt, self._options.backoff_initial, self._options.backoff_max)
+                )
+                attempt += 1
