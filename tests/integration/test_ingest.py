@@ -1,0 +1,168 @@
+"""End to end in one process: simulator -> aiohttp client -> worker -> PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import aiohttp
+import asyncpg
+import pytest
+
+from ingest.config import Secret
+from ingest.errors import AuthError
+from ingest.simulator.recording import Recording
+from ingest.simulator.server import ACCEPT
+from ingest.source import FeedSource, actions_url
+from ingest.store import Store
+from ingest.worker import RunOptions, RunResult, Worker
+from tests.conftest import TOKEN, StartFeed
+
+
+async def ingest(
+    feed_url: str,
+    store: Store,
+    fixture_ids: list[uuid.UUID],
+    *,
+    token: str = TOKEN,
+    speed: str | None = "fast",
+    timeout: float = 30.0,
+    **options: object,
+) -> RunResult:
+    run_options = RunOptions(until_finished=True, speed=speed, backoff_initial=0.01)
+    for key, value in options.items():
+        setattr(run_options, key, value)
+    async with aiohttp.ClientSession() as session:
+        source = FeedSource(session, feed_url, Secret(token), liveness_timeout=5)
+        worker = Worker(source, store, run_options)
+        async with asyncio.timeout(timeout):
+            return await worker.run(fixture_ids)
+
+
+async def stored_rows(sql: asyncpg.Connection, fixture: uuid.UUID) -> list[tuple[int, object]]:
+    rows = await sql.fetch(
+        "SELECT seq, payload FROM actions WHERE fixture_id = $1 ORDER BY seq", fixture
+    )
+    return [(r["seq"], json.loads(r["payload"])) for r in rows]
+
+
+def expected_rows(recording: Recording) -> list[tuple[int, object]]:
+    return [(i, json.loads(line)) for i, line in enumerate(recording.lines, 1)]
+
+
+async def test_a_full_match_is_stored_exactly_once(
+    start_feed: StartFeed, store: Store, sql: asyncpg.Connection, recording: Recording
+) -> None:
+    feed = await start_feed([recording])
+    result = await ingest(feed, store, [recording.fixture_id])
+    assert result.all_finished
+    assert await stored_rows(sql, recording.fixture_id) == expected_rows(recording)
+    [row] = await store.fixtures([recording.fixture_id])
+    assert row.finished and row.last_seq == len(recording.lines)
+
+
+async def test_drops_mid_stream_resume_at_max_seq_without_gap_or_duplicate(
+    start_feed: StartFeed, store: Store, sql: asyncpg.Connection, recording: Recording
+) -> None:
+    feed = await start_feed([recording], drop_after=37)
+    result = await ingest(feed, store, [recording.fixture_id])
+    stats = result.fixtures[recording.fixture_id]
+    assert stats.connects == -(-len(recording.lines) // 37)  # one connection per 37 packets
+    assert stats.duplicates == 0 and stats.gaps == 0
+    assert await stored_rows(sql, recording.fixture_id) == expected_rows(recording)
+
+
+async def test_a_one_based_feed_replays_the_last_packet_and_it_is_absorbed(
+    start_feed: StartFeed, store: Store, sql: asyncpg.Connection, recording: Recording
+) -> None:
+    feed = await start_feed([recording], drop_after=50, one_based=True)
+    result = await ingest(feed, store, [recording.fixture_id])
+    stats = result.fixtures[recording.fixture_id]
+    assert stats.connects > 2
+    assert stats.duplicates == stats.connects - 1  # each reconnect re-sends the last stored one
+    assert await stored_rows(sql, recording.fixture_id) == expected_rows(recording)
+
+
+async def test_packets_delivered_twice_are_stored_once(
+    start_feed: StartFeed, store: Store, sql: asyncpg.Connection, recording: Recording
+) -> None:
+    doubled = "\n".join(line for line in recording.lines for _ in range(2))
+    feed = await start_feed([Recording.from_text(doubled, name="doubled")])
+    result = await ingest(feed, store, [recording.fixture_id])
+    stats = result.fixtures[recording.fixture_id]
+    assert (stats.stored, stats.duplicates) == (len(recording.lines), len(recording.lines) - 1)
+    assert await stored_rows(sql, recording.fixture_id) == expected_rows(recording)
+
+
+async def test_a_rerun_after_losing_the_tail_refills_it(
+    start_feed: StartFeed, store: Store, sql: asyncpg.Connection, recording: Recording
+) -> None:
+    feed = await start_feed([recording])
+    await ingest(feed, store, [recording.fixture_id])
+    half = len(recording.lines) // 2
+    await sql.execute("DELETE FROM actions WHERE seq > $1", half)
+    await sql.execute("UPDATE fixtures SET finished = false")
+    result = await ingest(feed, store, [recording.fixture_id])
+    assert result.fixtures[recording.fixture_id].stored == len(recording.lines) - half
+    assert await stored_rows(sql, recording.fixture_id) == expected_rows(recording)
+
+
+async def test_heartbeats_are_not_stored(
+    start_feed: StartFeed, store: Store, sql: asyncpg.Connection, recording: Recording
+) -> None:
+    last = json.dumps({**json.loads(recording.lines[29]), "finished": True})
+    short = Recording.from_text("\n".join((*recording.lines[:29], last)), name="short")
+    # paced replay (30 packets over ~0.6 s) with a heartbeat every 20 ms
+    seconds = (short.times[-1] or 0) - (short.times[0] or 0)
+    feed = await start_feed([short], heartbeat_interval=0.02, time_scale=seconds / 0.6)
+    await ingest(feed, store, [short.fixture_id], speed="normal")
+    rows = await stored_rows(sql, short.fixture_id)
+    assert len(rows) == 30
+    assert all("fixtureAction" in payload for _, payload in rows)  # type: ignore[operator]
+
+
+async def test_malformed_frames_are_rejected_and_the_stream_goes_on(
+    start_feed: StartFeed, store: Store, sql: asyncpg.Connection, recording: Recording
+) -> None:
+    lines = list(recording.lines)
+    lines.insert(10, "{this is not json")
+    lines.insert(20, "[1, 2, 3]")
+    feed = await start_feed([Recording.from_text("\n".join(lines), name="with-garbage")])
+    result = await ingest(feed, store, [recording.fixture_id])
+    assert result.fixtures[recording.fixture_id].rejected == 2
+    rejected = await sql.fetch("SELECT raw, reason FROM rejected_messages ORDER BY id")
+    assert [bytes(r["raw"]) for r in rejected] == [b"{this is not json", b"[1, 2, 3]"]
+    assert "invalid JSON" in rejected[0]["reason"]
+    assert "array" in rejected[1]["reason"]
+    assert await stored_rows(sql, recording.fixture_id) == expected_rows(recording)
+
+
+async def test_a_bad_token_is_refused(
+    start_feed: StartFeed, store: Store, sql: asyncpg.Connection, recording: Recording
+) -> None:
+    feed = await start_feed([recording])
+    with pytest.raises(AuthError) as caught:
+        await ingest(feed, store, [recording.fixture_id], token="wrong-token")
+    assert "wrong-token" not in str(caught.value)
+    assert await sql.fetchval("SELECT count(*) FROM actions") == 0
+
+
+async def test_the_simulator_answers_400_without_the_accept_header(
+    start_feed: StartFeed, recording: Recording
+) -> None:
+    feed = await start_feed([recording])
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+            await session.ws_connect(actions_url(feed, recording.fixture_id))
+        assert caught.value.status == 400
+        url = actions_url(feed, recording.fixture_id).replace("ws://", "http://")
+        async with session.get(url, headers={"Accept": "application/json"}) as response:
+            assert response.status == 400
+            assert "Accept" in await response.text()
+        async with session.ws_connect(
+            actions_url(feed, recording.fixture_id), headers={"Accept": ACCEPT}
+        ) as ws:
+            await ws.send_str(json.dumps({"authToken": TOKEN}))
+            first = await ws.receive_json(timeout=5)
+            assert first == {"message": "Authorisation accepted", "level": "INFO"}

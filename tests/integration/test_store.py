@@ -1,0 +1,169 @@
+"""The idempotent writer against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+
+from ingest.packet import Action, Rejected, classify
+from ingest.store import Store
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def packet(seq: int, *, finished: bool = False, **extra: object) -> Action:
+    body = {
+        "traceId": "t",
+        "finished": finished,
+        "fixtureAction": {"fixtureSeqNum": seq, "actionId": str(uuid.uuid4()), **extra},
+    }
+    frame = classify(json.dumps(body).encode(), binary=False, position=seq, received_at=NOW)
+    assert isinstance(frame, Action)
+    return frame
+
+
+async def test_a_batch_is_stored_once_however_often_it_is_written(
+    store: Store, sql: asyncpg.Connection
+) -> None:
+    fixture = uuid.uuid4()
+    batch = [(fixture, packet(i)) for i in range(1, 101)]
+    first = await store.write(batch)
+    again = await store.write(batch)
+    assert first.inserted == {fixture: 100}
+    assert again.inserted == {}
+    assert await sql.fetchval("SELECT count(*) FROM actions WHERE fixture_id = $1", fixture) == 100
+    assert await store.max_seq(fixture) == 100
+    assert await sql.fetchval("SELECT count(*) FROM action_conflicts") == 0
+
+
+async def test_resume_point_is_max_seq_and_zero_when_empty(store: Store) -> None:
+    fixture = uuid.uuid4()
+    assert await store.max_seq(fixture) == 0
+    await store.write([(fixture, packet(3)), (fixture, packet(1))])
+    assert await store.max_seq(fixture) == 3
+
+
+async def test_payload_and_typed_columns_are_stored(store: Store, sql: asyncpg.Connection) -> None:
+    fixture = uuid.uuid4()
+    action_id = uuid.uuid4()
+    text = json.dumps(
+        {
+            "finished": False,
+            "unknownField": {"kept": True},
+            "fixtureAction": {
+                "fixtureSeqNum": 9,
+                "actionId": str(action_id),
+                "fixtureActionTypeId": 9,
+                "fixtureActionType": "Ball Potted",
+                "fixtureActionSubTypeId": 7,
+                "fixtureActionSubType": "Black",
+                "sendTypeId": 1,
+                "sendType": "Pending",
+                "period": 3,
+                "timestamp": "2026-11-24T13:00:05.123456Z",
+                "team": {"id": str(uuid.uuid4()), "name": "A"},
+                "player": {"id": "not-a-uuid", "name": "A"},
+            },
+        }
+    )
+    frame = classify(text.encode(), binary=False, position=1, received_at=NOW)
+    assert isinstance(frame, Action)
+    await store.write([(fixture, frame)])
+    row = await sql.fetchrow("SELECT * FROM actions WHERE fixture_id = $1", fixture)
+    assert row["seq"] == 9
+    assert json.loads(row["payload"]) == json.loads(text)
+    assert row["action_id"] == action_id
+    assert (row["action_type_id"], row["action_type"]) == (9, "Ball Potted")
+    assert (row["action_subtype_id"], row["action_subtype"]) == (7, "Black")
+    assert (row["send_type_id"], row["send_type"], row["period"]) == (1, "Pending", 3)
+    assert row["provider_ts"] == datetime(2026, 11, 24, 13, 0, 5, 123456, tzinfo=UTC)
+    assert row["player_id"] is None  # a malformed optional field is NULL, the packet is kept
+    assert row["received_at"] == NOW
+
+
+async def test_a_replayed_seq_with_another_payload_is_a_recorded_conflict(
+    store: Store, sql: asyncpg.Connection
+) -> None:
+    fixture = uuid.uuid4()
+    original = packet(5, period=1)
+    await store.write([(fixture, original)])
+    result = await store.write([(fixture, packet(5, period=2))])
+    assert result.conflicts == [(fixture, 5)]
+    stored = json.loads(await sql.fetchval("SELECT payload FROM actions WHERE seq = 5"))
+    assert stored["fixtureAction"]["period"] == 1  # the stored row is kept
+    newcomer = json.loads(await sql.fetchval("SELECT payload FROM action_conflicts"))
+    assert newcomer["fixtureAction"]["period"] == 2
+
+
+async def test_the_same_seq_twice_in_one_batch_is_absorbed(
+    store: Store, sql: asyncpg.Connection
+) -> None:
+    fixture = uuid.uuid4()
+    p = packet(1)
+    result = await store.write([(fixture, p), (fixture, p), (fixture, packet(2))])
+    assert result.inserted == {fixture: 2}
+    assert await sql.fetchval("SELECT count(*) FROM actions") == 2
+
+
+async def test_a_packet_jsonb_cannot_hold_is_rejected_and_the_rest_stored(
+    store: Store, sql: asyncpg.Connection
+) -> None:
+    fixture = uuid.uuid4()
+    raw = b'{"fixtureAction": {"fixtureSeqNum": 2, "note": "nul \\u0000 byte"}}'
+    bad = classify(raw, binary=False, position=2, received_at=NOW)
+    assert isinstance(bad, Action)
+    result = await store.write([(fixture, packet(1)), (fixture, bad), (fixture, packet(3))])
+    assert result.inserted == {fixture: 2}
+    assert result.rejected == 1
+    assert [r["seq"] for r in await sql.fetch("SELECT seq FROM actions ORDER BY seq")] == [1, 3]
+    row = await sql.fetchrow("SELECT raw, reason FROM rejected_messages")
+    assert row["raw"] == raw
+    assert "seq 2" in row["reason"]
+
+
+async def test_rejected_frames_keep_their_raw_bytes(store: Store, sql: asyncpg.Connection) -> None:
+    fixture = uuid.uuid4()
+    frames = [b"\xff\xfe not utf-8", b"[1, 2, 3]", b"{truncated"]
+    rejected = [classify(f, binary=False, position=1, received_at=NOW) for f in frames]
+    assert all(isinstance(r, Rejected) for r in rejected)
+    await store.write([], [(fixture, r) for r in rejected if isinstance(r, Rejected)])
+    rows = await sql.fetch("SELECT raw, reason FROM rejected_messages ORDER BY id")
+    assert [bytes(r["raw"]) for r in rows] == frames
+    assert [r["reason"].split(" ")[0] for r in rows] == ["invalid", "not", "invalid"]
+
+
+async def test_fixture_progress_follows_the_writes(store: Store) -> None:
+    fixture = uuid.uuid4()
+    await store.write([(fixture, packet(i)) for i in range(1, 4)])
+    await store.write([(fixture, packet(4, finished=True))])
+    [row] = await store.fixtures([fixture])
+    assert (row.last_seq, row.packets, row.finished, row.enabled) == (4, 4, True, True)
+
+
+async def test_registry_add_disable_and_runnable(store: Store) -> None:
+    a, b = uuid.uuid4(), uuid.uuid4()
+    await store.register([a, b])
+    assert set(await store.runnable_fixtures()) == {a, b}
+    assert await store.set_enabled(a, False)
+    assert await store.runnable_fixtures() == [b]
+    assert not await store.set_enabled(uuid.uuid4(), False)
+    await store.register([a], enable=True)
+    assert set(await store.runnable_fixtures()) == {a, b}
+
+
+async def test_integrity_reports_gaps_conflicts_and_rejections(store: Store) -> None:
+    clean, holed = uuid.uuid4(), uuid.uuid4()
+    await store.write([(clean, packet(i)) for i in (1, 2, 3)])
+    await store.write([(holed, packet(i)) for i in (1, 2, 5, 9)])
+    await store.write([(holed, packet(2, period=7))])
+    bad = classify(b"[]", binary=False, position=1, received_at=NOW)
+    assert isinstance(bad, Rejected)
+    await store.write([], [(holed, bad)])
+    report = {row["fixture_id"]: row for row in await store.integrity()}
+    assert report[clean]["gaps"] == [] and report[clean]["conflicts"] == 0
+    assert report[holed]["gaps"] == ["3-4", "6-8"]
+    assert report[holed]["conflicts"] == 1
+    assert report[holed]["rejected"] == 1

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from ingest.packet import Action, Control, Rejected, classify
+
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"  # copied from shared/samples
+NOW = datetime(2026, 11, 24, tzinfo=UTC)
+
+
+def frame(data: bytes, *, binary: bool = False, position: int = 1) -> object:
+    return classify(data, binary=binary, position=position, received_at=NOW)
+
+
+def sample(name: str) -> bytes:
+    return (SAMPLES / name).read_bytes()
+
+
+def test_the_provider_sample_is_an_action_with_typed_fields() -> None:
+    action = frame(sample("snooker-team-colours.json"), position=99)
+    assert isinstance(action, Action)
+    assert action.seq == 1  # fixtureSeqNum wins over the stream position
+    assert action.type_id == 2 and action.type_name == "Team Colours"
+    assert action.send_type_id == 5 and action.send_type == "Confirmed"
+    assert action.action_id == uuid.UUID("9229c1e6-b0cc-4844-9645-f36a6aa7c9f7")
+    assert action.packet_fixture_id == uuid.UUID("ad81fac3-a0d5-439a-90f0-98bfba02fe10")
+    assert action.provider_ts == datetime(2023, 6, 30, 17, 13, 58, 758681, tzinfo=UTC)
+    assert action.period == 0 and not action.finished
+
+
+def test_a_status_update_sample_is_an_action() -> None:
+    action = frame(sample("status-updated-suspended.json"))
+    assert isinstance(action, Action)
+    assert (action.seq, action.type_id, action.action_id) == (91, 22, None)
+
+
+def test_control_messages_are_told_apart() -> None:
+    lines = sample("control-messages.jsonl").splitlines()
+    accepted, heartbeat = (frame(line) for line in lines)
+    assert isinstance(accepted, Control) and accepted.is_auth_accepted
+    assert isinstance(heartbeat, Control) and heartbeat.is_heartbeat
+    refused = frame(b'{"message":"The supplied authentication is invalid","level":"ERROR"}')
+    assert isinstance(refused, Control) and refused.is_auth_refused
+
+
+def test_without_fixtureSeqNum_the_stream_position_is_the_seq() -> None:
+    action = frame(b'{"fixtureAction": {"actionId": "x"}}', position=42)
+    assert isinstance(action, Action) and action.seq == 42 and action.action_id is None
+
+
+def test_finished_comes_from_the_packet_or_its_summary() -> None:
+    top = frame(b'{"finished": true, "fixtureAction": {}}')
+    summary = frame(b'{"fixtureAction": {}, "fixtureSummary": {"finished": true}}')
+    assert isinstance(top, Action) and top.finished
+    assert isinstance(summary, Action) and summary.finished
+
+
+@pytest.mark.parametrize(
+    ("data", "binary", "reason"),
+    [
+        (b'{"fixtureAction": {}}', True, "binary frame"),
+        (b"\xc3\x28 bad utf-8", False, "invalid UTF-8"),
+        (b"{not json", False, "invalid JSON"),
+        (b'{"a": NaN, "fixtureAction": {}}', False, "invalid JSON"),
+        (b"[1, 2]", False, "JSON array"),
+        (b'"text"', False, "JSON string"),
+        (b"null", False, "JSON null"),
+    ],
+)
+def test_anything_but_a_json_object_is_rejected_with_its_bytes(
+    data: bytes, binary: bool, reason: str
+) -> None:
+    rejected = frame(data, binary=binary)
+    assert isinstance(rejected, Rejected)
+    assert rejected.raw == data and reason in rejected.reason
+
+
+def test_wrongly_typed_fields_become_null_not_errors() -> None:
+    action = frame(
+        b'{"fixtureAction": {"fixtureSeqNum": "7", "fixtureActionTypeId": true, "period": 1.5,'
+        b' "timestamp": "yesterday", "actionId": 12, "team": "home", "sendTypeId": 4}}'
+    )
+    assert isinstance(action, Action)
+    assert action.seq == 7  # a numeric string is still the provider's seq
+    assert action.type_id is None and action.period is None and action.provider_ts is None
+    assert action.action_id is None and action.team_id is None
+    assert action.send_type == "Deleted"  # the name follows the documented id
