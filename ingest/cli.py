@@ -65,7 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stream live snooker actions from the DDE feed into PostgreSQL, exactly once.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    logs = argparse.ArgumentParser(add_help=False)
+    _add(
+        logs,
+        "--log-level",
+        env="INGEST_LOG_LEVEL",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+    )
+    _add(logs, "--log-format", env="INGEST_LOG_FORMAT", default="text", choices=["text", "json"])
+    common = argparse.ArgumentParser(add_help=False, parents=[logs])
     _add(
         common,
         "--database-url",
@@ -78,15 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
         env="INGEST_DATA_DIR",
         help="where the embedded PostgreSQL keeps its data",
     )
-    _add(
-        common,
-        "--log-level",
-        env="INGEST_LOG_LEVEL",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        type=str.upper,
-    )
-    _add(common, "--log-format", env="INGEST_LOG_FORMAT", default="text", choices=["text", "json"])
     feed = argparse.ArgumentParser(add_help=False)
     _add(
         feed,
@@ -165,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("feed", help="the local feed simulator")
     fsub = p.add_subparsers(dest="feed_command", required=True, metavar="ACTION")
-    q = fsub.add_parser("serve", parents=[common], help="serve recordings like the provider does")
+    q = fsub.add_parser("serve", parents=[logs], help="serve fixtures like the provider does")
     _add(q, "--host", env="INGEST_SIM_HOST", default="127.0.0.1")
     _add(q, "--port", env="INGEST_SIM_PORT", type=int, default=8765)
     q.add_argument(
@@ -175,6 +176,59 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="[FIXTURE_ID=]PATH",
         help="a JSON-lines recording (repeatable); default: the bundled demo match",
     )
+    q.add_argument(
+        "--generate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also serve N generated matches, seeds --seed .. --seed+N-1",
+    )
+    q.add_argument("--seed", type=int, default=1, help="first seed for --generate")
+    q.add_argument("--best-of", type=int, default=7, help="frames per generated match")
+    _add(
+        q,
+        "--live",
+        env="INGEST_SIM_LIVE",
+        action="store_true",
+        help="the fixtures are being played from the moment the simulator starts",
+    )
+    _add(
+        q,
+        "--max-gap",
+        env="INGEST_SIM_MAX_GAP",
+        type=_positive,
+        help="never wait longer than this many seconds between two packets",
+    )
+    faults = q.add_argument_group("faults (also settable at run time: POST /_control/faults)")
+    faults.add_argument(
+        "--drop-after", type=int, metavar="N", help="drop every connection after N packets"
+    )
+    faults.add_argument(
+        "--drop-mode",
+        choices=["close", "reset"],
+        default="close",
+        help="a close frame (1011) or an abrupt TCP reset",
+    )
+    faults.add_argument(
+        "--stall-after",
+        type=int,
+        metavar="N",
+        help="after N packets on a connection, send nothing ...",
+    )
+    faults.add_argument("--stall-seconds", type=float, default=0.0, help="... for this long")
+    faults.add_argument(
+        "--malformed-every",
+        type=int,
+        metavar="N",
+        help="send a malformed frame after every N packets",
+    )
+    faults.add_argument(
+        "--refuse-seconds",
+        type=float,
+        default=0.0,
+        help="answer HTTP 503 to new connections for this long",
+    )
+    faults.add_argument("--refuse-token", action="store_true", help="refuse every token")
     _add(
         q,
         "--heartbeat-interval",
@@ -204,6 +258,17 @@ def build_parser() -> argparse.ArgumentParser:
         env="INGEST_TOKEN_FILE",
         help="the token clients must send (or INGEST_TOKEN); unset: any non-empty token",
     )
+
+    q = fsub.add_parser("generate", parents=[logs], help="write a generated match as JSON lines")
+    q.add_argument("--seed", type=int, default=1, help="same seed, same bytes")
+    q.add_argument("--best-of", type=int, default=7, help="frames (odd)")
+    q.add_argument("--reds", type=int, choices=[6, 15], default=15)
+    q.add_argument("--players", nargs=2, metavar=("HOME", "AWAY"))
+    q.add_argument("--fixture-id", type=_fixture_id, help="default: derived from the seed")
+    q.add_argument("--truth", metavar="FILE", help="also write the true result as JSON")
+    q.add_argument("--output", "-o", metavar="FILE", help="default: standard output")
+    q.add_argument("--no-corrections", action="store_true", help="no Pending/Deleted/... packets")
+    q.add_argument("--no-suspensions", action="store_true", help="no collection suspensions")
 
     p = sub.add_parser("report", parents=[common], help="scoreline and frames of one match")
     p.add_argument("fixture_id", type=_fixture_id, metavar="FIXTURE_ID")
@@ -272,19 +337,47 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     cmd = args.command
     if cmd == "feed":
         if args.feed_command == "serve":
-            recordings = [Recording.load(spec) for spec in args.recording] or [Recording.demo()]
+            recordings = [Recording.load(spec) for spec in args.recording]
+            recordings += [
+                Recording.generated(args.seed + i, best_of=args.best_of)
+                for i in range(args.generate)
+            ]
             sim_options = SimulatorOptions(
                 token=settings.token.reveal() if settings.token else None,
                 heartbeat_interval=args.heartbeat_interval,
                 one_based=args.one_based,
                 time_scale=args.time_scale,
+                max_gap=args.max_gap,
+                live=args.live,
             )
+            sim_options.faults.update(
+                {
+                    "drop_after": args.drop_after,
+                    "drop_mode": args.drop_mode,
+                    "stall_after": args.stall_after,
+                    "stall_seconds": args.stall_seconds,
+                    "malformed_every": args.malformed_every,
+                    "refuse_seconds": args.refuse_seconds,
+                    "refuse_token": args.refuse_token,
+                }
+            )
+            recordings = recordings or [Recording.demo()]
             return _run_async(
                 lambda stop: commands.serve_feed(
                     recordings, sim_options, args.host, args.port, stop
                 )
             )
-        raise AssertionError(args.feed_command)
+        return commands.generate_feed(
+            seed=args.seed,
+            best_of=args.best_of,
+            reds=args.reds,
+            players=tuple(args.players) if args.players else None,
+            fixture_id=args.fixture_id,
+            corrections=not args.no_corrections,
+            suspensions=not args.no_suspensions,
+            output=args.output,
+            truth=args.truth,
+        )
 
     if cmd == "run" and not args.fixture_ids and not args.run_all:
         raise _Usage("ingest run: give FIXTURE_ID ... or --all")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import secrets
@@ -20,6 +21,7 @@ import aiohttp
 
 from ingest.config import Secret, Settings
 from ingest.errors import EX_OK, ConfigError
+from ingest.simulator.generator import MatchSpec, generate_match, to_jsonl
 from ingest.simulator.recording import Recording
 from ingest.simulator.server import Simulator, SimulatorOptions
 from ingest.source import FeedSource
@@ -204,6 +206,57 @@ def format_summary(fixture_id: uuid.UUID, summary: dict[str, Any]) -> str:
         f"{summary['rejected']} rejected, {summary['conflicts']} conflicts"
     )
     return "\n".join(lines) + "\n"
+
+
+def generate_feed(
+    *,
+    seed: int,
+    best_of: int,
+    reds: int,
+    players: tuple[str, ...] | None,
+    fixture_id: uuid.UUID | None,
+    corrections: bool,
+    suspensions: bool,
+    output: str | None,
+    truth: str | None,
+) -> int:
+    if best_of < 1 or best_of % 2 == 0:
+        raise ConfigError(f"--best-of must be odd and positive, got {best_of}")
+    spec = MatchSpec(
+        seed=seed,
+        best_of=best_of,
+        reds=reds,
+        fixture_id=fixture_id,
+        corrections=corrections,
+        suspensions=suspensions,
+    )
+    if players:
+        spec = dataclasses.replace(spec, players=(players[0], players[1]))
+    match = generate_match(spec)
+    _write_text(output, to_jsonl(match.packets))
+    if truth:
+        _write_text(truth, json.dumps(match.truth, indent=2) + "\n")
+    log.info(
+        "generated fixture %s: %d packets, %s %d-%d",
+        match.fixture_id,
+        len(match.packets),
+        match.truth["winner"],
+        match.truth["home_frames"],
+        match.truth["away_frames"],
+    )
+    return EX_OK
+
+
+def _write_text(path: str | None, text: str) -> None:
+    if path is None or path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
 
 
 async def serve_feed(

@@ -8,11 +8,13 @@ once into a template database; every test gets a fresh database cloned from it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -21,7 +23,7 @@ from sqlalchemy.engine import make_url
 from ingest import embedded
 from ingest.simulator.generator import GeneratedMatch, MatchSpec, generate_match, to_jsonl
 from ingest.simulator.recording import Recording
-from ingest.simulator.server import Simulator, SimulatorOptions
+from ingest.simulator.server import Faults, Simulator, SimulatorOptions
 from ingest.store import Store
 
 TOKEN = "test-token-not-a-secret"
@@ -139,21 +141,38 @@ def recording(match: GeneratedMatch) -> Recording:
 
 
 StartFeed = Callable[..., Awaitable[str]]
+StartSimulator = Callable[..., Awaitable[Simulator]]
 
 
 @pytest.fixture
-async def start_feed() -> AsyncIterator[StartFeed]:
-    """Start simulators on loopback: ``await start_feed([recording], drop_after=50)`` -> URL."""
-    running: list[Simulator] = []
+async def start_simulator() -> AsyncIterator[StartSimulator]:
+    """Start simulators on loopback: ``await start_simulator([rec], drop_after=50)``.
 
-    async def start(recordings: list[Recording], **options: object) -> str:
-        opts = SimulatorOptions(token=TOKEN, heartbeat_interval=0.5)
-        for key, value in options.items():
-            setattr(opts, key, value)
-        simulator = Simulator(recordings, opts)
+    Keyword arguments set :class:`SimulatorOptions` or, for fault names, :class:`Faults`.
+    """
+    running: list[Simulator] = []
+    fault_names = {f.name for f in dataclasses.fields(Faults)}
+
+    async def start(recordings: list[Recording], **options: Any) -> Simulator:
+        faults = Faults(**{k: v for k, v in options.items() if k in fault_names})
+        rest = {k: v for k, v in options.items() if k not in fault_names}
+        rest.setdefault("heartbeat_interval", 0.5)
+        rest.setdefault("token", TOKEN)
+        simulator = Simulator(recordings, SimulatorOptions(faults=faults, **rest))
         running.append(simulator)
-        return await simulator.start()
+        await simulator.start()
+        return simulator
 
     yield start
     for simulator in running:
         await simulator.stop()
+
+
+@pytest.fixture
+def start_feed(start_simulator: StartSimulator) -> StartFeed:
+    """Like ``start_simulator`` but returns the feed URL."""
+
+    async def start(recordings: list[Recording], **options: Any) -> str:
+        return (await start_simulator(recordings, **options)).url
+
+    return start

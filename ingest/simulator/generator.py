@@ -631,10 +631,12 @@ class _MatchBuilder:
         elif interval is not None:
             self._advance(15 * 60.0, 20 * 60.0)
 
-    def _choose_ball(self, table: _Table) -> int:
+    def _choose_ball(self, table: _Table, maximum_on: bool = False) -> int:
         if table.respot:
             return 7
         if table.colour_due:
+            if maximum_on and self.game.random() < 0.35:  # a maximum is on: favour the black
+                return 7
             return self.game.choices(_COLOUR_CHOICE, weights=_COLOUR_WEIGHTS)[0]
         if table.reds > 0:
             return 1
@@ -677,8 +679,10 @@ class _MatchBuilder:
                 foul_points = self._foul_value(table, self._choose_ball(table))
             elif roll < 0.06 + chance:
                 p = skill - 0.12  # the first pot is the hard one
+                maximum_on = table.reds == self.spec.reds
                 while True:
-                    ball = self._choose_ball(table)
+                    maximum_on = maximum_on and all(b in (1, 7) for b, _ in potted)
+                    ball = self._choose_ball(table, maximum_on)
                     if g.random() >= p:
                         if g.random() < 0.07:
                             foul_points = self._foul_value(table, ball)

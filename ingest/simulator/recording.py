@@ -70,6 +70,14 @@ class Recording:
         return cls.from_text(text, fixture_id=fixture_id, name=path)
 
     @classmethod
+    def generated(cls, seed: int, *, best_of: int = 7) -> Recording:
+        """A match generated from ``seed`` (fixture id derived from the seed)."""
+        from ingest.simulator.generator import MatchSpec, generate_match, to_jsonl
+
+        match = generate_match(MatchSpec(seed=seed, best_of=best_of))
+        return cls.from_text(to_jsonl(match.packets), name=f"seed {seed}")
+
+    @classmethod
     def demo(cls) -> Recording:
         text = resources.files("ingest.simulator").joinpath("data", DEMO_RECORDING).read_text()
         return cls.from_text(text, name=DEMO_RECORDING)

@@ -2,19 +2,29 @@
 
 Same URL path, the Accept check (HTTP 400), the token as the first message (an error message and a
 close when it is wrong or missing), the auth acknowledgement, heartbeats at a configurable
-interval, ``startPosition`` (0-based, or 1-based on request) and ``speed`` fast / normal.
+interval, ``startPosition`` (0-based, or 1-based on request), ``speed`` fast / normal, and a live
+mode in which a fixture "is being played": a late client first catches up, then receives packets
+as they happen.
+
+Faults for tests, global or per fixture, set by flags or at run time through the control
+endpoint (``POST /_control/faults``): drop the connection after N packets (a clean close or an
+abrupt TCP reset), stall without packets or heartbeats, send malformed frames, refuse new
+connections (HTTP 503), refuse the token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, Literal
 
 from aiohttp import WSMsgType, web
 
@@ -30,6 +40,36 @@ AUTH_REFUSED = {
 }
 AUTH_ACCEPTED = {"message": "Authorisation accepted", "level": "INFO"}
 POLICY_VIOLATION = 1008
+MALFORMED: tuple[tuple[bytes, bool], ...] = (
+    (b'{"fixtureAction": {"fixtureSeqNum": ', False),  # truncated JSON
+    (b"\x00\x01binary\xff", True),  # a binary frame
+    (b'[{"fixtureAction": {}}]', False),  # a JSON array
+)
+
+
+@dataclass
+class Faults:
+    """What to do wrong. Counts are per connection; times are seconds."""
+
+    drop_after: int | None = None  # close each connection after this many packets
+    drop_mode: Literal["close", "reset"] = "close"  # a close frame, or an abrupt TCP reset
+    stall_after: int | None = None  # after this many packets on a connection, go silent ...
+    stall_seconds: float = 0.0  # ... for this long: no packets, no heartbeats
+    malformed_every: int | None = None  # send a malformed frame after every N packets
+    refuse_until: float = 0.0  # time.monotonic() before which new connections get HTTP 503
+    refuse_token: bool = False  # refuse every token, as after its expiry
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Apply a JSON body from the control endpoint (``refuse_seconds`` is relative)."""
+        changes = dict(changes)
+        if "refuse_seconds" in changes:
+            changes["refuse_until"] = time.monotonic() + float(changes.pop("refuse_seconds"))
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = set(changes) - names
+        if unknown:
+            raise ValueError(f"unknown fault(s): {', '.join(sorted(unknown))}")
+        for name, value in changes.items():
+            setattr(self, name, value)
 
 
 @dataclass
@@ -37,28 +77,69 @@ class SimulatorOptions:
     token: str | None = None  # None: any non-empty token is accepted
     heartbeat_interval: float = 10.0
     one_based: bool = False  # startPosition = seqNum of the last packet + 1
-    time_scale: float = 1.0  # speed=normal: recorded pacing divided by this
+    time_scale: float = 1.0  # recorded pacing divided by this (speed=normal and live)
     auth_timeout: float = 10.0
-    max_gap: float = 60.0  # speed=normal: never wait longer than this between packets
-    drop_after: int | None = None  # fault: close each connection after this many packets
+    max_gap: float | None = None  # never wait longer than this between two packets
+    live: bool = False  # fixtures are being played from the moment the simulator starts
+    faults: Faults = field(default_factory=Faults)
+
+    def __post_init__(self) -> None:
+        if self.time_scale <= 0 or self.heartbeat_interval <= 0:
+            raise ValueError("time_scale and heartbeat_interval must be positive")
+
+
+@dataclass
+class FixtureCounters:
+    connections: int = 0
+    refused: int = 0
+    packets_sent: int = 0
 
 
 class Simulator:
-    """Serves recordings for any number of fixtures; ``start()`` for tests, ``serve()`` for CLI."""
+    """Serves any number of fixtures; ``start()`` returns the base URL to give the client."""
 
     def __init__(self, recordings: Iterable[Recording], options: SimulatorOptions) -> None:
         self.recordings = {r.fixture_id: r for r in recordings}
         self.options = options
-        self.connections = 0  # successful upgrades, for tests and logs
+        self.fixture_faults: dict[uuid.UUID, Faults] = {}
+        self.counters: dict[uuid.UUID, FixtureCounters] = {
+            f: FixtureCounters() for f in self.recordings
+        }
         self._runner: web.AppRunner | None = None
+        self._started = time.monotonic()
         self.port = 0
+        self.url = ""
 
     def __repr__(self) -> str:
         return f"Simulator(fixtures={len(self.recordings)}, port={self.port})"
 
+    @property
+    def connections(self) -> int:
+        return sum(c.connections for c in self.counters.values())
+
+    def faults_for(self, fixture_id: uuid.UUID) -> Faults:
+        return self.fixture_faults.get(fixture_id, self.options.faults)
+
+    def set_faults(self, fixture_id: uuid.UUID | None = None, **changes: Any) -> None:
+        """Change faults while running: for one fixture, or for all when ``fixture_id`` is None."""
+        if fixture_id is None:
+            self.options.faults.update(changes)
+            return
+        faults = self.fixture_faults.setdefault(
+            fixture_id, dataclasses.replace(self.options.faults)
+        )
+        faults.update(changes)
+
+    def clear_faults(self) -> None:
+        self.options.faults = Faults()
+        self.fixture_faults.clear()
+
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/snooker/fixtures/{fixture_id}/actions", self._actions)
+        app.router.add_post("/_control/faults", self._control_faults)
+        app.router.add_delete("/_control/faults", self._control_clear)
+        app.router.add_get("/_control/stats", self._control_stats)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -67,15 +148,37 @@ class Simulator:
             self.app(), handle_signals=False, access_log=None, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
+        await web.TCPSite(self._runner, host, port).start()
         self.port = int(self._runner.addresses[0][1])
-        return f"ws://{host}:{self.port}"
+        self._started = time.monotonic()
+        self.url = f"ws://{host}:{self.port}"
+        return self.url
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    # -- the control endpoint -------------------------------------------------------------
+
+    async def _control_faults(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
+            raw_id = body.pop("fixture_id", None)
+            fixture_id = uuid.UUID(raw_id) if raw_id else None
+            self.set_faults(fixture_id, **body)
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"ok": True})
+
+    async def _control_clear(self, request: web.Request) -> web.Response:
+        self.clear_faults()
+        return web.json_response({"ok": True})
+
+    async def _control_stats(self, request: web.Request) -> web.Response:
+        return web.json_response({str(f): dataclasses.asdict(c) for f, c in self.counters.items()})
 
     # -- the protocol ---------------------------------------------------------------------
 
@@ -98,17 +201,25 @@ class Simulator:
         speed = request.query.get("speed", "normal")
         if speed not in ("fast", "normal"):
             return web.Response(status=400, text="speed must be fast or normal")
+        faults = self.faults_for(fixture_id)
+        counters = self.counters[fixture_id]
+        if time.monotonic() < faults.refuse_until:
+            counters.refused += 1
+            return web.Response(status=503, text="Service temporarily unavailable")
 
         ws = web.WebSocketResponse(autoping=True, max_msg_size=1024 * 1024)
         await ws.prepare(request)
-        if not await self._authenticate(ws):
+        if not await self._authenticate(ws, faults):
             return ws
-        self.connections += 1
+        counters.connections += 1
+        connection = _Connection(ws, faults, request.transport)
         skip = max(start - 1, 0) if self.options.one_based else start
         tasks = {
             asyncio.create_task(self._drain(ws)),  # ends when the client goes away
-            asyncio.create_task(self._heartbeats(ws)),
-            asyncio.create_task(self._serve(ws, recording, skip, fast=speed == "fast")),
+            asyncio.create_task(self._heartbeats(connection)),
+            asyncio.create_task(
+                self._serve(connection, recording, counters, skip, fast=speed == "fast")
+            ),
         }
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -118,7 +229,7 @@ class Simulator:
             await asyncio.gather(*tasks, return_exceptions=True)
         return ws
 
-    async def _authenticate(self, ws: web.WebSocketResponse) -> bool:
+    async def _authenticate(self, ws: web.WebSocketResponse, faults: Faults) -> bool:
         try:
             msg = await ws.receive(timeout=self.options.auth_timeout)
         except TimeoutError:
@@ -129,7 +240,12 @@ class Simulator:
                 first = json.loads(msg.data)
                 token = first.get("authToken") if isinstance(first, dict) else None
         expected = self.options.token
-        ok = isinstance(token, str) and token != "" and (expected is None or token == expected)
+        ok = (
+            isinstance(token, str)
+            and token != ""
+            and (expected is None or token == expected)
+            and not faults.refuse_token
+        )
         if not ok:
             with contextlib.suppress(ConnectionResetError, RuntimeError):
                 await ws.send_str(json.dumps(AUTH_REFUSED))
@@ -139,40 +255,66 @@ class Simulator:
         return True
 
     async def _serve(
-        self, ws: web.WebSocketResponse, recording: Recording, skip: int, *, fast: bool
+        self,
+        conn: _Connection,
+        recording: Recording,
+        counters: FixtureCounters,
+        skip: int,
+        *,
+        fast: bool,
     ) -> None:
+        faults = conn.faults
         try:
-            sent = await self._send_packets(ws, recording, skip, fast=fast)
-            if self.options.drop_after is not None and sent == self.options.drop_after:
-                await ws.close(code=1011, message=b"simulated drop")
-            elif recording.finished:
-                await ws.close()
+            for sent, (line, due) in enumerate(self._schedule(recording, skip, fast=fast), 1):
+                if due > 0:
+                    await asyncio.sleep(due)
+                await conn.stalled()
+                await conn.ws.send_str(line)
+                counters.packets_sent += 1
+                if faults.malformed_every and sent % faults.malformed_every == 0:
+                    data, binary = MALFORMED[(sent // faults.malformed_every - 1) % len(MALFORMED)]
+                    await (conn.ws.send_bytes(data) if binary else conn.ws.send_str(data.decode()))
+                if faults.stall_after is not None and sent == faults.stall_after:
+                    conn.stall_until = time.monotonic() + faults.stall_seconds
+                if faults.drop_after is not None and sent >= faults.drop_after:
+                    await conn.drop()
+                    return
+            if recording.finished:
+                await conn.ws.close()
             else:
-                await asyncio.Future()  # a live fixture: stay connected, heartbeats go on
+                await asyncio.Future()  # still being played: stay connected, heartbeats go on
         except (ConnectionResetError, RuntimeError):
             pass  # the client went away
 
-    async def _send_packets(
-        self, ws: web.WebSocketResponse, recording: Recording, skip: int, *, fast: bool
-    ) -> int:
+    def _schedule(
+        self, recording: Recording, skip: int, *, fast: bool
+    ) -> Iterable[tuple[str, float]]:
+        """Yield (line, seconds to wait before sending it) from position ``skip`` on."""
+        scale = self.options.time_scale
+        cap = self.options.max_gap
+        first_time = next((t for t in recording.times if t is not None), None)
         previous: float | None = None
-        lines, times = recording.lines[skip:], recording.times[skip:]
-        if self.options.drop_after is not None:
-            lines, times = lines[: self.options.drop_after], times[: self.options.drop_after]
-        for line, at in zip(lines, times, strict=True):
+        for line, at in zip(recording.lines[skip:], recording.times[skip:], strict=True):
+            if self.options.live and at is not None and first_time is not None:
+                # the packet happens at a fixed moment after the simulator started
+                due_at = self._started + (at - first_time) / scale
+                yield line, due_at - time.monotonic()
+                continue
+            delay = 0.0
             if not fast and previous is not None and at is not None and at > previous:
-                delay = min((at - previous) / self.options.time_scale, self.options.max_gap)
-                await asyncio.sleep(delay)
+                delay = (at - previous) / scale
+                if cap is not None:
+                    delay = min(delay, cap)
             previous = at if at is not None else previous
-            await ws.send_str(line)
-        return len(lines)
+            yield line, delay
 
-    async def _heartbeats(self, ws: web.WebSocketResponse) -> None:
-        while not ws.closed:
+    async def _heartbeats(self, conn: _Connection) -> None:
+        while not conn.ws.closed:
             await asyncio.sleep(self.options.heartbeat_interval)
+            await conn.stalled()
             stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             with contextlib.suppress(ConnectionResetError, RuntimeError):
-                await ws.send_str(
+                await conn.ws.send_str(
                     json.dumps({"message": f"Heartbeat sent at {stamp}", "level": "INFO"})
                 )
 
@@ -181,3 +323,28 @@ class Simulator:
         """Read (and so answer pings and notice a close) until the client goes away."""
         async for _ in ws:
             pass
+
+
+class _Connection:
+    """One client connection and its fault state."""
+
+    def __init__(
+        self, ws: web.WebSocketResponse, faults: Faults, transport: asyncio.BaseTransport | None
+    ) -> None:
+        self.ws = ws
+        self.transport = transport
+        self.faults = faults
+        self.stall_until = 0.0
+
+    async def stalled(self) -> None:
+        """Wait out a stall (no packets, no heartbeats)."""
+        remaining = self.stall_until - time.monotonic()
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+
+    async def drop(self) -> None:
+        if self.faults.drop_mode == "reset":
+            if isinstance(self.transport, asyncio.Transport):
+                self.transport.abort()  # an abrupt TCP reset: no close frame
+            return
+        await self.ws.close(code=1011, message=b"simulated drop")
