@@ -151,6 +151,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds without packets or heartbeats before a connection is replaced",
     )
 
+    _add(
+        p,
+        "--connect-rate",
+        env="INGEST_CONNECT_RATE",
+        type=float,
+        default=4.0,
+        help="connection attempts per second across all fixtures (0: no limit)",
+    )
+    _add(
+        p,
+        "--registry-poll",
+        env="INGEST_REGISTRY_POLL",
+        type=_positive,
+        default=10.0,
+        help="with --all: seconds between looks for newly registered fixtures",
+    )
+    _add(
+        p,
+        "--progress-interval",
+        env="INGEST_PROGRESS_INTERVAL",
+        type=_positive,
+        default=60.0,
+        help="seconds between progress lines per fixture",
+    )
+    _add(
+        p,
+        "--pool-size",
+        env="INGEST_POOL_SIZE",
+        type=int,
+        default=4,
+        help="database connections (shared by every fixture)",
+    )
+
     p = sub.add_parser("migrate", parents=[common], help="apply the schema (alembic upgrade head)")
     p.add_argument("--revision", default="head", help="target revision (default head)")
     p.add_argument("--downgrade", action="store_true", help="downgrade to --revision")
@@ -390,10 +423,13 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             max_runtime=float(args.max_runtime) if args.max_runtime else None,
             speed=args.speed,
             batch_size=int(args.batch_size),
+            connect_rate=float(args.connect_rate),
+            registry_poll=float(args.registry_poll),
+            progress_interval=float(args.progress_interval),
         )
 
         async def run(stop: asyncio.Event) -> int:
-            result = await commands.run(
+            await commands.run(
                 settings,
                 url,
                 args.fixture_ids,
@@ -401,8 +437,8 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 stop,
                 run_all=args.run_all,
                 liveness_timeout=float(args.liveness_timeout),
+                pool_size=int(args.pool_size),
             )
-            del result
             return EX_OK
 
         return _run_async(run)

@@ -62,19 +62,16 @@ async def run(
     run_all: bool = False,
     token: Secret | None = None,
     liveness_timeout: float = 30.0,
+    pool_size: int = 4,
 ) -> RunResult:
     token = token or settings.require_token()
-    async with open_store(database_url) as store:
+    async with open_store(database_url, pool_size=pool_size) as store:
         await store.check_schema()
-        ids = list(fixture_ids)
-        if run_all:
-            ids += [f for f in await store.runnable_fixtures() if f not in ids]
-            if not ids:
-                log.info("no enabled, unfinished fixture in the registry: nothing to run")
-                return RunResult()
         log.info(
-            "streaming %d fixture(s) from %s into %s",
-            len(ids),
+            "streaming %s from %s into %s",
+            f"{len(fixture_ids)} fixture(s)" + (" and the registry" if run_all else "")
+            if fixture_ids
+            else "the registry's fixtures",
             settings.feed_url,
             settings.database_url_display,
         )
@@ -85,7 +82,7 @@ async def run(
             worker = Worker(source, store, options)
             stopper = asyncio.create_task(_stop_on(stop, worker))
             try:
-                return await worker.run(ids)
+                return await worker.run(fixture_ids, follow_registry=run_all)
             finally:
                 stopper.cancel()
 

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from ingest.errors import DatabaseUnavailable, FeedUnavailable, TemporaryError
+from ingest.errors import AuthError, DatabaseUnavailable, FeedUnavailable, TemporaryError
 from ingest.packet import Action, Rejected
 from ingest.ports import Sink, Source, WriteResult
 
@@ -45,6 +45,11 @@ class RunOptions:
     backoff_max: float = 30.0
     db_give_up_after: float = 600.0  # a database outage longer than this ends the run (exit 75)
     shutdown_timeout: float = 4.0  # how long a stop may spend flushing
+    connect_rate: float = 4.0  # connection attempts per second, all fixtures together (0: no limit)
+    auth_retries: int = 2  # a refused token is tried again this many times, spaced out ...
+    auth_retry_delay: float = 2.0  # ... by this many seconds times the attempt number
+    registry_poll: float = 10.0  # --all: how often to look for new fixtures
+    progress_interval: float = 60.0  # how often to log a progress line per fixture
 
 
 @dataclass
@@ -56,6 +61,7 @@ class FixtureStats:
     conflicts: int = 0
     gaps: int = 0
     connects: int = 0
+    last_seq: int = 0
     finished: bool = False
 
 
@@ -67,6 +73,13 @@ class RunResult:
     @property
     def all_finished(self) -> bool:
         return all(s.finished for s in self.fixtures.values())
+
+
+def _done_task() -> asyncio.Task[None]:
+    async def nothing() -> None:
+        return None
+
+    return asyncio.create_task(nothing())
 
 
 def backoff_delay(attempt: int, initial: float, cap: float) -> float:
@@ -192,6 +205,23 @@ class Writer:
             return result
 
 
+class RateLimiter:
+    """Spaces out connection attempts across every fixture (the provider asks for <= 5/s)."""
+
+    def __init__(self, per_second: float) -> None:
+        self._interval = 1.0 / per_second if per_second > 0 else 0.0
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        if not self._interval:
+            return
+        now = time.monotonic()
+        slot = max(now, self._next)
+        self._next = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
 class Worker:
     """Streams fixtures from a :class:`Source` into a :class:`Sink` until done or stopped."""
 
@@ -202,80 +232,120 @@ class Worker:
         self._stop = asyncio.Event()
         self._stats: dict[uuid.UUID, FixtureStats] = {}
         self._writer = Writer(sink, self._stats, self._options)
+        self._limiter = RateLimiter(self._options.connect_rate)
+        self._auth_refusals = 0
+        self._followers: dict[uuid.UUID, asyncio.Task[None]] = {}
 
     def stop(self) -> None:
         """Ask the run to end: flush what was received, close the sockets, return."""
         self._stop.set()
 
-    async def run(self, fixture_ids: Sequence[uuid.UUID]) -> RunResult:
+    async def run(
+        self, fixture_ids: Sequence[uuid.UUID], *, follow_registry: bool = False
+    ) -> RunResult:
+        """Stream ``fixture_ids`` (and, with ``follow_registry``, every enabled and unfinished
+        fixture in the registry, looked up again every ``registry_poll`` seconds)."""
         opts = self._options
-        ids = list(dict.fromkeys(fixture_ids))
-        result = RunResult(fixtures={f: FixtureStats() for f in ids})
-        self._stats.update(result.fixtures)
-        await self._db_retry(lambda: self._sink.register(ids))
-        rows = {
-            row.fixture_id: row for row in await self._db_retry(lambda: self._sink.fixtures(ids))
-        }
-
+        result = RunResult(fixtures=self._stats)
         writer = asyncio.create_task(self._writer.run(), name="writer")
-        followers: dict[asyncio.Task[None], uuid.UUID] = {}
-        for fixture_id in ids:
-            row = rows.get(fixture_id)
-            if row is not None and row.finished:
-                result.fixtures[fixture_id].finished = True
-                log.info(
-                    "fixture %s: already finished (%d packets stored); not reconnecting",
-                    fixture_id,
-                    row.packets,
-                )
-                continue
-            task = asyncio.create_task(self._follow(fixture_id), name=f"fixture {fixture_id}")
-            followers[task] = fixture_id
-
         stop_wait = asyncio.create_task(self._stop.wait(), name="stop")
         deadline = None if opts.max_runtime is None else time.monotonic() + opts.max_runtime
-        pending: set[asyncio.Task[None]] = set(followers)
+        next_poll = time.monotonic() + opts.registry_poll
+        next_progress = time.monotonic() + opts.progress_interval
         error: BaseException | None = None
         try:
+            await self._start([*fixture_ids])
+            if follow_registry:
+                await self._start(await self._db_retry(self._sink.runnable_fixtures))
+            idle_logged = False
             while True:
-                if opts.until_finished and not pending:
+                running = {t for t in self._followers.values() if not t.done()}
+                if not running and opts.until_finished:
                     log.info("every fixture has finished")
                     break
-                timeout = None if deadline is None else max(deadline - time.monotonic(), 0)
+                if not running and not idle_logged and not follow_registry:
+                    log.info("every fixture has finished; waiting to be stopped")
+                    idle_logged = True
+                wake = min(next_progress, next_poll if follow_registry else next_progress)
+                if deadline is not None:
+                    wake = min(wake, deadline)
                 done, _ = await asyncio.wait(
-                    {*pending, writer, stop_wait},
-                    timeout=timeout,
+                    {*running, writer, stop_wait},
+                    timeout=max(wake - time.monotonic(), 0),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 if stop_wait in done:
                     log.info("stopping: flushing what was received")
                     result.stopped = True
                     break
-                if not done:
-                    log.info("--max-runtime reached: stopping")
-                    result.stopped = True
-                    break
                 if writer in done:
                     error = writer.exception() or RuntimeError("the writer stopped")
                     break
-                for finished in done:
-                    pending.discard(finished)
-                    exc = finished.exception()
-                    if exc is not None:
-                        error = exc
-                if error is not None:
+                failed = [t.exception() for t in done if t is not stop_wait and t.exception()]
+                if failed:
+                    error = failed[0]
                     break
-                if not pending and not opts.until_finished:
-                    log.info("every fixture has finished; waiting to be stopped")
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    log.info("--max-runtime reached: stopping")
+                    result.stopped = True
+                    break
+                if follow_registry and now >= next_poll:
+                    next_poll = now + opts.registry_poll
+                    await self._start(await self._db_retry(self._sink.runnable_fixtures))
+                if now >= next_progress:
+                    next_progress = now + opts.progress_interval
+                    self._log_progress()
         finally:
             stop_wait.cancel()
-            for task in pending:
+            followers = [t for t in self._followers.values() if not t.done()]
+            for task in followers:
                 task.cancel()
-            await asyncio.gather(*pending, stop_wait, return_exceptions=True)
+            await asyncio.gather(*followers, stop_wait, return_exceptions=True)
             await self._shutdown_writer(writer)
         if error is not None:
             raise error
         return result
+
+    async def _start(self, fixture_ids: Sequence[uuid.UUID]) -> None:
+        """Start following fixtures not yet followed; finished ones are not reconnected."""
+        new = [f for f in dict.fromkeys(fixture_ids) if f not in self._followers]
+        if not new:
+            return
+        await self._db_retry(lambda: self._sink.register(new))
+        rows = {r.fixture_id: r for r in await self._db_retry(lambda: self._sink.fixtures(new))}
+        for fixture_id in new:
+            stats = self._stats.setdefault(fixture_id, FixtureStats())
+            row = rows.get(fixture_id)
+            if row is not None and row.finished:
+                stats.finished = True
+                log.info(
+                    "fixture %s: already finished (%d packets stored); not reconnecting",
+                    fixture_id,
+                    row.packets,
+                )
+                self._followers[fixture_id] = _done_task()
+                continue
+            self._followers[fixture_id] = asyncio.create_task(
+                self._follow(fixture_id), name=f"fixture {fixture_id}"
+            )
+
+    def _log_progress(self) -> None:
+        for fixture_id, task in self._followers.items():
+            if task.done():
+                continue
+            stats = self._stats[fixture_id]
+            log.info(
+                "fixture %s: progress: seq %d, %d packets received, %d stored, %d duplicates, "
+                "%d rejected, %d connects",
+                fixture_id,
+                stats.last_seq,
+                stats.received,
+                stats.stored,
+                stats.duplicates,
+                stats.rejected,
+                stats.connects,
+            )
 
     async def _shutdown_writer(self, writer: asyncio.Task[None]) -> None:
         if writer.done():
@@ -301,14 +371,16 @@ class Worker:
         while True:
             await self._writer.barrier()  # MAX(seq) must include everything received
             start = await self._db_retry(lambda: self._sink.max_seq(fixture_id))
+            await self._limiter.wait()
             stats.connects += 1
             log.info("fixture %s: connecting at startPosition=%d", fixture_id, start)
-            last = start
+            last = stats.last_seq = start
             try:
                 async for frame in self._source.stream(
                     fixture_id, start, speed=self._options.speed
                 ):
                     attempt = 0
+                    self._auth_refusals = 0
                     if isinstance(frame, Action):
                         stats.received += 1
                         if frame.seq > last + 1:
@@ -320,19 +392,41 @@ class Worker:
                                 last,
                                 frame.seq - last - 1,
                             )
-                        last = max(last, frame.seq)
+                        last = stats.last_seq = max(last, frame.seq)
                     await self._writer.put(fixture_id, frame)
                     if isinstance(frame, Action) and frame.finished:
                         await self._writer.barrier()
                         stats.finished = True
-                        log.info(
-                            "fixture %s: finished at seq %d (%d packets this run)",
-                            fixture_id,
-                            frame.seq,
-                            stats.received,
-                        )
+                        if '"CollectionDropped"' in frame.payload:
+                            log.warning(
+                                "fixture %s: the provider dropped the collection "
+                                "(CollectionDropped); the fixture ends unfinished at seq %d",
+                                fixture_id,
+                                frame.seq,
+                            )
+                        else:
+                            log.info(
+                                "fixture %s: finished at seq %d (%d packets this run)",
+                                fixture_id,
+                                frame.seq,
+                                stats.received,
+                            )
                         return
                 raise FeedUnavailable("the stream ended before the fixture finished")
+            except AuthError as exc:
+                self._auth_refusals += 1
+                if self._auth_refusals > self._options.auth_retries:
+                    raise
+                delay = self._options.auth_retry_delay * self._auth_refusals
+                log.warning(
+                    "fixture %s: %s; trying again in %.0f s (%d of %d)",
+                    fixture_id,
+                    exc,
+                    delay,
+                    self._auth_refusals,
+                    self._options.auth_retries,
+                )
+                await asyncio.sleep(delay)
             except FeedUnavailable as exc:
                 delay = backoff_delay(
                     attempt, self._options.backoff_initial, self._options.backoff_max

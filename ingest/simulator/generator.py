@@ -21,6 +21,16 @@ Model notes
   packet (emitted after the Foul that ended it, if any). A visit always starts on a red while reds
   remain; once the reds are gone the colours are taken in order, and the lowest colour on the
   table is "on" for the next visit.
+* Play: each player has a pot probability (a per-match level in 0.85-0.92, +-0.015 per player).
+  A visit is a safety, a foul or a scoring chance; the first pot of a chance is harder, and a
+  player in rhythm (6+ pots) pots slightly more. After a red the black is usually taken, a bit
+  more often while a maximum is on. Over many best-of-19 matches: ~60% of breaks are under 30,
+  ~12 breaks of 50+ and ~2.6 centuries a match, a 147 about once in 1,200 frames (never with
+  6 reds, whose maximum is 75), ~half the frames conceded by a player needing snookers.
+* Sessions: one session up to best of 15 (mid-session Interval, reasonId 19, after frame 4 from
+  best of 7 up); from best of 17, sessions of about 8-10 frames (best of 19: 10 + 9) with a
+  mid-session interval and End of session (reasonId 20) breaks, two sessions a day when the
+  match starts by 14:00 UTC. The reason is shown on the Frame Ended packet where the break starts.
 * Free Ball (12) is emitted, rarely, for the player coming to the table after a foul; the points
   logic of a free ball is not modelled (the player then plays the ball on as usual).
 * Re-rack (13) happens rarely, only at 0-0 early in a frame after a safety exchange; the same
@@ -484,19 +494,35 @@ class _MatchBuilder:
         needed = (self.spec.best_of + 1) // 2
         return max(self.state.home_frames, self.state.away_frames) >= needed
 
-    def _interval_after(self, frames_done: int) -> tuple[str, int] | None:
-        """The session break that follows frame ``frames_done`` (if the match goes on)."""
-        if self._match_over():
-            return None
+    def _session_length(self) -> int:
+        """Frames per session: one session up to best of 15, else about 8-10 frames each."""
         best_of = self.spec.best_of
-        if best_of >= 17:  # sessions of 8 frames, a mid-session interval after 4
-            if frames_done % 8 == 0:
-                return END_OF_SESSION_REASON
-            if frames_done % 8 == 4:
-                return INTERVAL_REASON
-        elif best_of >= 7 and frames_done == 4:
+        sessions = best_of // 8 if best_of >= 17 else 1
+        return -(-best_of // sessions)
+
+    def _interval_after(self, frames_done: int) -> tuple[str, int] | None:
+        """The break in play that follows frame ``frames_done`` (if the match goes on)."""
+        if self._match_over() or self.spec.best_of < 7:
+            return None
+        length = self._session_length()
+        in_session = frames_done % length
+        if in_session == 0:
+            return END_OF_SESSION_REASON
+        if in_session == (4 if length <= 9 else length // 2):
             return INTERVAL_REASON
         return None
+
+    def _sit_out_interval(self, reason: tuple[str, int], frames_done: int) -> None:
+        if reason == INTERVAL_REASON:
+            self._advance(15 * 60.0, 20 * 60.0)
+            return
+        # Sessions are scheduled: at the start time and, if it is early enough, six hours later
+        # the same day; then the next day. A session that overran gets a shorter break.
+        per_day = 2 if self.start.hour <= 14 else 1
+        day, later = divmod(frames_done // self._session_length(), per_day)
+        scheduled = self.start + timedelta(days=day, hours=6 * later)
+        self.now = max(self.now + timedelta(minutes=30), scheduled)
+        self._advance(0.0, 90.0)
 
     def _maybe_suspend(self) -> None:
         if self.suspensions_left <= 0 or self.susp.random() >= 1 / 150:
@@ -626,10 +652,8 @@ class _MatchBuilder:
             metadata={"homePoints": points["home"], "awayPoints": points["away"]},
             related=[started["actionId"]],
         )
-        if interval == END_OF_SESSION_REASON:
-            self._advance(120 * 60.0, 240 * 60.0)
-        elif interval is not None:
-            self._advance(15 * 60.0, 20 * 60.0)
+        if interval is not None:
+            self._sit_out_interval(interval, number)
 
     def _choose_ball(self, table: _Table, maximum_on: bool = False) -> int:
         if table.respot:

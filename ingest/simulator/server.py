@@ -90,8 +90,9 @@ class SimulatorOptions:
 
 @dataclass
 class FixtureCounters:
-    connections: int = 0
-    refused: int = 0
+    connections: int = 0  # authenticated connections
+    refused: int = 0  # HTTP 503 answers
+    auth_refused: int = 0
     packets_sent: int = 0
 
 
@@ -210,6 +211,7 @@ class Simulator:
         ws = web.WebSocketResponse(autoping=True, max_msg_size=1024 * 1024)
         await ws.prepare(request)
         if not await self._authenticate(ws, faults):
+            counters.auth_refused += 1
             return ws
         counters.connections += 1
         connection = _Connection(ws, faults, request.transport)

@@ -30,7 +30,13 @@ async def ingest(
     timeout: float = 30.0,
     **options: object,
 ) -> RunResult:
-    run_options = RunOptions(until_finished=True, speed=speed, backoff_initial=0.01)
+    run_options = RunOptions(
+        until_finished=True,
+        speed=speed,
+        backoff_initial=0.01,
+        connect_rate=0,
+        auth_retry_delay=0.01,
+    )
     for key, value in options.items():
         setattr(run_options, key, value)
     async with aiohttp.ClientSession() as session:

@@ -610,7 +610,7 @@ def test_six_reds_breaks_are_bounded() -> None:
 
 
 def test_a_maximum_is_possible_with_fifteen_reds() -> None:
-    m = match(1613, 19)  # a seed known to contain a 147
+    m = match(14, 19)  # a seed known to contain a 147
     r = check_all(m)
     maximum = next(b for b in r.breaks if b["break_score"] == 147)
     ended = next(
@@ -690,7 +690,7 @@ def test_sessions_and_timing_look_like_a_real_match() -> None:
         if p["fixtureSummary"]["reasonId"] is not None
     ]
     assert 19 in {reason for _, reason in intervals}
-    if len(m.truth["frames"]) > 8:
+    if len(m.truth["frames"]) > 10:  # best of 19: two sessions of up to 10 frames
         assert 20 in {reason for _, reason in intervals}
     for i, _ in intervals:
         gap = ts(packets[i + 1]["fixtureAction"]["timestamp"]) - ts(
@@ -711,14 +711,19 @@ def test_sessions_and_timing_look_like_a_real_match() -> None:
     assert all(5 <= d <= 60 for d in durations)
 
 
-def test_respotted_black_and_rare_actions_occur() -> None:
-    respotted = 0
+@pytest.mark.parametrize("seed", [89, 124, 162])
+def test_a_respotted_black_is_replayed(seed: int) -> None:
+    m = match(seed, 19)  # seeds known to contain a tie after the last black (about 1 frame in 400)
+    r = check_all(m)
+    assert any(f["respotted_black"] for f in r.frames)
+    assert any(f["respotted_black"] for f in m.truth["frames"])
+
+
+def test_rare_actions_occur() -> None:
     types: Counter[int] = Counter()
     for seed in range(40):
         m = match(seed, 19, 15, False, False)
-        respotted += sum(f["respotted_black"] for f in m.truth["frames"])
         types.update(p["fixtureAction"]["fixtureActionTypeId"] for p in m.packets)
-    assert respotted >= 1
     assert types[12] >= 1  # free ball
     assert types[13] >= 1  # re-rack
     assert types[14] >= 1  # concession

@@ -1,0 +1,150 @@
+"""Operating the worker through the real CLI: kills, runtimes, the registry, verify, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import signal
+import uuid
+
+import asyncpg
+
+from ingest.simulator.recording import Recording
+from tests.acceptance.test_cli import cli, cli_env, start_cli
+from tests.conftest import TOKEN, StartSimulator, plain, wait_until
+from tests.integration.test_resilience import assert_stored_exactly, generated
+
+
+async def test_sigkill_at_random_moments_then_restart_loses_and_duplicates_nothing(
+    start_simulator: StartSimulator, database_url: str, recording: Recording
+) -> None:
+    seconds = (recording.times[-1] or 0) - (recording.times[0] or 0)
+    sim = await start_simulator([recording], time_scale=seconds / 6, max_gap=0.05)
+    env = cli_env(INGEST_DATABASE_URL=database_url, INGEST_FEED_URL=sim.url, INGEST_TOKEN=TOKEN)
+    sql = await asyncpg.connect(plain(database_url))
+    rng = random.Random(20261124)
+    kills = 0
+    try:
+        for _ in range(3):  # three kills at random moments; then the run that finishes
+            proc = await start_cli("run", str(recording.fixture_id), "--until-finished", env=env)
+            stored = await sql.fetchval("SELECT count(*) FROM actions")
+            target = stored + rng.randint(5, 40)
+
+            async def reached(target: int = target) -> bool:
+                return bool(await sql.fetchval("SELECT count(*) >= $1 FROM actions", target))
+
+            with contextlib.suppress(TimeoutError):  # the match may end first
+                await wait_until(reached, timeout=20)
+            if proc.returncode is None and not await sql.fetchval("SELECT finished FROM fixtures"):
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            await proc.communicate()
+            if await sql.fetchval("SELECT coalesce(bool_or(finished), false) FROM fixtures"):
+                break
+        assert kills >= 2
+        done = await cli("run", str(recording.fixture_id), "--until-finished", env=env)
+        assert done.code == 0
+        await assert_stored_exactly(sql, recording)
+        verify = await cli("verify", env=env)
+        assert verify.code == 0, verify.stdout
+    finally:
+        await sql.close()
+
+
+async def test_max_runtime_stops_cleanly(
+    start_simulator: StartSimulator, database_url: str, recording: Recording
+) -> None:
+    sim = await start_simulator([recording], time_scale=1.0)  # real pacing: far from finished
+    env = cli_env(INGEST_DATABASE_URL=database_url, INGEST_FEED_URL=sim.url, INGEST_TOKEN=TOKEN)
+    done = await cli("run", str(recording.fixture_id), "--max-runtime", "1", env=env)
+    assert done.code == 0
+    assert "--max-runtime reached" in done.stderr
+
+
+async def test_run_all_follows_the_registry_and_picks_up_new_fixtures(
+    start_simulator: StartSimulator, database_url: str
+) -> None:
+    first, second, disabled = generated(1), generated(2), generated(3)
+    sim = await start_simulator([first, second, disabled])
+    env = cli_env(INGEST_DATABASE_URL=database_url, INGEST_FEED_URL=sim.url, INGEST_TOKEN=TOKEN)
+    assert (await cli("fixtures", "add", str(first.fixture_id), str(disabled.fixture_id),
+                      env=env)).code == 0  # fmt: skip
+    assert (await cli("fixtures", "disable", str(disabled.fixture_id), env=env)).code == 0
+    assert (await cli("fixtures", "disable", str(uuid.uuid4()), env=env)).code == 78
+    proc = await start_cli("run", "--all", "--registry-poll", "0.2", "--speed", "fast", env=env)
+    sql = await asyncpg.connect(plain(database_url))
+    try:
+
+        async def finished(fixture: uuid.UUID) -> bool:
+            return bool(
+                await sql.fetchval("SELECT finished FROM fixtures WHERE fixture_id = $1", fixture)
+            )
+
+        await wait_until(lambda: finished(first.fixture_id))
+        assert (await cli("fixtures", "add", str(second.fixture_id), env=env)).code == 0
+        await wait_until(lambda: finished(second.fixture_id))
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 10)
+        assert proc.returncode == 0, err.decode()
+        await assert_stored_exactly(sql, first)
+        await assert_stored_exactly(sql, second)
+        assert (
+            await sql.fetchval(
+                "SELECT count(*) FROM actions WHERE fixture_id = $1", disabled.fixture_id
+            )
+            == 0
+        )
+        listed = json.loads((await cli("fixtures", "list", "--format", "json", env=env)).stdout)
+        states = {row["fixture_id"]: (row["enabled"], row["finished"]) for row in listed}
+        assert states[str(disabled.fixture_id)] == (False, False)
+        assert states[str(second.fixture_id)] == (True, True)
+    finally:
+        await sql.close()
+        if proc.returncode is None:
+            proc.kill()
+
+
+async def test_verify_reports_problems_with_exit_1(
+    start_simulator: StartSimulator, database_url: str, recording: Recording
+) -> None:
+    sim = await start_simulator([recording], malformed_every=50)
+    env = cli_env(INGEST_DATABASE_URL=database_url, INGEST_FEED_URL=sim.url, INGEST_TOKEN=TOKEN)
+    fixture = str(recording.fixture_id)
+    assert (await cli("run", fixture, "--until-finished", "--speed", "fast", env=env)).code == 0
+    sql = await asyncpg.connect(plain(database_url))
+    try:
+        await sql.execute("DELETE FROM actions WHERE seq IN (10, 11, 12)")
+    finally:
+        await sql.close()
+    verify = await cli("verify", fixture, env=env)
+    assert verify.code == 1
+    assert "gaps at seq 10-12" in verify.stdout
+    assert f"{len(recording.lines) // 50} rejected message(s)" in verify.stdout
+    unknown = await cli("verify", str(uuid.uuid4()), env=env)
+    assert unknown.code == 78
+
+
+async def test_json_logs_for_machines_never_carry_the_token(
+    start_simulator: StartSimulator, database_url: str, recording: Recording
+) -> None:
+    sim = await start_simulator([recording], drop_after=100)
+    env = cli_env(
+        INGEST_DATABASE_URL=database_url,
+        INGEST_FEED_URL=sim.url,
+        INGEST_TOKEN=TOKEN,
+        INGEST_LOG_FORMAT="json",
+    )
+    fixture = str(recording.fixture_id)
+    done = await cli(
+        "run", fixture, "--until-finished", "--speed", "fast", "--log-level", "DEBUG", env=env
+    )
+    assert done.code == 0
+    entries = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
+    messages = [e["message"] for e in entries]
+    assert any("connecting at startPosition=0" in m for m in messages)
+    assert any("disconnected at seq 100" in m for m in messages)
+    assert any("connecting at startPosition=100" in m for m in messages)
+    assert any("finished at seq" in m for m in messages)
+    assert TOKEN not in done.stderr + done.stdout

