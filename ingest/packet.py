@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+LINEUPS = 3  # fixtureActionTypeId of the packet that says which team is home
 SEND_TYPES = {
     1: "Pending",
     2: "Updated",
@@ -46,6 +47,8 @@ class Action:
     timeline_sequence: float | None = None
     team_id: uuid.UUID | None = None
     player_id: uuid.UUID | None = None
+    side: str | None = None  # "home" / "away": the team's side per the fixture's Lineups
+    lineup: tuple[uuid.UUID | None, uuid.UUID | None] | None = None  # Lineups: (home, away) team
 
 
 @dataclass(slots=True)
@@ -136,6 +139,11 @@ def parse_action(
     finished = packet.get("finished") is True or (
         isinstance(summary, dict) and summary.get("finished") is True
     )
+    type_id = _int(fa.get("fixtureActionTypeId"))
+    lineup = None
+    if type_id == LINEUPS and isinstance(fa.get("metadata"), dict):
+        meta = fa["metadata"]
+        lineup = (_uuid(_get(meta.get("home"), "teamId")), _uuid(_get(meta.get("away"), "teamId")))
     send_type_id = _int(fa.get("sendTypeId"))
     send_type = _str(fa.get("sendType")) or SEND_TYPES.get(send_type_id or 0)
     return Action(
@@ -146,7 +154,7 @@ def parse_action(
         action_id=_uuid(fa.get("actionId")),
         packet_fixture_id=_uuid(fa.get("fixtureId")),
         fixture_seq_num=seq_num,
-        type_id=_int(fa.get("fixtureActionTypeId")),
+        type_id=type_id,
         type_name=_str(fa.get("fixtureActionType")),
         subtype_id=_int(fa.get("fixtureActionSubTypeId")),
         subtype_name=_str(fa.get("fixtureActionSubType")),
@@ -157,6 +165,7 @@ def parse_action(
         timeline_sequence=_float(fa.get("timelineSequence")),
         team_id=_uuid(_get(fa.get("team"), "id")),
         player_id=_uuid(_get(fa.get("player"), "id")),
+        lineup=lineup,
     )
 
 

@@ -46,20 +46,20 @@ _INSERT_ACTIONS = text(
             CAST(:send_type_id AS smallint[]), CAST(:send_type AS text[]),
             CAST(:period AS integer[]), CAST(:provider_ts AS timestamptz[]),
             CAST(:timeline_sequence AS double precision[]),
-            CAST(:team_id AS uuid[]), CAST(:player_id AS uuid[])
+            CAST(:team_id AS uuid[]), CAST(:player_id AS uuid[]), CAST(:side AS text[])
         ) AS t(fixture_id, seq, payload, received_at, finished, action_id, fixture_seq_num,
                action_type_id, action_type, action_subtype_id, action_subtype, send_type_id,
-               send_type, period, provider_ts, timeline_sequence, team_id, player_id)
+               send_type, period, provider_ts, timeline_sequence, team_id, player_id, side)
     ),
     inserted AS (
         INSERT INTO actions (fixture_id, seq, payload, received_at, finished, action_id,
                              fixture_seq_num, action_type_id, action_type, action_subtype_id,
                              action_subtype, send_type_id, send_type, period, provider_ts,
-                             timeline_sequence, team_id, player_id)
+                             timeline_sequence, team_id, player_id, side)
         SELECT fixture_id, seq, payload::jsonb, received_at, finished, action_id,
                fixture_seq_num, action_type_id, action_type, action_subtype_id,
                action_subtype, send_type_id, send_type, period, provider_ts,
-               timeline_sequence, team_id, player_id
+               timeline_sequence, team_id, player_id, side
         FROM input
         ON CONFLICT (fixture_id, seq) DO NOTHING
         RETURNING fixture_id, seq, finished, received_at
@@ -95,13 +95,23 @@ _INSERT_ACTIONS = text(
 _ACTION_COLUMNS = (
     "seq", "payload", "received_at", "finished", "action_id", "fixture_seq_num", "type_id",
     "type_name", "subtype_id", "subtype_name", "send_type_id", "send_type", "period",
-    "provider_ts", "timeline_sequence", "team_id", "player_id",
+    "provider_ts", "timeline_sequence", "team_id", "player_id", "side",
 )  # fmt: skip
 _PARAM_NAMES = (
     "seq", "payload", "received_at", "finished", "action_id", "fixture_seq_num",
     "action_type_id", "action_type", "action_subtype_id", "action_subtype", "send_type_id",
-    "send_type", "period", "provider_ts", "timeline_sequence", "team_id", "player_id",
+    "send_type", "period", "provider_ts", "timeline_sequence", "team_id", "player_id", "side",
 )  # fmt: skip
+
+_LATEST_LINEUPS = text(
+    """
+    SELECT DISTINCT ON (fixture_id) fixture_id,
+           payload #>> '{fixtureAction,metadata,home,teamId}',
+           payload #>> '{fixtureAction,metadata,away,teamId}'
+    FROM actions WHERE fixture_id = ANY(CAST(:ids AS uuid[])) AND action_type_id = 3
+    ORDER BY fixture_id, seq DESC
+    """
+)
 
 _INSERT_REJECTED = text(
     """
@@ -198,6 +208,8 @@ class Store:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # fixture -> {team id: "home"/"away"}, from its Lineups packet, to fill actions.side
+        self._sides: dict[uuid.UUID, dict[uuid.UUID, str]] = {}
 
     @classmethod
     def connect(cls, url: str, *, pool_size: int = 4) -> Store:
@@ -281,6 +293,7 @@ class Store:
         rejected: list[tuple[uuid.UUID, Rejected]],
     ) -> WriteResult:
         result = WriteResult()
+        await self._assign_sides(conn, actions)
         for round_ in _rounds(actions):
             try:
                 async with conn.begin_nested():
@@ -317,6 +330,25 @@ class Store:
             )
             result.rejected = len(rejected)
         return result
+
+    async def _assign_sides(
+        self, conn: AsyncConnection, actions: Sequence[tuple[uuid.UUID, Action]]
+    ) -> None:
+        """Fill ``Action.side`` from the fixture's Lineups (seen in this batch or stored)."""
+        unknown = {
+            f for f, a in actions if f not in self._sides and a.team_id is not None and not a.lineup
+        }
+        if unknown:
+            rows = await conn.execute(_LATEST_LINEUPS, {"ids": list(unknown)})
+            for fixture_id, home, away in rows:
+                self._sides[fixture_id] = _side_map(_as_uuid(home), _as_uuid(away))
+            for fixture_id in unknown - self._sides.keys():
+                self._sides[fixture_id] = {}  # no Lineups yet: sides stay NULL until one comes
+        for fixture_id, action in actions:
+            if action.lineup is not None:
+                self._sides[fixture_id] = _side_map(*action.lineup)
+            elif action.team_id is not None:
+                action.side = self._sides.get(fixture_id, {}).get(action.team_id)
 
     async def _insert_round(
         self,
@@ -446,6 +478,21 @@ def _rounds(
     return rounds
 
 
+def _side_map(home: uuid.UUID | None, away: uuid.UUID | None) -> dict[uuid.UUID, str]:
+    sides = {}
+    if home is not None:
+        sides[home] = "home"
+    if away is not None:
+        sides[away] = "away"
+    return sides
+
+
+def _as_uuid(value: object) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value)) if value else None
+    except ValueError:
+        return None
+
+
 def _first_line(exc: sa_exc.DBAPIError) -> str:
     return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-

@@ -12,6 +12,7 @@ import pytest
 
 from ingest.config import Secret
 from ingest.errors import AuthError
+from ingest.simulator.generator import GeneratedMatch
 from ingest.simulator.recording import Recording
 from ingest.simulator.server import ACCEPT
 from ingest.source import FeedSource, actions_url
@@ -172,3 +173,18 @@ async def test_the_simulator_answers_400_without_the_accept_header(
             await ws.send_str(json.dumps({"authToken": TOKEN}))
             first = await ws.receive_json(timeout=5)
             assert first == {"message": "Authorisation accepted", "level": "INFO"}
+
+
+async def test_every_team_action_gets_its_side(
+    start_feed: StartFeed,
+    store: Store,
+    sql: asyncpg.Connection,
+    recording: Recording,
+    match: GeneratedMatch,
+) -> None:
+    feed = await start_feed([recording], drop_after=25)
+    await ingest(feed, store, [recording.fixture_id])
+    home = uuid.UUID(match.truth["home"]["team_id"])
+    rows = await sql.fetch("SELECT team_id, side FROM actions WHERE team_id IS NOT NULL")
+    assert rows
+    assert all(r["side"] == ("home" if r["team_id"] == home else "away") for r in rows)

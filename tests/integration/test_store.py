@@ -167,3 +167,29 @@ async def test_integrity_reports_gaps_conflicts_and_rejections(store: Store) -> 
     assert report[holed]["gaps"] == ["3-4", "6-8"]
     assert report[holed]["conflicts"] == 1
     assert report[holed]["rejected"] == 1
+
+
+async def test_side_comes_from_the_lineups_even_across_restarts(
+    database_url: str, sql: asyncpg.Connection
+) -> None:
+    fixture, home, away = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    lineups = packet(
+        3,
+        fixtureActionTypeId=3,
+        metadata={"home": {"teamId": str(home)}, "away": {"teamId": str(away)}},
+    )
+    early = packet(2, team={"id": str(home)})  # before the Lineups: the side is not known yet
+    first = Store.connect(database_url)
+    try:
+        await first.write(
+            [(fixture, early), (fixture, lineups), (fixture, packet(4, team={"id": str(away)}))]
+        )
+    finally:
+        await first.close()
+    second = Store.connect(database_url)  # a new process: the Lineups come from the table
+    try:
+        await second.write([(fixture, packet(5, team={"id": str(home)}))])
+    finally:
+        await second.close()
+    rows = await sql.fetch("SELECT seq, side FROM actions ORDER BY seq")
+    assert [(r["seq"], r["side"]) for r in rows] == [(2, None), (3, None), (4, "away"), (5, "home")]
