@@ -1,5 +1,8 @@
 """The store: the only module that speaks SQL.
 
+Every committed batch sends ``NOTIFY ingest_actions`` with a JSON payload per fixture
+(``fixture_id``, ``max_seq``, ``inserted``, ``finished``).
+
 Writes are idempotent: each action packet is inserted keyed by ``(fixture_id, seq)`` with
 ``ON CONFLICT DO NOTHING``; a replayed seq with a different payload is recorded in
 ``action_conflicts``. One batch is one statement and one transaction, with the rows passed as
@@ -84,8 +87,16 @@ _INSERT_ACTIONS = text(
             finished = f.finished OR EXCLUDED.finished,
             last_packet_at = GREATEST(f.last_packet_at, EXCLUDED.last_packet_at),
             finished_at = COALESCE(f.finished_at, EXCLUDED.finished_at)
+    ),
+    notified AS (
+        -- delivered on commit: downstream settlement LISTENs instead of polling
+        SELECT pg_notify('ingest_actions', json_build_object(
+                   'fixture_id', fixture_id, 'max_seq', max(seq), 'inserted', count(*),
+                   'finished', bool_or(finished))::text)
+        FROM inserted GROUP BY fixture_id
     )
-    SELECT ARRAY(SELECT fixture_id FROM inserted GROUP BY fixture_id ORDER BY 1) AS fixtures,
+    SELECT (SELECT count(*) FROM notified) AS notified,
+           ARRAY(SELECT fixture_id FROM inserted GROUP BY fixture_id ORDER BY 1) AS fixtures,
            ARRAY(SELECT count(*) FROM inserted GROUP BY fixture_id ORDER BY fixture_id) AS counts,
            ARRAY(SELECT seq FROM conflicts) AS conflict_seqs,
            ARRAY(SELECT fixture_id FROM conflicts) AS conflict_fixtures

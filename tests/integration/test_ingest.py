@@ -18,7 +18,7 @@ from ingest.simulator.server import ACCEPT
 from ingest.source import FeedSource, actions_url
 from ingest.store import Store
 from ingest.worker import RunOptions, RunResult, Worker
-from tests.conftest import TOKEN, StartFeed
+from tests.conftest import TOKEN, StartFeed, wait_until
 
 
 async def ingest(
@@ -188,3 +188,22 @@ async def test_every_team_action_gets_its_side(
     rows = await sql.fetch("SELECT team_id, side FROM actions WHERE team_id IS NOT NULL")
     assert rows
     assert all(r["side"] == ("home" if r["team_id"] == home else "away") for r in rows)
+
+
+async def test_listen_ingest_actions_gets_a_notification_per_committed_batch(
+    start_feed: StartFeed, store: Store, sql: asyncpg.Connection, recording: Recording
+) -> None:
+    received: list[dict[str, object]] = []
+    await sql.add_listener("ingest_actions", lambda *args: received.append(json.loads(args[3])))
+    feed = await start_feed([recording], drop_after=40)
+    await ingest(feed, store, [recording.fixture_id])
+
+    async def last_one_arrived() -> bool:
+        return any(n["max_seq"] == len(recording.lines) for n in received)
+
+    await wait_until(last_one_arrived, timeout=5)
+    assert {n["fixture_id"] for n in received} == {str(recording.fixture_id)}
+    assert sum(int(n["inserted"]) for n in received) == len(recording.lines)  # type: ignore[call-overload]
+    seqs = [n["max_seq"] for n in received]
+    assert seqs == sorted(seqs)  # in commit order
+    assert received[-1]["finished"] is True
