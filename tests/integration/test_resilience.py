@@ -200,3 +200,54 @@ async def test_the_database_restarting_mid_stream_loses_nothing(
         await store.close()
         if not sql.is_closed():
             await sql.close()
+
+
+async def test_fifty_fixtures_through_drops_stalls_and_a_database_restart(
+    start_simulator: StartSimulator, own_server: tuple[str, Path]
+) -> None:
+    """The worker issue's acceptance run: verify is clean and every stream is stored exactly."""
+    url, pgdata = own_server
+    recordings = [generated(seed, best_of=1) for seed in range(200, 250)]
+    total = sum(len(r.lines) for r in recordings)
+    sim = await start_simulator(recordings, drop_after=45, heartbeat_interval=0.05, max_gap=0.01)
+    sim.options.time_scale = 1e9  # paced, but quickly: the run lasts a few seconds
+    for i, recording in enumerate(recordings):
+        if i % 3 == 0:
+            sim.set_faults(recording.fixture_id, drop_mode="reset")
+        if i % 5 == 0:
+            sim.set_faults(recording.fixture_id, stall_after=30, stall_seconds=30)
+    store = Store.connect(url)
+    sql = await asyncpg.connect(plain(url))
+    try:
+        worker = asyncio.create_task(
+            run_worker(
+                sim.url,
+                store,
+                [r.fixture_id for r in recordings],
+                fast_options(speed=None),
+                liveness=0.5,
+                timeout=120,
+            )
+        )
+
+        async def a_third_stored() -> bool:
+            return bool(await sql.fetchval("SELECT count(*) > $1 FROM actions", total // 3))
+
+        await wait_until(a_third_stored, timeout=60)
+        await sql.close()
+        await asyncio.to_thread(_pg_ctl, pgdata, "stop")
+        # the scenario: the database stays down for a second (not a synchronisation)
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(_pg_ctl, pgdata, "start")
+        result = await worker
+        assert result.all_finished
+        sql = await asyncpg.connect(plain(url))
+        for recording in recordings:
+            await assert_stored_exactly(sql, recording)
+        report = await store.integrity()
+        assert len(report) == 50
+        assert all(r["gaps"] == [] and r["conflicts"] == 0 and r["rejected"] == 0 for r in report)
+    finally:
+        await store.close()
+        if not sql.is_closed():
+            await sql.close()
