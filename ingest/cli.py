@@ -227,6 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add(
         q,
+        "--live-offset",
+        env="INGEST_SIM_LIVE_OFFSET",
+        type=float,
+        default=0.0,
+        help="with --live: seconds of match time already played when the simulator starts",
+    )
+    _add(
+        q,
         "--max-gap",
         env="INGEST_SIM_MAX_GAP",
         type=_positive,
@@ -382,6 +390,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 time_scale=args.time_scale,
                 max_gap=args.max_gap,
                 live=args.live,
+                live_offset=float(args.live_offset),
             )
             sim_options.faults.update(
                 {

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 LINEUPS = 3  # fixtureActionTypeId of the packet that says which team is home
 SEND_TYPES = {
@@ -33,8 +36,8 @@ class Action:
     payload: str  # the packet's JSON text exactly as received
     received_at: datetime
     finished: bool
-    action_id: uuid.UUID | None = None
-    packet_fixture_id: uuid.UUID | None = None
+    action_id: str | None = None  # uuids as canonical lower-case text: cheap to check and bind
+    packet_fixture_id: str | None = None
     fixture_seq_num: int | None = None
     type_id: int | None = None
     type_name: str | None = None
@@ -45,10 +48,10 @@ class Action:
     period: int | None = None
     provider_ts: datetime | None = None
     timeline_sequence: float | None = None
-    team_id: uuid.UUID | None = None
-    player_id: uuid.UUID | None = None
+    team_id: str | None = None
+    player_id: str | None = None
     side: str | None = None  # "home" / "away": the team's side per the fixture's Lineups
-    lineup: tuple[uuid.UUID | None, uuid.UUID | None] | None = None  # Lineups: (home, away) team
+    lineup: tuple[str | None, str | None] | None = None  # a Lineups packet: (home, away) team ids
 
 
 @dataclass(slots=True)
@@ -117,9 +120,14 @@ def classify(data: bytes, *, binary: bool, position: int, received_at: datetime)
     except UnicodeDecodeError as exc:
         return Rejected(data, f"invalid UTF-8 at byte {exc.start}", received_at)
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:
-        return Rejected(data, f"invalid JSON: {exc}", received_at)
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        # orjson is strict and fast; the standard library says why, or takes what orjson does
+        # not (integers beyond 64 bits, say)
+        try:
+            value = json.loads(text, parse_constant=_reject_constant)
+        except ValueError as exc:
+            return Rejected(data, f"invalid JSON: {exc}", received_at)
     if not isinstance(value, dict):
         return Rejected(data, f"not a JSON object but a JSON {_json_kind(value)}", received_at)
     if "fixtureAction" not in value:
@@ -208,11 +216,17 @@ def _str(value: object) -> str | None:
     return value.replace("\x00", "") if isinstance(value, str) else None
 
 
-def _uuid(value: object) -> uuid.UUID | None:
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _uuid(value: object) -> str | None:
+    """A UUID as canonical lower-case text, or None when it is not one."""
     if not isinstance(value, str):
         return None
+    if _CANONICAL_UUID.fullmatch(value):
+        return value
     try:
-        return uuid.UUID(value)
+        return str(uuid.UUID(value))  # upper case, braces, no hyphens ...
     except ValueError:
         return None
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import sqlalchemy.exc as sa_exc
 from alembic import command
 from alembic.config import Config
@@ -26,7 +27,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ingest.config import redact_url, to_sqlalchemy_url
 from ingest.errors import ConfigError, DatabaseUnavailable, IngestError, SchemaError
@@ -37,8 +38,7 @@ log = logging.getLogger(__name__)
 
 _MIGRATION_LOCK = 0x736E6B72  # pg_advisory_xact_lock key: one migration at a time
 
-_INSERT_ACTIONS = text(
-    """
+_INSERT_ACTIONS_SQL = """
     WITH input AS (
         SELECT * FROM unnest(
             CAST(:fixture_id AS uuid[]), CAST(:seq AS bigint[]), CAST(:payload AS text[]),
@@ -101,7 +101,14 @@ _INSERT_ACTIONS = text(
            ARRAY(SELECT seq FROM conflicts) AS conflict_seqs,
            ARRAY(SELECT fixture_id FROM conflicts) AS conflict_fixtures
     """
-)
+
+
+def _positional(sql: str, names: Sequence[str]) -> str:
+    """``:name`` placeholders to asyncpg's ``$n``, in the order of ``names``."""
+    for number, name in enumerate(names, 1):
+        sql = sql.replace(f":{name} ", f"${number} ")
+    return sql
+
 
 _ACTION_COLUMNS = (
     "seq", "payload", "received_at", "finished", "action_id", "fixture_seq_num", "type_id",
@@ -114,23 +121,21 @@ _PARAM_NAMES = (
     "send_type", "period", "provider_ts", "timeline_sequence", "team_id", "player_id", "side",
 )  # fmt: skip
 
-_LATEST_LINEUPS = text(
-    """
+_LATEST_LINEUPS = """
     SELECT DISTINCT ON (fixture_id) fixture_id,
            payload #>> '{fixtureAction,metadata,home,teamId}',
            payload #>> '{fixtureAction,metadata,away,teamId}'
-    FROM actions WHERE fixture_id = ANY(CAST(:ids AS uuid[])) AND action_type_id = 3
+    FROM actions WHERE fixture_id = ANY(CAST($1 AS uuid[])) AND action_type_id = 3
     ORDER BY fixture_id, seq DESC
     """
-)
 
-_INSERT_REJECTED = text(
-    """
+_INSERT_ACTIONS = _positional(_INSERT_ACTIONS_SQL, ("fixture_id", *_PARAM_NAMES))
+
+_INSERT_REJECTED_SQL = """
     INSERT INTO rejected_messages (fixture_id, received_at, raw, reason)
-    SELECT * FROM unnest(CAST(:fixture_id AS uuid[]), CAST(:received_at AS timestamptz[]),
-                         CAST(:raw AS bytea[]), CAST(:reason AS text[]))
-    """
-)
+    SELECT * FROM unnest(CAST($1 AS uuid[]), CAST($2 AS timestamptz[]),
+                         CAST($3 AS bytea[]), CAST($4 AS text[]))
+"""
 
 
 def migrations_dir() -> Path:
@@ -145,50 +150,49 @@ def alembic_config() -> Config:
     return cfg
 
 
-def is_unavailable(exc: BaseException) -> bool:
-    """Is this driver error one where the database is (temporarily) out of reach?"""
-    if isinstance(exc, OSError | TimeoutError | ConnectionError):
-        return True
-    if isinstance(exc, sa_exc.DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(
-            getattr(exc.orig, "__cause__", None), "sqlstate", None
-        )
-        if isinstance(sqlstate, str):
-            # 08 connection exception, 57P admin shutdown / cannot connect now, 53 resources
-            return sqlstate.startswith(("08", "57P", "53"))
-        return isinstance(exc, sa_exc.InterfaceError | sa_exc.OperationalError)
-    return False
-
-
-def _sqlstate(exc: sa_exc.DBAPIError) -> str:
-    for candidate in (exc.orig, getattr(exc.orig, "__cause__", None)):
+def _sqlstate(exc: BaseException) -> str:
+    """The SQLSTATE of a driver error, raw (asyncpg) or wrapped (SQLAlchemy)."""
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else None
+    for candidate in (exc, orig, getattr(orig, "__cause__", None)):
         state = getattr(candidate, "sqlstate", None)
         if isinstance(state, str):
             return state
     return ""
 
 
+def is_unavailable(exc: BaseException) -> bool:
+    """Is this driver error one where the database is (temporarily) out of reach?"""
+    if isinstance(exc, OSError | TimeoutError | ConnectionError | asyncpg.InterfaceError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    state = _sqlstate(exc)
+    if state:
+        # 08 connection exception, 57P admin shutdown / cannot connect now, 53 resources
+        return state.startswith(("08", "57P", "53"))
+    return isinstance(exc, sa_exc.InterfaceError | sa_exc.OperationalError)
+
+
 def translate(exc: BaseException, what: str) -> IngestError:
     """A driver error as one of ours, with a message for a person."""
     if isinstance(exc, IngestError):
         return exc
-    if isinstance(exc, sa_exc.DBAPIError):
-        state = _sqlstate(exc)
-        detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        if state in ("28P01", "28000"):
-            return ConfigError(f"the database refused the credentials while {what}: {detail}")
-        if state == "3D000":
-            return ConfigError(f"the database does not exist ({what}): {detail}")
-        if state == "42P01":
-            return SchemaError(f"the schema is missing ({what}): {detail}; run `ingest migrate`")
-        if is_unavailable(exc):
-            return DatabaseUnavailable(f"database unavailable while {what}: {detail}")
-        return IngestError(f"database error while {what}: {detail}")
+    state = _sqlstate(exc)
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig else exc
+    detail = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    if state in ("28P01", "28000"):
+        return ConfigError(f"the database refused the credentials while {what}: {detail}")
+    if state == "3D000":
+        return ConfigError(f"the database does not exist ({what}): {detail}")
+    if state in ("42P01", "42703"):
+        return SchemaError(
+            f"the schema is not as expected ({what}): {detail}; run `ingest migrate`"
+        )
     if is_unavailable(exc):
-        return DatabaseUnavailable(f"database unavailable while {what}: {exc}")
-    return IngestError(f"unexpected error while {what}: {exc!r}")
+        if isinstance(exc, FileNotFoundError | ConnectionRefusedError):
+            detail = f"cannot connect ({detail})"
+        return DatabaseUnavailable(f"database unavailable while {what}: {detail}")
+    return IngestError(f"database error while {what}: {detail}")
 
 
 _INTEGRITY = """
@@ -220,7 +224,7 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         # fixture -> {team id: "home"/"away"}, from its Lineups packet, to fill actions.side
-        self._sides: dict[uuid.UUID, dict[uuid.UUID, str]] = {}
+        self._sides: dict[uuid.UUID, dict[str, str]] = {}
 
     @classmethod
     def connect(cls, url: str, *, pool_size: int = 4) -> Store:
@@ -228,7 +232,7 @@ class Store:
             to_sqlalchemy_url(url),
             pool_size=pool_size,
             max_overflow=2,
-            pool_pre_ping=True,
+            pool_pre_ping=False,  # a ping per checkout is a round trip per batch; see write()
             pool_recycle=1800,
             connect_args={"server_settings": {"application_name": "snooker-ingest"}},
         )
@@ -290,69 +294,84 @@ class Store:
         actions: Sequence[tuple[uuid.UUID, Action]],
         rejected: Sequence[tuple[uuid.UUID, Rejected]] = (),
     ) -> WriteResult:
-        """Store a batch in one transaction; duplicates are absorbed, conflicts recorded."""
+        """Store a batch atomically; duplicates are absorbed, conflicts recorded.
+
+        The hot path is one statement on the driver connection in autocommit, that is one round
+        trip and one transaction per batch, with no BEGIN / COMMIT / SAVEPOINT around it.
+        """
         try:
-            async with self._engine.begin() as conn:
-                return await self._write(conn, actions, list(rejected))
-        except (sa_exc.SQLAlchemyError, OSError) as exc:
+            async with self._engine.connect() as conn:
+                raw = (await conn.get_raw_connection()).driver_connection
+                assert raw is not None
+                try:
+                    return await self._write(raw, actions, list(rejected))
+                except BaseException as exc:
+                    if is_unavailable(exc) or raw.is_closed():
+                        raw.terminate()  # at once: a graceful close could wait on a dead peer
+                        await conn.invalidate()  # never hand a broken connection out again
+                    raise
+        except (
+            sa_exc.SQLAlchemyError,
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+        ) as exc:
             raise translate(exc, "writing a batch") from exc
 
     async def _write(
         self,
-        conn: AsyncConnection,
+        raw: asyncpg.Connection,
         actions: Sequence[tuple[uuid.UUID, Action]],
         rejected: list[tuple[uuid.UUID, Rejected]],
     ) -> WriteResult:
-        result = WriteResult()
-        await self._assign_sides(conn, actions)
-        for round_ in _rounds(actions):
+        await self._assign_sides(raw, actions)
+        rounds = _rounds(actions)
+        if len(rounds) <= 1 and not rejected:
+            result = WriteResult()
             try:
-                async with conn.begin_nested():
-                    await self._insert_round(conn, round_, result)
-            except sa_exc.DBAPIError as exc:
-                if not _sqlstate(exc).startswith("22"):  # not a data exception
-                    raise
-                # One packet the database cannot hold (e.g. \u0000 in a jsonb string): find it
-                # row by row, store the others, and keep the bad one's bytes as rejected.
-                for item in round_:
-                    try:
-                        async with conn.begin_nested():
-                            await self._insert_round(conn, [item], result)
-                    except sa_exc.DBAPIError as row_exc:
-                        if not _sqlstate(row_exc).startswith("22"):
-                            raise
-                        fixture_id, action = item
-                        reason = f"seq {action.seq} cannot be stored: {_first_line(row_exc)}"
-                        rejected.append(
-                            (
-                                fixture_id,
-                                Rejected(action.payload.encode(), reason, action.received_at),
-                            )
-                        )
-        if rejected:
-            await conn.execute(
-                _INSERT_REJECTED,
-                {
-                    "fixture_id": [f for f, _ in rejected],
-                    "received_at": [r.received_at for _, r in rejected],
-                    "raw": [r.raw for _, r in rejected],
-                    "reason": [r.reason for _, r in rejected],
-                },
-            )
-            result.rejected = len(rejected)
+                await self._insert_round(raw, rounds[0] if rounds else [], result)
+                return result
+            except asyncpg.DataError:
+                pass  # a packet the database cannot hold: the careful path below finds it
+        result = WriteResult()
+        async with raw.transaction():
+            for round_ in rounds:
+                try:
+                    async with raw.transaction():  # a savepoint
+                        await self._insert_round(raw, round_, result)
+                except asyncpg.DataError:
+                    # e.g. \u0000 in a jsonb string: store the others, keep its bytes as rejected
+                    for item in round_:
+                        try:
+                            async with raw.transaction():
+                                await self._insert_round(raw, [item], result)
+                        except asyncpg.DataError as exc:
+                            fixture_id, action = item
+                            reason = f"seq {action.seq} cannot be stored: {exc}"
+                            bad = Rejected(action.payload.encode(), reason, action.received_at)
+                            rejected.append((fixture_id, bad))
+            if rejected:
+                await raw.execute(
+                    _INSERT_REJECTED_SQL,
+                    [f for f, _ in rejected],
+                    [r.received_at for _, r in rejected],
+                    [r.raw for _, r in rejected],
+                    [r.reason for _, r in rejected],
+                )
+                result.rejected = len(rejected)
         return result
 
     async def _assign_sides(
-        self, conn: AsyncConnection, actions: Sequence[tuple[uuid.UUID, Action]]
+        self, raw: asyncpg.Connection, actions: Sequence[tuple[uuid.UUID, Action]]
     ) -> None:
         """Fill ``Action.side`` from the fixture's Lineups (seen in this batch or stored)."""
         unknown = {
             f for f, a in actions if f not in self._sides and a.team_id is not None and not a.lineup
         }
         if unknown:
-            rows = await conn.execute(_LATEST_LINEUPS, {"ids": list(unknown)})
+            rows = await raw.fetch(_LATEST_LINEUPS, list(unknown))
             for fixture_id, home, away in rows:
-                self._sides[fixture_id] = _side_map(_as_uuid(home), _as_uuid(away))
+                self._sides[fixture_id] = _side_map(_uuid_text(home), _uuid_text(away))
             for fixture_id in unknown - self._sides.keys():
                 self._sides[fixture_id] = {}  # no Lineups yet: sides stay NULL until one comes
         for fixture_id, action in actions:
@@ -363,17 +382,18 @@ class Store:
 
     async def _insert_round(
         self,
-        conn: AsyncConnection,
+        raw: asyncpg.Connection,
         items: Sequence[tuple[uuid.UUID, Action]],
         result: WriteResult,
     ) -> None:
-        params: dict[str, list[Any]] = {"fixture_id": [f for f, _ in items]}
-        for attr, name in zip(_ACTION_COLUMNS, _PARAM_NAMES, strict=True):
-            params[name] = [getattr(a, attr) for _, a in items]
-        row = (await conn.execute(_INSERT_ACTIONS, params)).one()
-        for fixture_id, count in zip(row.fixtures, row.counts, strict=True):
+        if not items:
+            return
+        columns = [[f for f, _ in items]]
+        columns += [[getattr(a, attr) for _, a in items] for attr in _ACTION_COLUMNS]
+        row = await raw.fetchrow(_INSERT_ACTIONS, *columns)
+        for fixture_id, count in zip(row["fixtures"], row["counts"], strict=True):
             result.inserted[fixture_id] = result.inserted.get(fixture_id, 0) + count
-        result.conflicts.extend(zip(row.conflict_fixtures, row.conflict_seqs, strict=True))
+        result.conflicts.extend(zip(row["conflict_fixtures"], row["conflict_seqs"], strict=True))
 
     # -- reading ------------------------------------------------------------------------
 
@@ -489,7 +509,7 @@ def _rounds(
     return rounds
 
 
-def _side_map(home: uuid.UUID | None, away: uuid.UUID | None) -> dict[uuid.UUID, str]:
+def _side_map(home: str | None, away: str | None) -> dict[str, str]:
     sides = {}
     if home is not None:
         sides[home] = "home"
@@ -498,12 +518,8 @@ def _side_map(home: uuid.UUID | None, away: uuid.UUID | None) -> dict[uuid.UUID,
     return sides
 
 
-def _as_uuid(value: object) -> uuid.UUID | None:
+def _uuid_text(value: object) -> str | None:
     try:
-        return uuid.UUID(str(value)) if value else None
+        return str(uuid.UUID(str(value))) if value else None
     except ValueError:
         return None
-
-
-def _first_line(exc: sa_exc.DBAPIError) -> str:
-    return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)

@@ -81,6 +81,7 @@ class SimulatorOptions:
     auth_timeout: float = 10.0
     max_gap: float | None = None  # never wait longer than this between two packets
     live: bool = False  # fixtures are being played from the moment the simulator starts
+    live_offset: float = 0.0  # live: seconds of match time already played at that moment
     faults: Faults = field(default_factory=Faults)
 
     def __post_init__(self) -> None:
@@ -108,6 +109,7 @@ class Simulator:
         }
         self._runner: web.AppRunner | None = None
         self._started = time.monotonic()
+        self.started_wall = time.time()
         self.port = 0
         self.url = ""
 
@@ -141,6 +143,7 @@ class Simulator:
         app.router.add_post("/_control/faults", self._control_faults)
         app.router.add_delete("/_control/faults", self._control_clear)
         app.router.add_get("/_control/stats", self._control_stats)
+        app.router.add_get("/_control/clock", self._control_clock)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -152,6 +155,7 @@ class Simulator:
         await web.TCPSite(self._runner, host, port).start()
         self.port = int(self._runner.addresses[0][1])
         self._started = time.monotonic()
+        self.started_wall = time.time()
         self.url = f"ws://{host}:{self.port}"
         return self.url
 
@@ -180,6 +184,17 @@ class Simulator:
 
     async def _control_stats(self, request: web.Request) -> web.Response:
         return web.json_response({str(f): dataclasses.asdict(c) for f, c in self.counters.items()})
+
+    async def _control_clock(self, request: web.Request) -> web.Response:
+        """When the live timeline began (wall clock), for latency measurements."""
+        return web.json_response(
+            {
+                "started": self.started_wall,
+                "time_scale": self.options.time_scale,
+                "live": self.options.live,
+                "live_offset": self.options.live_offset,
+            }
+        )
 
     # -- the protocol ---------------------------------------------------------------------
 
@@ -299,7 +314,7 @@ class Simulator:
         for line, at in zip(recording.lines[skip:], recording.times[skip:], strict=True):
             if self.options.live and at is not None and first_time is not None:
                 # the packet happens at a fixed moment after the simulator started
-                due_at = self._started + (at - first_time) / scale
+                due_at = self._started + (at - first_time - self.options.live_offset) / scale
                 yield line, due_at - time.monotonic()
                 continue
             delay = 0.0

@@ -26,8 +26,8 @@ def test_the_provider_sample_is_an_action_with_typed_fields() -> None:
     assert action.seq == 1  # fixtureSeqNum wins over the stream position
     assert action.type_id == 2 and action.type_name == "Team Colours"
     assert action.send_type_id == 5 and action.send_type == "Confirmed"
-    assert action.action_id == uuid.UUID("9229c1e6-b0cc-4844-9645-f36a6aa7c9f7")
-    assert action.packet_fixture_id == uuid.UUID("ad81fac3-a0d5-439a-90f0-98bfba02fe10")
+    assert action.action_id == "9229c1e6-b0cc-4844-9645-f36a6aa7c9f7"
+    assert action.packet_fixture_id == "ad81fac3-a0d5-439a-90f0-98bfba02fe10"
     assert action.provider_ts == datetime(2023, 6, 30, 17, 13, 58, 758681, tzinfo=UTC)
     assert action.period == 0 and not action.finished
 
@@ -77,6 +77,19 @@ def test_anything_but_a_json_object_is_rejected_with_its_bytes(
     rejected = frame(data, binary=binary)
     assert isinstance(rejected, Rejected)
     assert rejected.raw == data and reason in rejected.reason
+
+
+def test_uuids_are_canonical_text() -> None:
+    upper = str(uuid.uuid4()).upper()
+    action = frame(f'{{"fixtureAction": {{"actionId": "{upper}"}}}}'.encode())
+    assert isinstance(action, Action) and action.action_id == upper.lower()
+
+
+def test_integers_beyond_64_bits_are_kept() -> None:
+    action = frame(
+        b'{"fixtureAction": {"fixtureSeqNum": 3}, "huge": 123456789012345678901234567890}'
+    )
+    assert isinstance(action, Action) and action.seq == 3
 
 
 def test_wrongly_typed_fields_become_null_not_errors() -> None:

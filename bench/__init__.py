@@ -1,0 +1,1 @@
+"""Benchmarks of snooker-ingest against the physical limits of the same machine (``make bench``)."""
