@@ -193,11 +193,16 @@ def _get(obj: object, key: str) -> object:
     return obj.get(key) if isinstance(obj, dict) else None
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
 def _int(value: object) -> int | None:
+    if type(value) is int:  # the common case first: this runs several times per packet
+        return value if value in _INT64 else None
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value if -(2**63) <= value < 2**63 else None
+        return value if value in _INT64 else None
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
@@ -206,6 +211,8 @@ def _int(value: object) -> int | None:
 
 
 def _float(value: object) -> float | None:
+    if type(value) is float:
+        return value if math.isfinite(value) else None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     f = float(value)
@@ -213,7 +220,9 @@ def _float(value: object) -> float | None:
 
 
 def _str(value: object) -> str | None:
-    return value.replace("\x00", "") if isinstance(value, str) else None
+    if type(value) is str:
+        return value if "\x00" not in value else value.replace("\x00", "")
+    return None
 
 
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

@@ -67,12 +67,19 @@ _INSERT_ACTIONS_SQL = """
         ON CONFLICT (fixture_id, seq) DO NOTHING
         RETURNING fixture_id, seq, finished, received_at
     ),
+    duplicates AS MATERIALIZED (
+        -- only rows that were not inserted can be duplicates: probing the table for every row
+        -- would cost as much as the insert, and a hash join could even scan the whole table
+        SELECT * FROM input i
+        WHERE NOT EXISTS (SELECT 1 FROM inserted n
+                          WHERE n.fixture_id = i.fixture_id AND n.seq = i.seq)
+    ),
     conflicts AS (
-        -- the outer snapshot does not see `inserted`: a join hit is a pre-existing row
+        -- the outer snapshot does not see `inserted`: a hit here is a pre-existing row
         INSERT INTO action_conflicts (fixture_id, seq, payload, received_at)
-        SELECT i.fixture_id, i.seq, i.payload::jsonb, i.received_at
-        FROM input i JOIN actions a ON a.fixture_id = i.fixture_id AND a.seq = i.seq
-        WHERE a.payload <> i.payload::jsonb
+        SELECT d.fixture_id, d.seq, d.payload::jsonb, d.received_at
+        FROM duplicates d JOIN actions a ON a.fixture_id = d.fixture_id AND a.seq = d.seq
+        WHERE a.payload <> d.payload::jsonb
         RETURNING fixture_id, seq
     ),
     progress AS (

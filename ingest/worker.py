@@ -1,11 +1,12 @@
-"""Orchestration: one task per fixture reading its feed, one writer committing batches.
+"""Orchestration: one task per fixture reading its feed, writers committing batches.
 
 Exactly-once rests on three rules kept here:
 
 1. Every fixture (re)connects at ``startPosition = MAX(seq)``, asked of the store only after
    everything received so far is committed (a *barrier* through the writer's queue).
-2. The single writer commits batches in the order packets were received, so ``MAX(seq)`` never
-   runs ahead of a packet that is not stored.
+2. A fixture always goes to the same writer, which commits batches in the order packets were
+   received, so ``MAX(seq)`` never runs ahead of a packet that is not stored. (Several writers
+   let batches of different fixtures be in flight at once.)
 3. Writes are idempotent, so whatever arrives twice is absorbed.
 
 This module knows neither aiohttp nor SQLAlchemy: it talks to :class:`ingest.ports.Source` and
@@ -40,6 +41,7 @@ class RunOptions:
     max_runtime: float | None = None
     speed: str | None = None
     batch_size: int = 500
+    writers: int = 2  # batches in flight at once (each fixture always uses the same writer)
     queue_size: int = 10_000
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
@@ -231,7 +233,9 @@ class Worker:
         self._options = options or RunOptions()
         self._stop = asyncio.Event()
         self._stats: dict[uuid.UUID, FixtureStats] = {}
-        self._writer = Writer(sink, self._stats, self._options)
+        self._writers = [
+            Writer(sink, self._stats, self._options) for _ in range(max(1, self._options.writers))
+        ]
         self._limiter = RateLimiter(self._options.connect_rate)
         self._auth_refusals = 0
         self._followers: dict[uuid.UUID, asyncio.Task[None]] = {}
@@ -247,7 +251,7 @@ class Worker:
         fixture in the registry, looked up again every ``registry_poll`` seconds)."""
         opts = self._options
         result = RunResult(fixtures=self._stats)
-        writer = asyncio.create_task(self._writer.run(), name="writer")
+        writers = [asyncio.create_task(w.run(), name="writer") for w in self._writers]
         stop_wait = asyncio.create_task(self._stop.wait(), name="stop")
         deadline = None if opts.max_runtime is None else time.monotonic() + opts.max_runtime
         next_poll = time.monotonic() + opts.registry_poll
@@ -270,7 +274,7 @@ class Worker:
                 if deadline is not None:
                     wake = min(wake, deadline)
                 done, _ = await asyncio.wait(
-                    {*running, writer, stop_wait},
+                    {*running, *writers, stop_wait},
                     timeout=max(wake - time.monotonic(), 0),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
@@ -278,8 +282,9 @@ class Worker:
                     log.info("stopping: flushing what was received")
                     result.stopped = True
                     break
-                if writer in done:
-                    error = writer.exception() or RuntimeError("the writer stopped")
+                stopped_writers = [w for w in writers if w in done]
+                if stopped_writers:
+                    error = stopped_writers[0].exception() or RuntimeError("a writer stopped")
                     break
                 failed = [t.exception() for t in done if t is not stop_wait and t.exception()]
                 if failed:
@@ -302,7 +307,9 @@ class Worker:
             for task in followers:
                 task.cancel()
             await asyncio.gather(*followers, stop_wait, return_exceptions=True)
-            await self._shutdown_writer(writer)
+            await asyncio.gather(
+                *(self._shutdown_writer(w, t) for w, t in zip(self._writers, writers, strict=True))
+            )
         if error is not None:
             raise error
         return result
@@ -347,18 +354,21 @@ class Worker:
                 stats.connects,
             )
 
-    async def _shutdown_writer(self, writer: asyncio.Task[None]) -> None:
+    def _writer_for(self, fixture_id: uuid.UUID) -> Writer:
+        return self._writers[fixture_id.int % len(self._writers)]
+
+    async def _shutdown_writer(self, queue: Writer, writer: asyncio.Task[None]) -> None:
         if writer.done():
             return
         try:
             async with asyncio.timeout(self._options.shutdown_timeout):
-                await self._writer.close()
+                await queue.close()
                 await writer
         except TimeoutError:
             log.warning(
                 "could not store %d received packets in time; they are not lost: the next run "
                 "fetches them again from the stored MAX(seq)",
-                self._writer.pending,
+                queue.pending,
             )
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -367,9 +377,10 @@ class Worker:
     async def _follow(self, fixture_id: uuid.UUID) -> None:
         """Keep one fixture streaming until its finished packet is stored."""
         stats = self._stats[fixture_id]
+        writer = self._writer_for(fixture_id)
         attempt = 0
         while True:
-            await self._writer.barrier()  # MAX(seq) must include everything received
+            await writer.barrier()  # MAX(seq) must include everything received
             start = await self._db_retry(lambda: self._sink.max_seq(fixture_id))
             await self._limiter.wait()
             stats.connects += 1
@@ -393,9 +404,9 @@ class Worker:
                                 frame.seq - last - 1,
                             )
                         last = stats.last_seq = max(last, frame.seq)
-                    await self._writer.put(fixture_id, frame)
+                    await writer.put(fixture_id, frame)
                     if isinstance(frame, Action) and frame.finished:
-                        await self._writer.barrier()
+                        await writer.barrier()
                         stats.finished = True
                         if '"CollectionDropped"' in frame.payload:
                             log.warning(
