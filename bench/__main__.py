@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import psutil
 
@@ -41,7 +40,7 @@ from bench.harness import (
     worker_process,
 )
 from ingest.config import Secret
-from ingest.source import FeedSource
+from ingest.source import FeedSource, feed_session
 from ingest.store import Store
 from ingest.worker import RunOptions, Worker
 
@@ -55,7 +54,7 @@ class Plan:
     naive_fixtures: int = 3  # naive is slow: measured on a subset, reported as a rate
     live_fixtures: int = 500
     live_best_of: int = 7
-    live_time_scale: float = 16.0
+    live_time_scale: float = 60.0
     live_warmup: float = 15.0
     live_measure: float = 30.0
     foot_fixtures: int = 1000
@@ -92,7 +91,7 @@ async def _ours(url: str, feed: str, batches: list[list[uuid.UUID]]) -> None:
     """Our worker, in this process: each batch of fixtures at once, one batch after another."""
     store = Store.connect(url, pool_size=4)
     try:
-        async with aiohttp.ClientSession() as session:
+        async with feed_session() as session:
             source = FeedSource(session, feed, Secret(TOKEN))
             for fixtures in batches:
                 await Worker(source, store, _options()).run(fixtures)
@@ -231,11 +230,16 @@ async def footprint(dbs: Databases, plan: Plan) -> dict[str, Any]:
                 peak = max(peak, process.memory_info().rss)
                 await asyncio.sleep(0.25)  # a sampling interval
             cpu = sum(process.cpu_times()[:2]) - cpu_start
+            stored = await count_rows(url)
+            alive = proc.returncode is None
+    if not alive:
+        raise RuntimeError("the worker exited during the footprint run")
     rss_mb = peak / 2**20
     cpu_per_min = cpu / plan.foot_measure * 60
     return {
         "fixtures": plan.foot_fixtures,
         "seconds": plan.foot_measure,
+        "packets_stored": stored,
         "peak_rss_mb": rss_mb,
         "cpu_s_per_min": cpu_per_min,
         "targets_met": rss_mb <= 250 and cpu_per_min <= 20,

@@ -28,7 +28,7 @@ from ingest import embedded
 from ingest.config import to_sqlalchemy_url
 from ingest.packet import Action, classify
 from ingest.simulator.generator import MatchSpec, generate_match, match_id_for_seed, to_jsonl
-from ingest.source import ACCEPT, actions_url
+from ingest.source import ACCEPT, actions_url, feed_session
 from ingest.store import Store
 
 TOKEN = "bench-token"
@@ -211,7 +211,7 @@ async def raw_receive(feed: str, fixtures: Sequence[uuid.UUID]) -> int:
                         if packet.get("finished"):
                             return
 
-    async with aiohttp.ClientSession() as session:
+    async with feed_session() as session:
         await asyncio.gather(*(one(session, f) for f in fixtures))
     return count
 
@@ -286,7 +286,7 @@ async def naive(url: str, feed: str, fixtures: Sequence[uuid.UUID]) -> int:
                     return
 
     try:
-        async with aiohttp.ClientSession() as http:
+        async with feed_session() as http:
             await asyncio.gather(*(one(http, f) for f in fixtures))
     finally:
         await engine.dispose()

@@ -311,8 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-corrections", action="store_true", help="no Pending/Deleted/... packets")
     q.add_argument("--no-suspensions", action="store_true", help="no collection suspensions")
 
-    p = sub.add_parser("report", parents=[common], help="scoreline and frames of one match")
+    p = sub.add_parser("report", parents=[common], help="scoreline, frames and breaks of one match")
     p.add_argument("fixture_id", type=_fixture_id, metavar="FIXTURE_ID")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw the frame-by-frame progression")
 
     p = sub.add_parser("verify", parents=[common], help="gaps, conflicts, rejected messages")
     p.add_argument("fixture_id", nargs="?", type=_fixture_id, metavar="FIXTURE_ID")
@@ -464,7 +466,11 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             )
         return _run_async(lambda stop: commands.fixtures_disable(url, args.fixture_id))
     if cmd == "report":
-        return _run_async(lambda stop: commands.report(url, args.fixture_id))
+        return _run_async(
+            lambda stop: commands.report(
+                url, args.fixture_id, as_json=args.format == "json", plot_to=args.plot
+            )
+        )
     if cmd == "verify":
         return _run_async(lambda stop: commands.verify(url, args.fixture_id))
     if cmd == "demo":

@@ -15,16 +15,16 @@ import secrets
 import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, TextIO
+from pathlib import Path
+from typing import TextIO
 
-import aiohttp
-
+from ingest import report as match_report
 from ingest.config import Secret, Settings
 from ingest.errors import EX_OK, ConfigError
 from ingest.simulator.generator import MatchSpec, generate_match, to_jsonl
 from ingest.simulator.recording import Recording
 from ingest.simulator.server import Simulator, SimulatorOptions
-from ingest.source import FeedSource
+from ingest.source import FeedSource, feed_session
 from ingest.store import Store
 from ingest.worker import RunOptions, RunResult, Worker
 
@@ -75,7 +75,7 @@ async def run(
             settings.feed_url,
             settings.database_url_display,
         )
-        async with aiohttp.ClientSession() as session:
+        async with feed_session() as session:
             source = FeedSource(
                 session, settings.feed_url, token, liveness_timeout=liveness_timeout
             )
@@ -171,38 +171,28 @@ async def verify(database_url: str, fixture_id: uuid.UUID | None, out: TextIO = 
     return 1 if problems else EX_OK
 
 
-async def report(database_url: str, fixture_id: uuid.UUID, out: TextIO = sys.stdout) -> int:
+async def report(
+    database_url: str,
+    fixture_id: uuid.UUID,
+    out: TextIO = sys.stdout,
+    *,
+    as_json: bool = False,
+    plot_to: str | None = None,
+) -> int:
+    """Scoreline, frames, breaks of 50+ and player statistics of one match."""
     async with open_store(database_url) as store:
         await store.check_schema()
-        summary = await store.match_summary(fixture_id)
-    if summary is None:
-        raise ConfigError(f"nothing stored for fixture {fixture_id}")
-    out.write(format_summary(fixture_id, summary))
+        data = await store.match_report(fixture_id)
+    if data is None:
+        raise ConfigError(f"nothing is known about fixture {fixture_id}")
+    if as_json:
+        out.write(match_report.to_json(data))
+    else:
+        match_report.render(data, out)
+    if plot_to:
+        match_report.plot(data, Path(plot_to))
+        log.info("plot written to %s", plot_to)
     return EX_OK
-
-
-def format_summary(fixture_id: uuid.UUID, summary: dict[str, Any]) -> str:
-    lineups = summary.get("lineups") or {}
-    state = summary.get("summary") or {}
-    home = (lineups.get("home") or {}).get("name", "Home")
-    away = (lineups.get("away") or {}).get("name", "Away")
-    lines = [
-        f"fixture   {fixture_id}",
-        f"match     {home} {state.get('homeTeamScore', '?')} - "
-        f"{state.get('awayTeamScore', '?')} {away}"
-        f"  ({'finished' if summary['finished'] else state.get('currentStatus', 'in play')})",
-    ]
-    for period in state.get("periods") or []:
-        winner = {"home": home, "away": away}.get(period.get("winner"), "-")
-        lines.append(
-            f"  {period.get('label', period.get('periodNumber')):>10}  "
-            f"{period.get('homeTeamScore', 0):>3} - {period.get('awayTeamScore', 0):<3}  {winner}"
-        )
-    lines.append(
-        f"stored    {summary['packets']} packets (last seq {summary['last_seq']}), "
-        f"{summary['rejected']} rejected, {summary['conflicts']} conflicts"
-    )
-    return "\n".join(lines) + "\n"
 
 
 def generate_feed(
@@ -299,15 +289,21 @@ async def demo(settings: Settings, database_url: str, stop: asyncio.Event, out: 
     finally:
         await simulator.stop()
     async with open_store(database_url) as store:
-        summary = await store.match_summary(recording.fixture_id)
+        data = await store.match_report(recording.fixture_id)
+        [row] = await store.fixtures([recording.fixture_id])
     stats = result.fixtures.get(recording.fixture_id)
     out.write("\n")
-    if stats is not None:
-        out.write(
-            f"this run  received {stats.received} packets, stored {stats.stored} new, "
-            f"absorbed {stats.duplicates} duplicates\n"
+    if data is not None:
+        match_report.render(data, out)
+    out.write(
+        f"\nStored {row.packets} packets for fixture {recording.fixture_id}"
+        + (
+            f" (this run: {stats.received} received, {stats.stored} new, "
+            f"{stats.duplicates} duplicates absorbed)"
+            if stats is not None
+            else ""
         )
-    if summary is not None:
-        out.write(format_summary(recording.fixture_id, summary))
-    out.write(f"database  {settings.database_url_display}\n")
+        + f"\nin {settings.database_url_display}.\n"
+        f"Try: ingest report {recording.fixture_id} --plot match.png\n"
+    )
     return EX_OK

@@ -35,6 +35,16 @@ def actions_url(feed_url: str, fixture_id: uuid.UUID) -> str:
     return f"{base}/snooker/fixtures/{fixture_id}/actions"
 
 
+def feed_session() -> aiohttp.ClientSession:
+    """The HTTP session for feed connections.
+
+    aiohttp's default connector allows 100 connections at once and makes the 101st wait, for
+    ever with websockets, which hold theirs: one process follows hundreds of fixtures, so there
+    is no limit here (the connection *rate* is limited by the worker instead).
+    """
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
+
+
 class FeedSource:
     """Opens feed connections; one instance (and one HTTP session) serves every fixture."""
 

@@ -472,29 +472,35 @@ class Store:
         rows = await self._fetch("checking integrity", _INTEGRITY, {"f": fixture_id})
         return [dict(row._mapping) for row in rows]
 
-    async def match_summary(self, fixture_id: uuid.UUID) -> dict[str, Any] | None:
-        """What a person wants after a run: packets stored, players, the latest score."""
-        rows = await self._fetch(
-            "reading the match summary",
-            """
-            SELECT count(*) AS packets, coalesce(max(seq), 0) AS last_seq,
-                   bool_or(finished) AS finished,
-                   (SELECT payload -> 'fixtureSummary' FROM actions
-                     WHERE fixture_id = :f AND payload ? 'fixtureSummary'
-                     ORDER BY seq DESC LIMIT 1) AS summary,
-                   (SELECT payload -> 'fixtureAction' -> 'metadata' FROM actions
-                     WHERE fixture_id = :f AND action_type_id = 3
-                     ORDER BY seq DESC LIMIT 1) AS lineups,
-                   (SELECT count(*) FROM rejected_messages WHERE fixture_id = :f) AS rejected,
-                   (SELECT count(*) FROM action_conflicts WHERE fixture_id = :f) AS conflicts
-            FROM actions WHERE fixture_id = :f
-            """,
-            {"f": fixture_id},
+    async def match_report(self, fixture_id: uuid.UUID) -> dict[str, Any] | None:
+        """Everything ``ingest report`` shows, read from the settlement views."""
+        params = {"f": fixture_id}
+        match = await self._fetch(
+            "reading the match", "SELECT * FROM match_results WHERE fixture_id = :f", params
         )
-        row = rows[0]
-        if row.packets == 0:
+        if not match:
             return None
-        return dict(row._mapping)
+        frames = await self._fetch(
+            "reading the frames",
+            "SELECT * FROM frame_results WHERE fixture_id = :f ORDER BY frame_number",
+            params,
+        )
+        breaks = await self._fetch(
+            "reading the breaks",
+            "SELECT * FROM breaks WHERE fixture_id = :f ORDER BY first_seq",
+            params,
+        )
+        players = await self._fetch(
+            "reading the player statistics",
+            "SELECT * FROM player_match_stats WHERE fixture_id = :f ORDER BY side DESC",
+            params,
+        )
+        return {
+            "match": dict(match[0]._mapping),
+            "frames": [dict(r._mapping) for r in frames],
+            "breaks": [dict(r._mapping) for r in breaks],
+            "players": [dict(r._mapping) for r in players],
+        }
 
 
 def _rounds(

@@ -8,9 +8,11 @@ import json
 import random
 import signal
 import uuid
+from pathlib import Path
 
 import asyncpg
 
+from ingest.simulator.generator import GeneratedMatch, to_jsonl
 from ingest.simulator.recording import Recording
 from tests.acceptance.test_cli import cli, cli_env, start_cli
 from tests.conftest import TOKEN, StartSimulator, plain, wait_until
@@ -148,3 +150,29 @@ async def test_json_logs_for_machines_never_carry_the_token(
     assert any("connecting at startPosition=100" in m for m in messages)
     assert any("finished at seq" in m for m in messages)
     assert TOKEN not in done.stderr + done.stdout
+
+
+async def test_report_as_text_json_and_a_picture(
+    start_simulator: StartSimulator, database_url: str, match: GeneratedMatch, tmp_path: Path
+) -> None:
+    recording = Recording.from_text(to_jsonl(match.packets), name="match")
+    sim = await start_simulator([recording])
+    env = cli_env(INGEST_DATABASE_URL=database_url, INGEST_FEED_URL=sim.url, INGEST_TOKEN=TOKEN)
+    fixture = str(recording.fixture_id)
+    assert (await cli("run", fixture, "--until-finished", "--speed", "fast", env=env)).code == 0
+    truth = match.truth
+    text = await cli("report", fixture, env=env)
+    assert text.code == 0
+    assert f"{truth['home_frames']} - {truth['away_frames']}" in text.stdout
+    assert "Frames" in text.stdout and "Players" in text.stdout
+    as_json = await cli("report", fixture, "--format", "json", env=env)
+    data = json.loads(as_json.stdout)
+    assert data["match"]["winner"] == truth["winner"]
+    assert [f["winner"] for f in data["frames"]] == [f["winner"] for f in truth["frames"]]
+    assert [b["break_score"] for b in data["breaks"]] == [b["break_score"] for b in truth["breaks"]]
+    picture = tmp_path / "match.png"
+    plotted = await cli("report", fixture, "--plot", str(picture), env=env)
+    assert plotted.code == 0
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 10_000
+    missing = await cli("report", str(uuid.uuid4()), env=env)
+    assert missing.code == 78

@@ -15,7 +15,7 @@ from ingest.errors import AuthError
 from ingest.simulator.generator import GeneratedMatch
 from ingest.simulator.recording import Recording
 from ingest.simulator.server import ACCEPT
-from ingest.source import FeedSource, actions_url
+from ingest.source import FeedSource, actions_url, feed_session
 from ingest.store import Store
 from ingest.worker import RunOptions, RunResult, Worker
 from tests.conftest import TOKEN, StartFeed, wait_until
@@ -40,7 +40,7 @@ async def ingest(
     )
     for key, value in options.items():
         setattr(run_options, key, value)
-    async with aiohttp.ClientSession() as session:
+    async with feed_session() as session:
         source = FeedSource(session, feed_url, Secret(token), liveness_timeout=5)
         worker = Worker(source, store, run_options)
         async with asyncio.timeout(timeout):

@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import asyncpg
 import pytest
 
@@ -19,7 +18,7 @@ from ingest.config import Secret
 from ingest.errors import AuthError
 from ingest.simulator.generator import MatchSpec, generate_match, to_jsonl
 from ingest.simulator.recording import Recording
-from ingest.source import FeedSource
+from ingest.source import FeedSource, feed_session
 from ingest.store import Store
 from ingest.worker import RunOptions, RunResult, Worker
 from tests.conftest import TOKEN, StartSimulator, plain, wait_until
@@ -48,7 +47,7 @@ async def run_worker(
     liveness: float = 5.0,
     timeout: float = 60.0,
 ) -> RunResult:
-    async with aiohttp.ClientSession() as session:
+    async with feed_session() as session:
         source = FeedSource(session, feed_url, Secret(TOKEN), liveness_timeout=liveness)
         async with asyncio.timeout(timeout):
             return await Worker(source, store, options).run(fixtures)
@@ -251,3 +250,27 @@ async def test_fifty_fixtures_through_drops_stalls_and_a_database_restart(
         await store.close()
         if not sql.is_closed():
             await sql.close()
+
+
+async def test_hundreds_of_fixtures_are_connected_at_the_same_time(
+    start_simulator: StartSimulator, store: Store, sql: asyncpg.Connection
+) -> None:
+    """No client-side connection cap: the 101st fixture does not wait for the first to end."""
+    from tests.integration.test_simulator import synthetic
+
+    fixtures = [uuid.UUID(int=i, version=4) for i in range(1, 151)]
+    recordings = [synthetic(2, fixture=f) for f in fixtures]
+    # every connection sends one packet, then stays silent for 3 s before the last one
+    sim = await start_simulator(recordings, stall_after=1, stall_seconds=3, heartbeat_interval=0.5)
+    worker = asyncio.create_task(run_worker(sim.url, store, fixtures, fast_options()))
+
+    async def all_connected() -> bool:
+        return all(sim.counters[f].packets_sent >= 1 for f in fixtures)
+
+    try:
+        await wait_until(all_connected, timeout=2.5)  # within the silence: all at once
+        result = await worker
+    finally:
+        worker.cancel()
+    assert result.all_finished
+    assert await sql.fetchval("SELECT count(*) FROM actions") == 300

@@ -1,0 +1,33 @@
+"""The benchmark harness on a tiny input, so that it cannot rot (figures are not asserted)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+async def test_bench_quick_mode_runs_every_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench", "--quick", "--scale", "0.05", "--json", str(out),
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 240)
+    assert proc.returncode == 0, stderr.decode()[-3000:]
+    results = json.loads(out.read_text())
+    for name in ("backfill-sequential", "backfill-concurrent"):
+        for reference in ("ours", "raw_copy", "raw_receive", "naive"):
+            assert results[name][reference] > 0
+    assert results["live-latency"]["packets_measured"] > 0
+    assert results["footprint"]["peak_rss_mb"] > 0
+    table = stdout.decode()
+    assert all(n in table for n in ("backfill-sequential", "live-latency", "footprint"))
