@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check clean
+.PHONY: demo test bench bench-quick lint typecheck clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,13 +16,19 @@ demo: $(STAMP)
 	$(BIN)/ingest demo
 
 test: $(STAMP)
-	$(BIN)/ruff check ingest tests migrations
+	$(BIN)/ruff check ingest tests migrations bench
 	$(BIN)/mypy ingest
 	$(BIN)/pytest
 
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench --quick
+
 lint: $(STAMP)
-	$(BIN)/ruff check ingest tests migrations
-	$(BIN)/ruff format --check ingest tests migrations
+	$(BIN)/ruff check ingest tests migrations bench
+	$(BIN)/ruff format --check ingest tests migrations bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy ingest

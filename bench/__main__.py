@@ -248,19 +248,24 @@ async def footprint(dbs: Databases, plan: Plan) -> dict[str, Any]:
 
 def render(results: dict[str, Any]) -> str:
     lines = [
-        f"{'scenario':22} {'ours':>12} {'raw_copy':>12} {'raw_receive':>12} {'naive':>10} "
-        f"{'vs limit':>9} {'vs naive':>9}  target",
+        f"{'scenario':22} {'ours':>10} {'raw_copy':>10} {'raw_receive':>11} {'naive':>8} "
+        f"{'ours/limit':>10} {'ours/naive':>10} {'copy/naive':>10}",
     ]
     for name in ("backfill-sequential", "backfill-concurrent"):
         if name not in results:
             continue
         r = results[name]
         lines.append(
-            f"{name:22} {r['ours']:>10,.0f}/s {r['raw_copy']:>10,.0f}/s "
-            f"{r['raw_receive']:>10,.0f}/s "
-            f"{r['naive']:>8,.0f}/s {r['vs_limit']:>8.0%} {r['vs_naive']:>8.1f}x  "
-            f"{'met' if r['targets_met'] else 'MISSED'} (>=50% of limit, >=20x naive)"
+            f"{name:22} {r['ours']:>8,.0f}/s {r['raw_copy']:>8,.0f}/s {r['raw_receive']:>9,.0f}/s "
+            f"{r['naive']:>6,.0f}/s {r['vs_limit']:>10.0%} {r['vs_naive']:>9.1f}x "
+            f"{r['raw_copy'] / r['naive']:>9.1f}x"
         )
+        lines.append(
+            f"{'':22} limit target (>= 50%): {'met' if r['vs_limit'] >= 0.5 else 'MISSED'}; "
+            f"naive target (>= 20x): {'met' if r['vs_naive'] >= 20 else 'MISSED'}"
+            + ("" if r["vs_naive"] >= 20 else
+               f" (COPY itself is {r['raw_copy'] / r['naive']:.1f}x naive on this machine)")
+        )  # fmt: skip
     if "live-latency" in results:
         r = results["live-latency"]
         lines.append(

@@ -21,6 +21,7 @@ from typing import Any
 from ingest import __version__, commands, embedded
 from ingest.config import Settings, load_settings
 from ingest.errors import EX_OK, EX_USAGE, IngestError
+from ingest.notify import Notifier
 from ingest.simulator.recording import Recording
 from ingest.simulator.server import SimulatorOptions
 from ingest.worker import RunOptions
@@ -177,12 +178,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add(
         p,
+        "--writers",
+        env="INGEST_WRITERS",
+        type=int,
+        default=2,
+        help="batches in flight at once (each fixture always goes through the same writer)",
+    )
+    _add(
+        p,
         "--pool-size",
         env="INGEST_POOL_SIZE",
         type=int,
         default=4,
         help="database connections (shared by every fixture)",
     )
+
+    _add(
+        p,
+        "--metrics-port",
+        env="INGEST_METRICS_PORT",
+        type=int,
+        help="serve /metrics, /healthz and /readyz on this port",
+    )
+    _add(
+        p,
+        "--metrics-host",
+        env="INGEST_METRICS_HOST",
+        default="127.0.0.1",
+        help="address for --metrics-port (0.0.0.0 in a container)",
+    )
+    _add(
+        p,
+        "--metrics-file",
+        env="INGEST_METRICS_FILE",
+        help="write metrics for node_exporter's textfile collector (atomically)",
+    )
+
+    p = sub.add_parser(
+        "check",
+        parents=[common],
+        help="exit 0 if the database is reachable and the schema at head, else 1",
+    )
+
+    p = sub.add_parser("status", parents=[common], help="a live table of the fixtures")
+    p.add_argument("--once", action="store_true", help="print once and exit")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--interval", type=_positive, default=2.0, help="seconds between refreshes")
 
     p = sub.add_parser("migrate", parents=[common], help="apply the schema (alembic upgrade head)")
     p.add_argument("--revision", default="head", help="target revision (default head)")
@@ -435,6 +476,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             speed=args.speed,
             batch_size=int(args.batch_size),
             connect_rate=float(args.connect_rate),
+            writers=int(args.writers),
             registry_poll=float(args.registry_poll),
             progress_interval=float(args.progress_interval),
         )
@@ -449,6 +491,12 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 run_all=args.run_all,
                 liveness_timeout=float(args.liveness_timeout),
                 pool_size=int(args.pool_size),
+                ops=commands.Operations(
+                    metrics_port=int(args.metrics_port) if args.metrics_port else None,
+                    metrics_host=args.metrics_host,
+                    metrics_file=args.metrics_file,
+                    notifier=Notifier(),
+                ),
             )
             return EX_OK
 
@@ -465,6 +513,14 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 lambda stop: commands.fixtures_list(url, as_json=args.format == "json")
             )
         return _run_async(lambda stop: commands.fixtures_disable(url, args.fixture_id))
+    if cmd == "check":
+        return _run_async(lambda stop: commands.check(url))
+    if cmd == "status":
+        return _run_async(
+            lambda stop: commands.status(
+                url, stop, once=args.once, as_json=args.format == "json", interval=args.interval
+            )
+        )
     if cmd == "report":
         return _run_async(
             lambda stop: commands.report(

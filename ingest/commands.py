@@ -19,8 +19,12 @@ from pathlib import Path
 from typing import TextIO
 
 from ingest import report as match_report
+from ingest import status as fixture_status
 from ingest.config import Secret, Settings
-from ingest.errors import EX_OK, ConfigError
+from ingest.errors import EX_OK, ConfigError, IngestError
+from ingest.metrics import Metrics
+from ingest.monitor import Monitor
+from ingest.notify import Notifier
 from ingest.simulator.generator import MatchSpec, generate_match, to_jsonl
 from ingest.simulator.recording import Recording
 from ingest.simulator.server import Simulator, SimulatorOptions
@@ -52,6 +56,17 @@ async def migrate(database_url: str, *, revision: str = "head", downgrade: bool 
     return EX_OK
 
 
+@dataclasses.dataclass
+class Operations:
+    """How a run shows itself to operators: metrics, health, systemd."""
+
+    metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
+    metrics_file: str | None = None
+    notifier: Notifier | None = None
+    status_interval: float = 10.0
+
+
 async def run(
     settings: Settings,
     database_url: str,
@@ -63,8 +78,12 @@ async def run(
     token: Secret | None = None,
     liveness_timeout: float = 30.0,
     pool_size: int = 4,
+    ops: Operations | None = None,
 ) -> RunResult:
     token = token or settings.require_token()
+    ops = ops or Operations()
+    notifier = ops.notifier or Notifier({})
+    metrics = Metrics()
     async with open_store(database_url, pool_size=pool_size) as store:
         await store.check_schema()
         log.info(
@@ -79,17 +98,121 @@ async def run(
             source = FeedSource(
                 session, settings.feed_url, token, liveness_timeout=liveness_timeout
             )
-            worker = Worker(source, store, options)
-            stopper = asyncio.create_task(_stop_on(stop, worker))
+            worker = Worker(source, store, options, metrics)
+
+            async def ready() -> tuple[bool, str]:
+                try:
+                    async with asyncio.timeout(2):
+                        await store.ping()
+                except (IngestError, TimeoutError) as exc:
+                    return False, f"database unreachable: {exc}"
+                return worker.health()
+
+            monitor = Monitor(metrics, ready)
+            if ops.metrics_port is not None:
+                await monitor.start(ops.metrics_host, ops.metrics_port)
+                log.info("metrics and health on port %d", monitor.port)
+            helpers = [
+                asyncio.create_task(_stop_on(stop, worker, notifier)),
+                asyncio.create_task(_report_status(worker, notifier, ops, metrics)),
+            ]
+            if notifier.watchdog_interval:
+                helpers.append(asyncio.create_task(_watchdog(worker, notifier)))
+            notifier.ready(
+                f"streaming {len(fixture_ids)} fixture(s)" + (" + registry" if run_all else "")
+            )
             try:
                 return await worker.run(fixture_ids, follow_registry=run_all)
             finally:
-                stopper.cancel()
+                for helper in helpers:
+                    helper.cancel()
+                await asyncio.gather(*helpers, return_exceptions=True)
+                await monitor.stop()
+                if ops.metrics_file:
+                    _write_metrics(metrics, ops.metrics_file)
 
 
-async def _stop_on(event: asyncio.Event, worker: Worker) -> None:
+def _write_metrics(metrics: Metrics, path: str) -> None:
+    try:
+        metrics.write_textfile(Path(path))
+    except OSError as exc:
+        log.warning("could not write the metrics file %s: %s", path, exc)
+
+
+def _status_line(worker: Worker) -> str:
+    states: dict[str, int] = {}
+    for stats in worker.stats.values():
+        states[stats.state] = states.get(stats.state, 0) + 1
+    stored = sum(s.stored for s in worker.stats.values())
+    parts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    return f"{len(worker.stats)} fixtures ({parts}); {stored} packets stored"
+
+
+async def _report_status(
+    worker: Worker, notifier: Notifier, ops: Operations, metrics: Metrics
+) -> None:
+    while True:
+        await asyncio.sleep(ops.status_interval)
+        notifier.status(_status_line(worker))
+        if ops.metrics_file:
+            _write_metrics(metrics, ops.metrics_file)
+
+
+async def _watchdog(worker: Worker, notifier: Notifier) -> None:
+    """WATCHDOG=1 only while healthy: systemd restarts a worker that stops sending it."""
+    assert notifier.watchdog_interval
+    while True:
+        ok, detail = worker.health()
+        if ok:
+            notifier.watchdog()
+        else:
+            log.warning("unhealthy, not feeding the systemd watchdog: %s", detail)
+        await asyncio.sleep(notifier.watchdog_interval)
+
+
+async def _stop_on(event: asyncio.Event, worker: Worker, notifier: Notifier) -> None:
     await event.wait()
+    notifier.stopping()
     worker.stop()
+
+
+async def status(
+    database_url: str,
+    stop: asyncio.Event,
+    out: TextIO = sys.stdout,
+    *,
+    once: bool = False,
+    as_json: bool = False,
+    interval: float = 2.0,
+) -> int:
+    """A live table of the registered fixtures (``--once`` for a single look)."""
+    async with open_store(database_url) as store:
+        await store.check_schema()
+        watcher = asyncio.create_task(
+            fixture_status.watch(store.fixtures, out, once=once, as_json=as_json, interval=interval)
+        )
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({watcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (watcher, stopper):
+            task.cancel()
+        await asyncio.gather(watcher, stopper, return_exceptions=True)
+        if watcher.done() and not watcher.cancelled() and watcher.exception():
+            raise watcher.exception()  # type: ignore[misc]
+    return EX_OK
+
+
+async def check(database_url: str, out: TextIO = sys.stdout) -> int:
+    """For health checks: the database is reachable and the schema is at head (0), or not (1)."""
+    try:
+        async with open_store(database_url) as store:
+            async with asyncio.timeout(10):
+                await store.ping()
+                await store.check_schema()
+    except (IngestError, TimeoutError) as exc:
+        out.write(f"not ok: {exc or 'timed out'}\n")
+        return 1
+    out.write("ok\n")
+    return EX_OK
 
 
 async def fixtures_add(database_url: str, ids: Sequence[uuid.UUID]) -> int:

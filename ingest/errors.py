@@ -45,6 +45,10 @@ class TemporaryError(IngestError):
 class FeedUnavailable(TemporaryError):
     """The feed could not be reached, refused the connection, or dropped it."""
 
+    def __init__(self, message: str, *, reason: str = "error") -> None:
+        super().__init__(message)
+        self.reason = reason  # a short label for metrics: closed, silent, http, network, ...
+
 
 class DatabaseUnavailable(TemporaryError):
     """PostgreSQL could not be reached or went away."""

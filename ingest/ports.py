@@ -7,7 +7,7 @@ implements :class:`Source`, ``store.Store`` implements :class:`Sink`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -32,11 +32,31 @@ class FixtureRow:
     last_seq: int
     packets: int
     last_packet_at: datetime | None
+    state: str | None = None
+    state_changed_at: datetime | None = None
+    connects: int = 0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class FixtureState:
+    """What a worker is doing with a fixture, saved for ``ingest status`` and operators."""
+
+    fixture_id: uuid.UUID
+    state: str  # connecting, connected, backing off, finished, stopped
+    since: datetime
+    connects: int
+    last_error: str | None
 
 
 class Source(Protocol):
     def stream(
-        self, fixture_id: uuid.UUID, start_position: int, *, speed: str | None = None
+        self,
+        fixture_id: uuid.UUID,
+        start_position: int,
+        *,
+        speed: str | None = None,
+        on_connected: Callable[[], None] | None = None,
     ) -> AsyncIterator[Action | Rejected]: ...
 
 
@@ -54,5 +74,7 @@ class Sink(Protocol):
     ) -> list[FixtureRow]: ...
 
     async def runnable_fixtures(self) -> list[uuid.UUID]: ...
+
+    async def save_states(self, states: Sequence[FixtureState]) -> None: ...
 
     async def register(self, fixture_ids: Sequence[uuid.UUID], *, enable: bool = False) -> int: ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import aiohttp
@@ -67,7 +67,12 @@ class FeedSource:
         return f"FeedSource(feed_url={self._feed_url!r}, token=<redacted>)"
 
     async def stream(
-        self, fixture_id: uuid.UUID, start_position: int, *, speed: str | None = None
+        self,
+        fixture_id: uuid.UUID,
+        start_position: int,
+        *,
+        speed: str | None = None,
+        on_connected: Callable[[], None] | None = None,
     ) -> AsyncIterator[Action | Rejected]:
         """Yield the fixture's packets from ``start_position`` on; return after ``finished``.
 
@@ -92,13 +97,17 @@ class FeedSource:
         except aiohttp.WSServerHandshakeError as exc:
             raise _handshake_error(exc, url) from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise FeedUnavailable(f"cannot connect to {url}: {_describe(exc)}") from None
+            raise FeedUnavailable(
+                f"cannot connect to {url}: {_describe(exc)}", reason="network"
+            ) from None
 
         async with ws:
             try:
                 await ws.send_str(json.dumps({"authToken": self._token.reveal()}))
             except (aiohttp.ClientError, OSError) as exc:
-                raise FeedUnavailable(f"connection lost while authenticating: {exc}") from None
+                raise FeedUnavailable(
+                    f"connection lost while authenticating: {exc}", reason="network"
+                ) from None
             authenticated = False
             position = start_position
             while True:
@@ -106,7 +115,9 @@ class FeedSource:
                     msg = await ws.receive(timeout=self._liveness)
                 except TimeoutError:
                     raise FeedUnavailable(
-                        f"no packet or heartbeat for {self._liveness:g} s: connection presumed dead"
+                        f"no packet or heartbeat for {self._liveness:g} s: "
+                        "connection presumed dead",
+                        reason="silent",
                     ) from None
                 if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     now = datetime.now(UTC)
@@ -118,8 +129,15 @@ class FeedSource:
                         received_at=now,
                     )
                     if isinstance(frame, Control):
+                        was = authenticated
                         authenticated = _handle_control(frame, authenticated)
+                        if authenticated and not was and on_connected is not None:
+                            on_connected()
                         continue
+                    if not authenticated:  # a feed that sends data without acknowledging
+                        authenticated = True
+                        if on_connected is not None:
+                            on_connected()
                     if isinstance(frame, Action):
                         position += 1
                     yield frame
@@ -127,7 +145,9 @@ class FeedSource:
                         return
                     continue
                 if msg.type is aiohttp.WSMsgType.ERROR:
-                    raise FeedUnavailable(f"connection error: {_describe(ws.exception())}")
+                    raise FeedUnavailable(
+                        f"connection error: {_describe(ws.exception())}", reason="network"
+                    )
                 # CLOSE / CLOSING / CLOSED
                 code = ws.close_code
                 reason = msg.extra if isinstance(msg.extra, str) and msg.extra else ""
@@ -135,7 +155,8 @@ class FeedSource:
                     raise AuthError(f"the feed refused the access token (close {code} {reason})")
                 raise FeedUnavailable(
                     f"the feed closed the connection (code {code}{', ' + reason if reason else ''})"
-                    " before the fixture finished"
+                    " before the fixture finished",
+                    reason="closed",
                 )
 
 
@@ -162,7 +183,7 @@ def _handshake_error(exc: aiohttp.WSServerHandshakeError, url: str) -> Exception
         return AuthError(f"the feed refused the access token (HTTP {status} {message})")
     if status == 404:
         return ConfigError(f"the feed does not know {url} (HTTP 404): check the fixture id")
-    return FeedUnavailable(f"the feed answered HTTP {status} {message} for {url}")
+    return FeedUnavailable(f"the feed answered HTTP {status} {message} for {url}", reason="http")
 
 
 def _describe(exc: BaseException | None) -> str:

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from ingest.config import redact_url, to_sqlalchemy_url
 from ingest.errors import ConfigError, DatabaseUnavailable, IngestError, SchemaError
 from ingest.packet import Action, Rejected
-from ingest.ports import FixtureRow, WriteResult
+from ingest.ports import FixtureRow, FixtureState, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -453,11 +453,35 @@ class Store:
         where = "WHERE fixture_id = ANY(CAST(:ids AS uuid[]))" if fixture_ids is not None else ""
         rows = await self._fetch(
             "reading the fixture registry",
-            "SELECT fixture_id, enabled, finished, last_seq, packets, last_packet_at "
-            f"FROM fixtures {where} ORDER BY added_at, fixture_id",
+            "SELECT fixture_id, enabled, finished, last_seq, packets, last_packet_at, state, "
+            f"state_changed_at, connects, last_error FROM fixtures {where} "
+            "ORDER BY added_at, fixture_id",
             {"ids": list(fixture_ids)} if fixture_ids is not None else None,
         )
         return [FixtureRow(*row) for row in rows]
+
+    async def save_states(self, states: Sequence[FixtureState]) -> None:
+        if not states:
+            return
+        await self._execute(
+            "saving fixture states",
+            """
+            UPDATE fixtures f SET state = s.state, state_changed_at = s.since,
+                   connects = s.connects, last_error = s.last_error
+            FROM unnest(CAST(:ids AS uuid[]), CAST(:states AS text[]),
+                        CAST(:since AS timestamptz[]), CAST(:connects AS integer[]),
+                        CAST(:errors AS text[]))
+                 AS s(fixture_id, state, since, connects, last_error)
+            WHERE f.fixture_id = s.fixture_id
+            """,
+            {
+                "ids": [s.fixture_id for s in states],
+                "states": [s.state for s in states],
+                "since": [s.since for s in states],
+                "connects": [s.connects for s in states],
+                "errors": [s.last_error for s in states],
+            },
+        )
 
     async def runnable_fixtures(self) -> list[uuid.UUID]:
         rows = await self._fetch(

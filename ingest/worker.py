@@ -23,11 +23,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from ingest.errors import AuthError, DatabaseUnavailable, FeedUnavailable, TemporaryError
+from ingest.metrics import Metrics
 from ingest.packet import Action, Rejected
-from ingest.ports import Sink, Source, WriteResult
+from ingest.ports import FixtureState, Sink, Source, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class RunOptions:
     auth_retry_delay: float = 2.0  # ... by this many seconds times the attempt number
     registry_poll: float = 10.0  # --all: how often to look for new fixtures
     progress_interval: float = 60.0  # how often to log a progress line per fixture
+    state_interval: float = 2.0  # how often changed fixture states are saved
 
 
 @dataclass
@@ -65,6 +68,10 @@ class FixtureStats:
     connects: int = 0
     last_seq: int = 0
     finished: bool = False
+    state: str = "starting"  # connecting, connected, backing off, finished, stopped
+    state_since: float = field(default_factory=time.time)
+    last_error: str | None = None
+    state_saved: bool = False
 
 
 @dataclass
@@ -98,10 +105,18 @@ class Writer:
     the fixture tasks reading their sockets: backpressure instead of unbounded memory.
     """
 
-    def __init__(self, sink: Sink, stats: dict[uuid.UUID, FixtureStats], options: RunOptions):
+    def __init__(
+        self,
+        sink: Sink,
+        stats: dict[uuid.UUID, FixtureStats],
+        options: RunOptions,
+        metrics: Metrics | None = None,
+    ):
         self._sink = sink
         self._stats = stats
         self._options = options
+        self._metrics = metrics
+        self.outage_since: float | None = None  # monotonic time the database went away
         self._queue: asyncio.Queue[_Item | asyncio.Future[None] | None] = asyncio.Queue(
             options.queue_size
         )
@@ -155,7 +170,10 @@ class Writer:
     async def _flush(self, items: Sequence[_Item]) -> None:
         actions = [(f, a) for f, a in items if isinstance(a, Action)]
         rejected = [(f, r) for f, r in items if isinstance(r, Rejected)]
+        started = time.monotonic()
         result = await self._write(actions, rejected)
+        if self._metrics is not None:
+            self._observe(items, actions, result, time.monotonic() - started)
         received: dict[uuid.UUID, int] = {}
         for fixture_id, _ in actions:
             received[fixture_id] = received.get(fixture_id, 0) + 1
@@ -176,6 +194,28 @@ class Writer:
                 seq,
             )
 
+    def _observe(
+        self,
+        items: Sequence[_Item],
+        actions: Sequence[tuple[uuid.UUID, Action]],
+        result: WriteResult,
+        seconds: float,
+    ) -> None:
+        m = self._metrics
+        assert m is not None
+        inserted = sum(result.inserted.values())
+        m.packets_stored.inc(inserted)
+        m.duplicates.inc(len(actions) - inserted)
+        m.rejected.inc(result.rejected)
+        m.conflicts.inc(len(result.conflicts))
+        m.batch_size.observe(len(items))
+        m.commit_seconds.observe(seconds)
+        now = datetime.now(UTC)
+        for _, action in actions:
+            m.lag_seconds.observe((now - action.received_at).total_seconds())
+        if actions:
+            m.last_packet.set(now.timestamp())
+
     async def _write(
         self,
         actions: Sequence[tuple[uuid.UUID, Action]],
@@ -189,7 +229,7 @@ class Writer:
             except DatabaseUnavailable as exc:
                 now = time.monotonic()
                 if outage_started is None:
-                    outage_started = now
+                    outage_started = self.outage_since = now
                     log.warning("database unavailable, holding %d packets: %s", len(actions), exc)
                 elif now - outage_started > self._options.db_give_up_after:
                     raise TemporaryError(
@@ -201,6 +241,7 @@ class Writer:
                 attempt += 1
                 continue
             if outage_started is not None:
+                self.outage_since = None
                 log.info(
                     "database back after %.1f s; catching up", time.monotonic() - outage_started
                 )
@@ -227,14 +268,22 @@ class RateLimiter:
 class Worker:
     """Streams fixtures from a :class:`Source` into a :class:`Sink` until done or stopped."""
 
-    def __init__(self, source: Source, sink: Sink, options: RunOptions | None = None) -> None:
+    def __init__(
+        self,
+        source: Source,
+        sink: Sink,
+        options: RunOptions | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._source = source
         self._sink = sink
         self._options = options or RunOptions()
+        self._metrics = metrics
         self._stop = asyncio.Event()
         self._stats: dict[uuid.UUID, FixtureStats] = {}
         self._writers = [
-            Writer(sink, self._stats, self._options) for _ in range(max(1, self._options.writers))
+            Writer(sink, self._stats, self._options, metrics)
+            for _ in range(max(1, self._options.writers))
         ]
         self._limiter = RateLimiter(self._options.connect_rate)
         self._auth_refusals = 0
@@ -252,6 +301,7 @@ class Worker:
         opts = self._options
         result = RunResult(fixtures=self._stats)
         writers = [asyncio.create_task(w.run(), name="writer") for w in self._writers]
+        saver = asyncio.create_task(self._save_states_forever(), name="state saver")
         stop_wait = asyncio.create_task(self._stop.wait(), name="stop")
         deadline = None if opts.max_runtime is None else time.monotonic() + opts.max_runtime
         next_poll = time.monotonic() + opts.registry_poll
@@ -303,13 +353,20 @@ class Worker:
                     self._log_progress()
         finally:
             stop_wait.cancel()
+            saver.cancel()
             followers = [t for t in self._followers.values() if not t.done()]
             for task in followers:
                 task.cancel()
-            await asyncio.gather(*followers, stop_wait, return_exceptions=True)
+            await asyncio.gather(*followers, stop_wait, saver, return_exceptions=True)
+            for fixture_id, stats in self._stats.items():
+                if not stats.finished and fixture_id in self._followers:
+                    self._set_state(fixture_id, "stopped")
             await asyncio.gather(
                 *(self._shutdown_writer(w, t) for w, t in zip(self._writers, writers, strict=True))
             )
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await self._save_states()
         if error is not None:
             raise error
         return result
@@ -336,6 +393,67 @@ class Worker:
             self._followers[fixture_id] = asyncio.create_task(
                 self._follow(fixture_id), name=f"fixture {fixture_id}"
             )
+
+    @property
+    def stats(self) -> dict[uuid.UUID, FixtureStats]:
+        return self._stats
+
+    def health(self) -> tuple[bool, str]:
+        """Healthy unless a writer has been unable to commit for a minute, or a fixture has been
+        unable to connect for two minutes."""
+        now = time.monotonic()
+        for writer in self._writers:
+            if writer.outage_since is not None and now - writer.outage_since > 60:
+                return (
+                    False,
+                    f"the database has been unavailable for {now - writer.outage_since:.0f} s",
+                )
+        wall = time.time()
+        for fixture_id, stats in self._stats.items():
+            if stats.state == "backing off" and wall - stats.state_since > 120:
+                return False, f"fixture {fixture_id} cannot connect: {stats.last_error}"
+        return True, "ok"
+
+    def _set_state(self, fixture_id: uuid.UUID, state: str, error: str | None = None) -> None:
+        stats = self._stats[fixture_id]
+        if self._metrics is not None and (stats.state == "connected") != (state == "connected"):
+            self._metrics.connected.inc(1 if state == "connected" else -1)
+        if state != stats.state:
+            stats.state, stats.state_since = state, time.time()
+        if error is not None:
+            stats.last_error = error
+        stats.state_saved = False
+
+    async def _save_states(self) -> None:
+        changed = [f for f, s in self._stats.items() if not s.state_saved]
+        if not changed:
+            return
+        for fixture_id in changed:
+            self._stats[fixture_id].state_saved = True
+        states = [
+            FixtureState(
+                fixture_id=f,
+                state=self._stats[f].state,
+                since=datetime.fromtimestamp(self._stats[f].state_since, UTC),
+                connects=self._stats[f].connects,
+                last_error=self._stats[f].last_error,
+            )
+            for f in changed
+        ]
+        try:
+            await self._sink.save_states(states)
+        except TemporaryError:
+            for fixture_id in changed:
+                self._stats[fixture_id].state_saved = False
+            raise
+
+    async def _save_states_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._options.state_interval)
+            try:
+                await self._save_states()
+            except TemporaryError as exc:
+                log.debug("fixture states not saved: %s", exc)
 
     def _log_progress(self) -> None:
         for fixture_id, task in self._followers.items():
@@ -384,11 +502,15 @@ class Worker:
             start = await self._db_retry(lambda: self._sink.max_seq(fixture_id))
             await self._limiter.wait()
             stats.connects += 1
+            self._set_state(fixture_id, "connecting")
             log.info("fixture %s: connecting at startPosition=%d", fixture_id, start)
             last = stats.last_seq = start
             try:
                 async for frame in self._source.stream(
-                    fixture_id, start, speed=self._options.speed
+                    fixture_id,
+                    start,
+                    speed=self._options.speed,
+                    on_connected=lambda: self._set_state(fixture_id, "connected"),
                 ):
                     attempt = 0
                     self._auth_refusals = 0
@@ -396,6 +518,8 @@ class Worker:
                         stats.received += 1
                         if frame.seq > last + 1:
                             stats.gaps += 1
+                            if self._metrics is not None:
+                                self._metrics.gaps.inc()
                             log.warning(
                                 "fixture %s: gap: seq %d follows %d (%d missing)",
                                 fixture_id,
@@ -408,6 +532,7 @@ class Worker:
                     if isinstance(frame, Action) and frame.finished:
                         await writer.barrier()
                         stats.finished = True
+                        self._set_state(fixture_id, "finished")
                         if '"CollectionDropped"' in frame.payload:
                             log.warning(
                                 "fixture %s: the provider dropped the collection "
@@ -425,6 +550,7 @@ class Worker:
                         return
                 raise FeedUnavailable("the stream ended before the fixture finished")
             except AuthError as exc:
+                self._set_state(fixture_id, "backing off", str(exc))
                 self._auth_refusals += 1
                 if self._auth_refusals > self._options.auth_retries:
                     raise
@@ -439,6 +565,9 @@ class Worker:
                 )
                 await asyncio.sleep(delay)
             except FeedUnavailable as exc:
+                self._set_state(fixture_id, "backing off", str(exc))
+                if self._metrics is not None:
+                    self._metrics.reconnects.labels(exc.reason).inc()
                 delay = backoff_delay(
                     attempt, self._options.backoff_initial, self._options.backoff_max
                 )

@@ -137,6 +137,6 @@ async def test_demo_runs_on_a_fresh_embedded_database(tmp_path: Path) -> None:
     env = cli_env(INGEST_DATA_DIR=str(tmp_path / "data"))
     done = await cli("demo", env=env, timeout=120)
     assert done.code == 0, done.stderr
-    assert "stored" in done.stdout and "finished" in done.stdout
+    assert "Stored 362 packets" in done.stdout and "Winner: Jack Carter" in done.stdout
     again = await cli("demo", env=env, timeout=120)
     assert again.code == 0 and "already finished" in again.stderr

@@ -1,0 +1,154 @@
+"""What operators see: check, status, metrics, health and the systemd notify protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import tempfile
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+from ingest.simulator.recording import Recording
+from tests.acceptance.test_cli import cli, cli_env, start_cli
+from tests.conftest import TOKEN, StartSimulator, plain, wait_until
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_check_is_for_health_checks(database_url: str, empty_database_url: str) -> None:
+    ok = await cli("check", env=cli_env(INGEST_DATABASE_URL=database_url))
+    assert (ok.code, ok.stdout) == (0, "ok\n")
+    unmigrated = await cli("check", env=cli_env(INGEST_DATABASE_URL=empty_database_url))
+    assert unmigrated.code == 1 and "ingest migrate" in unmigrated.stdout
+    nowhere = "postgresql://nobody@/nothing?host=/nonexistent-socket-dir"
+    unreachable = await cli("check", env=cli_env(INGEST_DATABASE_URL=nowhere))
+    assert unreachable.code == 1 and "not ok" in unreachable.stdout
+
+
+async def test_metrics_health_and_metrics_file_of_a_running_worker(
+    start_simulator: StartSimulator, database_url: str, recording: Recording, tmp_path: Path
+) -> None:
+    seconds = (recording.times[-1] or 0) - (recording.times[0] or 0)
+    sim = await start_simulator([recording], time_scale=seconds / 20, max_gap=0.1, drop_after=50)
+    port = free_port()
+    prom = tmp_path / "ingest.prom"
+    env = cli_env(INGEST_DATABASE_URL=database_url, INGEST_FEED_URL=sim.url, INGEST_TOKEN=TOKEN)
+    proc = await start_cli("run", str(recording.fixture_id), "--metrics-port", str(port),
+                           "--metrics-file", str(prom), env=env)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def scraped_packets() -> bool:
+                try:
+                    async with http.get(f"{base}/metrics") as r:
+                        text = await r.text()
+                except aiohttp.ClientError:
+                    return False
+                return any(
+                    line.startswith("ingest_packets_stored_total ") and float(line.split()[1]) > 60
+                    for line in text.splitlines()
+                )
+
+            await wait_until(scraped_packets)
+            async with http.get(f"{base}/metrics") as r:
+                text = await r.text()
+            assert 'ingest_reconnects_total{reason="closed"}' in text  # drops every 50 packets
+            assert "ingest_commit_seconds_bucket" in text and "ingest_batch_size_count" in text
+            assert "ingest_connected_fixtures 1.0" in text
+            async with http.get(f"{base}/healthz") as r:
+                assert r.status == 200
+            async with http.get(f"{base}/readyz") as r:
+                assert r.status == 200 and (await r.json())["ready"] is True
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), 10)
+        assert proc.returncode == 0
+        sql = await asyncpg.connect(plain(database_url))
+        try:
+            rows = await sql.fetchval("SELECT count(*) FROM actions")
+        finally:
+            await sql.close()
+        written = {
+            line.split()[0]: float(line.split()[1])
+            for line in prom.read_text().splitlines()
+            if line and not line.startswith("#")
+        }
+        assert written["ingest_packets_stored_total"] == rows
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+
+
+async def test_status_shows_each_fixture(
+    start_simulator: StartSimulator, database_url: str, recording: Recording
+) -> None:
+    sim = await start_simulator([recording])
+    env = cli_env(INGEST_DATABASE_URL=database_url, INGEST_FEED_URL=sim.url, INGEST_TOKEN=TOKEN)
+    fixture = str(recording.fixture_id)
+    assert (await cli("run", fixture, "--until-finished", "--speed", "fast", env=env)).code == 0
+    assert (await cli("fixtures", "add", "00000000-0000-4000-8000-00000000abcd", env=env)).code == 0
+    done = await cli("status", "--once", "--format", "json", env=env)
+    assert done.code == 0
+    entries = {e["fixture_id"]: e for e in json.loads(done.stdout)}
+    assert entries[fixture]["state"] == "finished"
+    assert entries[fixture]["seq"] == len(recording.lines)
+    assert entries[fixture]["finished"] is True and entries[fixture]["reconnects"] == 0
+    assert entries["00000000-0000-4000-8000-00000000abcd"]["state"] == "never run"
+    text = await cli("status", "--once", env=env)
+    assert fixture in text.stdout and "2 fixtures" in text.stdout
+
+
+async def test_the_systemd_notify_protocol(
+    start_simulator: StartSimulator, database_url: str, recording: Recording
+) -> None:
+    seconds = (recording.times[-1] or 0) - (recording.times[0] or 0)
+    sim = await start_simulator([recording], time_scale=seconds / 30, max_gap=0.1)
+    with tempfile.TemporaryDirectory() as folder:
+        path = str(Path(folder) / "notify.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        sock.setblocking(False)
+        received: list[str] = []
+        loop = asyncio.get_running_loop()
+        loop.add_reader(sock.fileno(), lambda: received.append(sock.recv(4096).decode()))
+        env = cli_env(
+            INGEST_DATABASE_URL=database_url,
+            INGEST_FEED_URL=sim.url,
+            INGEST_TOKEN=TOKEN,
+            NOTIFY_SOCKET=path,
+            WATCHDOG_USEC="200000",
+        )
+        proc = await start_cli("run", str(recording.fixture_id), env=env)
+        try:
+
+            async def ready_and_fed() -> bool:
+                return (
+                    any("READY=1" in m for m in received)
+                    and sum("WATCHDOG=1" in m for m in received) >= 3
+                )
+
+            await wait_until(ready_and_fed)
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.communicate(), 10)
+            assert proc.returncode == 0
+
+            async def stopping() -> bool:
+                return any("STOPPING=1" in m for m in received)
+
+            await wait_until(stopping, timeout=5)
+        finally:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+            if proc.returncode is None:
+                proc.kill()
+    ready = next(m for m in received if "READY=1" in m)
+    assert "STATUS=streaming 1 fixture(s)" in ready
+    assert received.index(ready) < next(i for i, m in enumerate(received) if "WATCHDOG=1" in m)
