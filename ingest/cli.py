@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
@@ -193,6 +194,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="database connections (shared by every fixture)",
     )
 
+    _add(
+        p,
+        "--worker-id",
+        env="INGEST_WORKER_ID",
+        default=f"{socket.gethostname()}:{os.getpid()}",
+        help="with --all: this worker's name in the fixture leases (default host:pid)",
+    )
+    _add(
+        p,
+        "--lease-ttl",
+        env="INGEST_LEASE_TTL",
+        type=_positive,
+        default=30.0,
+        help="with --all: seconds a fixture's lease lasts unless renewed",
+    )
+    _add(
+        p,
+        "--max-fixtures",
+        env="INGEST_MAX_FIXTURES",
+        type=int,
+        help="with --all: claim at most this many fixtures",
+    )
     _add(
         p,
         "--metrics-port",
@@ -479,6 +502,9 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             writers=int(args.writers),
             registry_poll=float(args.registry_poll),
             progress_interval=float(args.progress_interval),
+            worker_id=args.worker_id,
+            lease_ttl=float(args.lease_ttl),
+            max_fixtures=int(args.max_fixtures) if args.max_fixtures else None,
         )
 
         async def run(stop: asyncio.Event) -> int:

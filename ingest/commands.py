@@ -18,6 +18,9 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from rich.console import Console
+from rich.table import Table
+
 from ingest import report as match_report
 from ingest import status as fixture_status
 from ingest.config import Secret, Settings
@@ -98,7 +101,7 @@ async def run(
             source = FeedSource(
                 session, settings.feed_url, token, liveness_timeout=liveness_timeout
             )
-            worker = Worker(source, store, options, metrics)
+            worker = Worker(source, store, options, metrics, leases=store if run_all else None)
 
             async def ready() -> tuple[bool, str]:
                 try:
@@ -259,15 +262,23 @@ async def fixtures_list(
             + "\n"
         )
         return EX_OK
-    header = ("fixture", "enabled", "finished", "last_seq", "packets", "last packet")
-    out.write(f"{header[0]:36}  {header[1]:7}  {header[2]:8}  {header[3]:>8}  {header[4]:>8}  ")
-    out.write(f"{header[5]}\n")
+    table = Table(box=None, pad_edge=False)
+    for column in ("fixture", "enabled", "finished", "last_seq", "packets", "last packet",
+                   "state", "owner", "lease expires"):  # fmt: skip
+        table.add_column(column, justify="right" if column in ("last_seq", "packets") else "left")
     for r in rows:
-        last = r.last_packet_at.isoformat(timespec="seconds") if r.last_packet_at else "-"
-        out.write(
-            f"{r.fixture_id!s:36}  {'yes' if r.enabled else 'no':7}  "
-            f"{'yes' if r.finished else 'no':8}  {r.last_seq:>8}  {r.packets:>8}  {last}\n"
+        table.add_row(
+            str(r.fixture_id),
+            "yes" if r.enabled else "no",
+            "yes" if r.finished else "no",
+            str(r.last_seq),
+            str(r.packets),
+            r.last_packet_at.isoformat(timespec="seconds") if r.last_packet_at else "-",
+            r.state or "-",
+            r.owner or "-",
+            r.lease_expires_at.isoformat(timespec="seconds") if r.lease_expires_at else "-",
         )
+    Console(file=out, width=200, highlight=False).print(table)
     return EX_OK
 
 

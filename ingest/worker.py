@@ -29,7 +29,7 @@ from typing import TypeVar
 from ingest.errors import AuthError, DatabaseUnavailable, FeedUnavailable, TemporaryError
 from ingest.metrics import Metrics
 from ingest.packet import Action, Rejected
-from ingest.ports import FixtureState, Sink, Source, WriteResult
+from ingest.ports import FixtureState, Leases, Sink, Source, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,9 @@ class RunOptions:
     registry_poll: float = 10.0  # --all: how often to look for new fixtures
     progress_interval: float = 60.0  # how often to log a progress line per fixture
     state_interval: float = 2.0  # how often changed fixture states are saved
+    worker_id: str = "worker"  # the lease owner name, with --all (host:pid by default)
+    lease_ttl: float = 30.0  # a lease lasts this long unless renewed (every third of it)
+    max_fixtures: int | None = None  # with --all: claim at most this many
 
 
 @dataclass
@@ -274,9 +277,12 @@ class Worker:
         sink: Sink,
         options: RunOptions | None = None,
         metrics: Metrics | None = None,
+        leases: Leases | None = None,
     ) -> None:
         self._source = source
         self._sink = sink
+        self._leases = leases  # with leases, the registry is shared with other workers
+        self._leased: set[uuid.UUID] = set()
         self._options = options or RunOptions()
         self._metrics = metrics
         self._stop = asyncio.Event()
@@ -296,25 +302,33 @@ class Worker:
     async def run(
         self, fixture_ids: Sequence[uuid.UUID], *, follow_registry: bool = False
     ) -> RunResult:
-        """Stream ``fixture_ids`` (and, with ``follow_registry``, every enabled and unfinished
-        fixture in the registry, looked up again every ``registry_poll`` seconds)."""
+        """Stream ``fixture_ids`` and, with ``follow_registry``, the registry's enabled and
+        unfinished fixtures, looked up again every ``registry_poll`` seconds: all of them, or
+        with leases this worker's fair share of them (renewed every third of the lease TTL)."""
         opts = self._options
         result = RunResult(fixtures=self._stats)
         writers = [asyncio.create_task(w.run(), name="writer") for w in self._writers]
         saver = asyncio.create_task(self._save_states_forever(), name="state saver")
         stop_wait = asyncio.create_task(self._stop.wait(), name="stop")
         deadline = None if opts.max_runtime is None else time.monotonic() + opts.max_runtime
-        next_poll = time.monotonic() + opts.registry_poll
+        poll_every = opts.registry_poll
+        if self._leases is not None:
+            poll_every = min(poll_every, opts.lease_ttl / 3)
+        next_poll = time.monotonic() + poll_every
         next_progress = time.monotonic() + opts.progress_interval
         error: BaseException | None = None
         try:
             await self._start([*fixture_ids])
             if follow_registry:
-                await self._start(await self._db_retry(self._sink.runnable_fixtures))
+                await self._poll_registry()
             idle_logged = False
             while True:
                 running = {t for t in self._followers.values() if not t.done()}
-                if not running and opts.until_finished:
+                if (
+                    not running
+                    and opts.until_finished
+                    and not await self._registry_has_work(follow_registry)
+                ):
                     log.info("every fixture has finished")
                     break
                 if not running and not idle_logged and not follow_registry:
@@ -346,8 +360,8 @@ class Worker:
                     result.stopped = True
                     break
                 if follow_registry and now >= next_poll:
-                    next_poll = now + opts.registry_poll
-                    await self._start(await self._db_retry(self._sink.runnable_fixtures))
+                    next_poll = now + poll_every
+                    await self._poll_registry()
                 if now >= next_progress:
                     next_progress = now + opts.progress_interval
                     self._log_progress()
@@ -367,9 +381,68 @@ class Worker:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
                     await self._save_states()
+            if self._leases is not None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(1.0):
+                        await self._leases.release_leases(opts.worker_id)
+                        log.info("leases released")
         if error is not None:
             raise error
         return result
+
+    async def _registry_has_work(self, follow_registry: bool) -> bool:
+        """With the registry: are some fixtures still unfinished (perhaps streamed by others)?"""
+        if not follow_registry:
+            return False
+        return bool(await self._db_retry(self._sink.runnable_fixtures))
+
+    async def _poll_registry(self) -> None:
+        if self._leases is None:
+            await self._start(await self._db_retry(self._sink.runnable_fixtures))
+            return
+        opts, leases = self._options, self._leases
+        held = [f for f in self._leased if not self._followers[f].done()]
+        done = [f for f in self._leased if self._followers[f].done()]
+        if done:  # finished: give them back (they are no longer runnable anyway)
+            await self._db_retry(lambda: leases.release_leases(opts.worker_id, done))
+            self._leased.difference_update(done)
+        if held:
+            kept = set(
+                await self._db_retry(
+                    lambda: leases.renew_leases(opts.worker_id, opts.lease_ttl, held)
+                )
+            )
+            for fixture_id in held:
+                if fixture_id not in kept:
+                    log.warning("fixture %s: lease lost to another worker; stopping", fixture_id)
+                    self._drop(fixture_id)
+            held = [f for f in held if f in kept]
+            share = await self._db_retry(lambda: leases.fair_share(opts.worker_id, opts.lease_ttl))
+            cap = min(share, opts.max_fixtures or share)
+            excess = held[cap:] if len(held) > cap + 1 else []
+            if excess:  # others joined: hand some over so that the work spreads evenly
+                log.info("releasing %d fixture(s) to other workers", len(excess))
+                for fixture_id in excess:
+                    self._drop(fixture_id)
+                await self._db_retry(lambda: leases.release_leases(opts.worker_id, excess))
+                held = held[:cap]
+        claimed = await self._db_retry(
+            lambda: leases.claim_fixtures(
+                opts.worker_id, opts.lease_ttl, opts.max_fixtures, len(held)
+            )
+        )
+        if claimed:
+            log.info("claimed %d fixture(s)", len(claimed))
+            self._leased.update(claimed)
+            await self._start(claimed)
+
+    def _drop(self, fixture_id: uuid.UUID) -> None:
+        """Stop streaming a fixture now (its packets already received are still stored)."""
+        task = self._followers.pop(fixture_id, None)
+        if task is not None:
+            task.cancel()
+        self._leased.discard(fixture_id)
+        self._set_state(fixture_id, "released")
 
     async def _start(self, fixture_ids: Sequence[uuid.UUID]) -> None:
         """Start following fixtures not yet followed; finished ones are not reconnected."""
