@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add(
         feed,
+        "--api-url",
+        env="INGEST_API_URL",
+        help="the provider's REST API for fixture discovery, default https://dde-api.data.srarena.io",
+    )
+    _add(
+        feed,
         "--token-file",
         env="INGEST_TOKEN_FILE",
         help="file holding the access token (or INGEST_TOKEN, or the systemd credential "
@@ -196,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add(
         p,
+        "--discover-every",
+        env="INGEST_DISCOVER_EVERY",
+        type=_positive,
+        help="with --all: register the provider's fixtures from today on every this many seconds",
+    )
+    _add(
+        p,
         "--worker-id",
         env="INGEST_WORKER_ID",
         default=f"{socket.gethostname()}:{os.getpid()}",
@@ -258,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("fixture_ids", nargs="+", type=_fixture_id, metavar="FIXTURE_ID")
     q = fsub.add_parser("list", parents=[common], help="list registered fixtures")
     q.add_argument("--format", choices=["text", "json"], default="text")
+    q = fsub.add_parser(
+        "discover", parents=[common, feed], help="register the fixtures the provider lists"
+    )
+    q.add_argument("--live", action="store_true", help="only fixtures being played")
+    q.add_argument("--date-from", help="YYYY-MM-DD")
+    q.add_argument("--date-to", help="YYYY-MM-DD")
     q = fsub.add_parser("disable", parents=[common], help="stop streaming a fixture")
     q.add_argument("fixture_id", type=_fixture_id, metavar="FIXTURE_ID")
 
@@ -522,6 +541,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
                     metrics_host=args.metrics_host,
                     metrics_file=args.metrics_file,
                     notifier=Notifier(),
+                    discover_every=float(args.discover_every) if args.discover_every else None,
                 ),
             )
             return EX_OK
@@ -534,6 +554,12 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if cmd == "fixtures":
         if args.fixtures_command == "add":
             return _run_async(lambda stop: commands.fixtures_add(url, args.fixture_ids))
+        if args.fixtures_command == "discover":
+            return _run_async(
+                lambda stop: commands.discover(
+                    settings, url, live=args.live, date_from=args.date_from, date_to=args.date_to
+                )
+            )
         if args.fixtures_command == "list":
             return _run_async(
                 lambda stop: commands.fixtures_list(url, as_json=args.format == "json")
@@ -573,6 +599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             database_url=getattr(args, "database_url", None),
             feed_url=getattr(args, "feed_url", None),
             token_file=getattr(args, "token_file", None),
+            api_url=getattr(args, "api_url", None),
             data_dir=getattr(args, "data_dir", None),
         )
         return dispatch(args, settings)

@@ -15,15 +15,18 @@ import secrets
 import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+import aiohttp
 from rich.console import Console
 from rich.table import Table
 
 from ingest import report as match_report
 from ingest import status as fixture_status
 from ingest.config import Secret, Settings
+from ingest.discovery import list_fixtures
 from ingest.errors import EX_OK, ConfigError, IngestError
 from ingest.metrics import Metrics
 from ingest.monitor import Monitor
@@ -68,6 +71,7 @@ class Operations:
     metrics_file: str | None = None
     notifier: Notifier | None = None
     status_interval: float = 10.0
+    discover_every: float | None = None  # seconds between looks at the provider's fixtures list
 
 
 async def run(
@@ -121,6 +125,12 @@ async def run(
             ]
             if notifier.watchdog_interval:
                 helpers.append(asyncio.create_task(_watchdog(worker, notifier)))
+            if ops.discover_every:
+                helpers.append(
+                    asyncio.create_task(
+                        _discover_forever(session, settings, token, store, ops.discover_every)
+                    )
+                )
             notifier.ready(
                 f"streaming {len(fixture_ids)} fixture(s)" + (" + registry" if run_all else "")
             )
@@ -171,6 +181,48 @@ async def _watchdog(worker: Worker, notifier: Notifier) -> None:
         else:
             log.warning("unhealthy, not feeding the systemd watchdog: %s", detail)
         await asyncio.sleep(notifier.watchdog_interval)
+
+
+async def _discover_forever(
+    session: aiohttp.ClientSession,
+    settings: Settings,
+    token: Secret,
+    store: Store,
+    every: float,
+) -> None:
+    """Register today's and later fixtures now and then; the registry poll picks them up."""
+    while True:
+        try:
+            today = datetime.now(UTC).date().isoformat()
+            found = await list_fixtures(session, settings.api_url, token, date_from=today)
+            added = await store.register(found)
+            if added:
+                log.info("discovery: %d new fixture(s) registered", added)
+        except IngestError as exc:
+            log.warning("discovery failed, trying again in %.0f s: %s", every, exc)
+        await asyncio.sleep(every)
+
+
+async def discover(
+    settings: Settings,
+    database_url: str,
+    *,
+    live: bool,
+    date_from: str | None,
+    date_to: str | None,
+    out: TextIO = sys.stdout,
+) -> int:
+    """``ingest fixtures discover``: register the fixtures the provider lists."""
+    token = settings.require_token()
+    async with open_store(database_url) as store:
+        await store.check_schema()
+        async with feed_session() as session:
+            found = await list_fixtures(
+                session, settings.api_url, token, live=live, date_from=date_from, date_to=date_to
+            )
+        added = await store.register(found)
+    out.write(f"{len(found)} fixture(s) listed, {added} new registered\n")
+    return EX_OK
 
 
 async def _stop_on(event: asyncio.Event, worker: Worker, notifier: Notifier) -> None:

@@ -55,6 +55,7 @@ class Settings:
     """Everything the product needs to know about its surroundings."""
 
     feed_url: str = DEFAULT_FEED_URL
+    api_url: str = "https://dde-api.data.srarena.io"
     database_url: str | None = field(default=None, repr=False)
     token: Secret | None = None
     data_dir: Path = field(default_factory=lambda: platformdirs.user_data_path(APP_NAME))
@@ -96,6 +97,7 @@ def load_settings(
     feed_url: str | None = None,
     token_file: str | None = None,
     data_dir: str | None = None,
+    api_url: str | None = None,
 ) -> Settings:
     """Build :class:`Settings` from flag values (which win) and the environment."""
     env = os.environ if env is None else env
@@ -106,8 +108,12 @@ def load_settings(
     if not feed.startswith(("ws://", "wss://", "http://", "https://")):
         raise ConfigError(f"INGEST_FEED_URL must start with wss:// or ws://, got {feed!r}")
     data = Path(data_dir or env.get("INGEST_DATA_DIR") or platformdirs.user_data_path(APP_NAME))
+    api = (api_url or env.get("INGEST_API_URL") or Settings.api_url).rstrip("/")
+    if not api.startswith(("http://", "https://")):
+        raise ConfigError(f"INGEST_API_URL must start with https:// or http://, got {api!r}")
     return Settings(
         feed_url=feed,
+        api_url=api,
         database_url=db,
         token=_load_token(env, token_file),
         data_dir=data.expanduser(),

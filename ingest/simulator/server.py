@@ -92,6 +92,8 @@ class SimulatorOptions:
 @dataclass
 class FixtureCounters:
     connections: int = 0  # authenticated connections
+    active: int = 0  # open right now
+    max_active: int = 0  # the most ever open at once
     refused: int = 0  # HTTP 503 answers
     auth_refused: int = 0
     packets_sent: int = 0
@@ -120,6 +122,11 @@ class Simulator:
     def connections(self) -> int:
         return sum(c.connections for c in self.counters.values())
 
+    def add_recording(self, recording: Recording) -> None:
+        """A new fixture appears (for discovery tests)."""
+        self.recordings[recording.fixture_id] = recording
+        self.counters.setdefault(recording.fixture_id, FixtureCounters())
+
     def faults_for(self, fixture_id: uuid.UUID) -> Faults:
         return self.fixture_faults.get(fixture_id, self.options.faults)
 
@@ -140,6 +147,7 @@ class Simulator:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/snooker/fixtures/{fixture_id}/actions", self._actions)
+        app.router.add_get("/snooker/fixtures", self._fixtures_list)
         app.router.add_post("/_control/faults", self._control_faults)
         app.router.add_delete("/_control/faults", self._control_clear)
         app.router.add_get("/_control/stats", self._control_stats)
@@ -196,6 +204,24 @@ class Simulator:
             }
         )
 
+    async def _fixtures_list(self, request: web.Request) -> web.Response:
+        """The provider's REST fixtures list, as far as discovery needs it."""
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
+        if not token or (self.options.token is not None and token != self.options.token):
+            return web.json_response({"message": "Unauthorized"}, status=401)
+        live_only = request.query.get("live", "").lower() == "true"
+        items = [
+            {
+                "fixtureId": str(f),
+                "sport": "snooker",
+                "status": "Finished" if r.finished else "Live",
+            }
+            for f, r in self.recordings.items()
+            if not (live_only and r.finished)
+        ]
+        return web.json_response({"fixtures": items})
+
     # -- the protocol ---------------------------------------------------------------------
 
     async def _actions(self, request: web.Request) -> web.StreamResponse:
@@ -229,6 +255,8 @@ class Simulator:
             counters.auth_refused += 1
             return ws
         counters.connections += 1
+        counters.active += 1
+        counters.max_active = max(counters.max_active, counters.active)
         connection = _Connection(ws, faults, request.transport)
         skip = max(start - 1, 0) if self.options.one_based else start
         tasks = {
@@ -241,6 +269,7 @@ class Simulator:
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            counters.active -= 1
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
