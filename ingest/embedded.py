@@ -50,5 +50,5 @@ def start(pgdata: Path, *, delete_on_exit: bool = False) -> str:
             f"its log is {pgdata / 'log'}. Set INGEST_DATABASE_URL to use another server."
         ) from None
     url: str = server.get_uri("postgres")
-    log.info("embedded PostgreSQL ready", extra={"pgdata": str(pgdata)})
+    log.debug("embedded PostgreSQL ready in %s", pgdata)
     return url

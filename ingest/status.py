@@ -105,6 +105,8 @@ async def watch(fetch: Any, out: TextIO, *, once: bool, as_json: bool, interval:
         return rows_as_dicts(rows, rates, now)
 
     if once:
+        await sample()
+        await asyncio.sleep(1.0)  # packets/s needs two looks: this one is a second apart
         entries = await sample()
         if as_json:
             out.write(json.dumps(entries, indent=2) + "\n")
