@@ -47,6 +47,33 @@ def _add(parser: argparse.ArgumentParser, *flags: str, env: str, **kwargs: Any) 
     parser.add_argument(*flags, **kwargs)
 
 
+_NO_ENV = {"help", "version", "token_file"}  # the token file is ordered by config.py
+
+
+def _environment_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every option reads an environment variable: ``--some-flag`` reads INGEST_SOME_FLAG
+    unless it names its own (shown as ``[env ...]`` in its help)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _environment_defaults(sub)
+            continue
+        if not action.option_strings or action.dest in _NO_ENV:
+            continue
+        if action.help and "[env " in action.help:
+            continue
+        env = "INGEST_" + action.dest.upper()
+        value = os.environ.get(env)
+        if value is not None:
+            if action.nargs == 0:  # a switch
+                action.default = value.lower() in ("1", "true", "yes", "on")
+            elif action.nargs in ("+", "*") or isinstance(action.nargs, int):
+                action.default = value.split()
+            else:
+                action.default = value
+        action.help = f"{action.help} [env {env}]" if action.help else f"[env {env}]"
+
+
 def _fixture_id(value: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
@@ -103,12 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
         env="INGEST_API_URL",
         help="the provider's REST API for fixture discovery, default https://dde-api.data.srarena.io",
     )
-    _add(
-        feed,
+    feed.add_argument(  # no environment default here: config.py orders the token's sources
         "--token-file",
-        env="INGEST_TOKEN_FILE",
-        help="file holding the access token (or INGEST_TOKEN, or the systemd credential "
-        "ingest-token); never pass the token itself on the command line",
+        help="file holding the access token; else INGEST_TOKEN, INGEST_TOKEN_FILE or the "
+        "systemd credential ingest-token. Never pass the token itself on the command line",
     )
 
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -376,11 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read startPosition 1-based (seqNum of the last packet + 1)",
     )
-    _add(
-        q,
+    q.add_argument(
         "--token-file",
-        env="INGEST_TOKEN_FILE",
-        help="the token clients must send (or INGEST_TOKEN); unset: any non-empty token",
+        help="the token clients must send (else INGEST_TOKEN / INGEST_TOKEN_FILE); "
+        "unset: any non-empty token",
     )
 
     q = fsub.add_parser("generate", parents=[logs], help="write a generated match as JSON lines")
@@ -403,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("fixture_id", nargs="?", type=_fixture_id, metavar="FIXTURE_ID")
 
     sub.add_parser("demo", parents=[common], help="simulator + embedded database + worker + report")
+    _environment_defaults(parser)
     return parser
 
 

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from ingest import report as match_report
 from ingest import status as fixture_status
-from ingest.config import Secret, Settings
+from ingest.config import DEFAULT_FEED_URL, LEGACY_FEED_HOST, Secret, Settings
 from ingest.discovery import list_fixtures
 from ingest.errors import EX_OK, ConfigError, IngestError
 from ingest.metrics import Metrics
@@ -42,8 +42,10 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.asynccontextmanager
-async def open_store(database_url: str, *, pool_size: int = 4) -> AsyncIterator[Store]:
-    store = Store.connect(database_url, pool_size=pool_size)
+async def open_store(
+    database_url: str, *, pool_size: int = 4, command_timeout: float | None = 60.0
+) -> AsyncIterator[Store]:
+    store = Store.connect(database_url, pool_size=pool_size, command_timeout=command_timeout)
     try:
         yield store
     finally:
@@ -51,7 +53,7 @@ async def open_store(database_url: str, *, pool_size: int = 4) -> AsyncIterator[
 
 
 async def migrate(database_url: str, *, revision: str = "head", downgrade: bool = False) -> int:
-    async with open_store(database_url) as store:
+    async with open_store(database_url, command_timeout=None) as store:
         before = await store.schema_revision()
         await store.migrate(revision, downgrade=downgrade)
         after = await store.schema_revision()
@@ -88,6 +90,13 @@ async def run(
     ops: Operations | None = None,
 ) -> RunResult:
     token = token or settings.require_token()
+    if settings.legacy_feed:
+        log.warning(
+            "INGEST_FEED_URL names %s, which was announced as decommissioned on 2026-09-30; "
+            "the current host is %s",
+            LEGACY_FEED_HOST,
+            DEFAULT_FEED_URL,
+        )
     ops = ops or Operations()
     notifier = ops.notifier or Notifier({})
     metrics = Metrics()

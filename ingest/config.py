@@ -19,6 +19,7 @@ from sqlalchemy.exc import ArgumentError
 from ingest.errors import ConfigError
 
 DEFAULT_FEED_URL = "wss://dde-streams.data.srarena.io"
+DEFAULT_API_URL = "https://dde-api.data.srarena.io"
 LEGACY_FEED_HOST = "dde-streams.data.imgarena.com"
 CREDENTIAL_NAME = "ingest-token"
 APP_NAME = "snooker-ingest"
@@ -55,15 +56,15 @@ class Settings:
     """Everything the product needs to know about its surroundings."""
 
     feed_url: str = DEFAULT_FEED_URL
-    api_url: str = "https://dde-api.data.srarena.io"
+    api_url: str = DEFAULT_API_URL
     database_url: str | None = field(default=None, repr=False)
     token: Secret | None = None
     data_dir: Path = field(default_factory=lambda: platformdirs.user_data_path(APP_NAME))
 
     @property
-    def embedded(self) -> bool:
-        """True when no database URL is configured and the embedded PostgreSQL is used."""
-        return self.database_url is None
+    def legacy_feed(self) -> bool:
+        """The decommissioned IMG Arena host (2026-09-30) is configured."""
+        return LEGACY_FEED_HOST in self.feed_url
 
     @property
     def database_url_display(self) -> str:
@@ -108,7 +109,7 @@ def load_settings(
     if not feed.startswith(("ws://", "wss://", "http://", "https://")):
         raise ConfigError(f"INGEST_FEED_URL must start with wss:// or ws://, got {feed!r}")
     data = Path(data_dir or env.get("INGEST_DATA_DIR") or platformdirs.user_data_path(APP_NAME))
-    api = (api_url or env.get("INGEST_API_URL") or Settings.api_url).rstrip("/")
+    api = (api_url or env.get("INGEST_API_URL") or DEFAULT_API_URL).rstrip("/")
     if not api.startswith(("http://", "https://")):
         raise ConfigError(f"INGEST_API_URL must start with https:// or http://, got {api!r}")
     return Settings(

@@ -18,8 +18,6 @@ from ingest.errors import AuthError, ConfigError, FeedUnavailable
 
 log = logging.getLogger(__name__)
 
-DEFAULT_API_URL = "https://dde-api.data.srarena.io"
-
 
 async def list_fixtures(
     session: aiohttp.ClientSession,

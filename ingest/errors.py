@@ -26,6 +26,10 @@ class ConfigError(IngestError):
     exit_code = EX_CONFIG
 
 
+class FixtureNotFound(ConfigError):
+    """The feed does not know a fixture (HTTP 404): that fixture stops, the others go on."""
+
+
 class SchemaError(ConfigError):
     """The database schema is not at the version this code needs."""
 
@@ -65,6 +69,7 @@ __all__ = [
     "ConfigError",
     "DatabaseUnavailable",
     "FeedUnavailable",
+    "FixtureNotFound",
     "IngestError",
     "SchemaError",
     "TemporaryError",

@@ -35,9 +35,6 @@ class Metrics:
         self.connected = Gauge(
             "ingest_connected_fixtures", "Fixtures with an open feed connection", registry=r
         )
-        self.fixtures = Gauge(
-            "ingest_fixtures", "Fixtures followed by this process, by state", ["state"], registry=r
-        )
         self.batch_size = Histogram(
             "ingest_batch_size",
             "Packets per committed batch",

@@ -132,7 +132,10 @@ def classify(data: bytes, *, binary: bool, position: int, received_at: datetime)
         return Rejected(data, f"not a JSON object but a JSON {_json_kind(value)}", received_at)
     if "fixtureAction" not in value:
         return Control(value)
-    return parse_action(value, text, position=position, received_at=received_at)
+    try:
+        return parse_action(value, text, position=position, received_at=received_at)
+    except Exception as exc:  # a bug here must cost one packet's typed columns, not the worker
+        return Rejected(data, f"cannot read the packet ({type(exc).__name__}: {exc})", received_at)
 
 
 def parse_action(
@@ -147,12 +150,12 @@ def parse_action(
     finished = packet.get("finished") is True or (
         isinstance(summary, dict) and summary.get("finished") is True
     )
-    type_id = _int(fa.get("fixtureActionTypeId"))
+    type_id = _int(fa.get("fixtureActionTypeId"), _INT32)
     lineup = None
     if type_id == LINEUPS and isinstance(fa.get("metadata"), dict):
         meta = fa["metadata"]
         lineup = (_uuid(_get(meta.get("home"), "teamId")), _uuid(_get(meta.get("away"), "teamId")))
-    send_type_id = _int(fa.get("sendTypeId"))
+    send_type_id = _int(fa.get("sendTypeId"), _INT16)
     send_type = _str(fa.get("sendType")) or SEND_TYPES.get(send_type_id or 0)
     return Action(
         seq=seq_num if seq_num is not None else position,
@@ -164,11 +167,11 @@ def parse_action(
         fixture_seq_num=seq_num,
         type_id=type_id,
         type_name=_str(fa.get("fixtureActionType")),
-        subtype_id=_int(fa.get("fixtureActionSubTypeId")),
+        subtype_id=_int(fa.get("fixtureActionSubTypeId"), _INT32),
         subtype_name=_str(fa.get("fixtureActionSubType")),
         send_type_id=send_type_id,
         send_type=send_type,
-        period=_int(fa.get("period")),
+        period=_int(fa.get("period"), _INT32),
         provider_ts=_timestamp(fa.get("timestamp")),
         timeline_sequence=_float(fa.get("timelineSequence")),
         team_id=_uuid(_get(fa.get("team"), "id")),
@@ -194,20 +197,28 @@ def _get(obj: object, key: str) -> object:
 
 
 _INT64 = range(-(2**63), 2**63)
+_INT32 = range(-(2**31), 2**31)  # integer columns
+_INT16 = range(-(2**15), 2**15)  # smallint columns
 
 
-def _int(value: object) -> int | None:
+def _int(value: object, bounds: range = _INT64) -> int | None:
+    """An integer that fits its column, or None (never an exception: the packet is kept)."""
     if type(value) is int:  # the common case first: this runs several times per packet
-        return value if value in _INT64 else None
+        return value if value in bounds else None
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value if value in _INT64 else None
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return _int(int(value))
-    return None
+    try:
+        if isinstance(value, str):
+            if not value.strip().lstrip("-").isdecimal():
+                return None
+            number = int(value)
+        elif isinstance(value, int | float) and float(value).is_integer():
+            number = int(value)
+        else:
+            return None
+    except (ValueError, OverflowError):
+        return None
+    return number if number in bounds else None
 
 
 def _float(value: object) -> float | None:
@@ -215,7 +226,10 @@ def _float(value: object) -> float | None:
         return value if math.isfinite(value) else None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    f = float(value)
+    try:
+        f = float(value)
+    except OverflowError:  # an integer too large for a double
+        return None
     return f if math.isfinite(f) else None
 
 

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from ingest.packet import Action, Rejected
 
@@ -70,6 +70,8 @@ class Sink(Protocol):
     ) -> WriteResult: ...
 
     async def max_seq(self, fixture_id: uuid.UUID) -> int: ...
+
+    async def payload_at(self, fixture_id: uuid.UUID, seq: int) -> Any: ...
 
     async def fixtures(
         self, fixture_ids: Sequence[uuid.UUID] | None = None

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import aiohttp
 
 from ingest.config import Secret
-from ingest.errors import AuthError, ConfigError, FeedUnavailable
+from ingest.errors import AuthError, ConfigError, FeedUnavailable, FixtureNotFound
 from ingest.packet import Action, Control, Rejected, classify
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class FeedSource:
                 params=params,
                 headers={"Accept": ACCEPT, "Connection": "keep-alive, Upgrade"},
                 heartbeat=max(self._liveness / 2, 1.0),
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=1.0),
                 decode_text=False,
                 max_msg_size=16 * 1024 * 1024,
             )
@@ -182,7 +182,7 @@ def _handshake_error(exc: aiohttp.WSServerHandshakeError, url: str) -> Exception
     if status in (401, 403):
         return AuthError(f"the feed refused the access token (HTTP {status} {message})")
     if status == 404:
-        return ConfigError(f"the feed does not know {url} (HTTP 404): check the fixture id")
+        return FixtureNotFound(f"the feed does not know {url} (HTTP 404): check the fixture id")
     return FeedUnavailable(f"the feed answered HTTP {status} {message} for {url}", reason="http")
 
 

@@ -80,6 +80,7 @@ _INSERT_ACTIONS_SQL = """
         SELECT d.fixture_id, d.seq, d.payload::jsonb, d.received_at
         FROM duplicates d JOIN actions a ON a.fixture_id = d.fixture_id AND a.seq = d.seq
         WHERE a.payload <> d.payload::jsonb
+        ON CONFLICT DO NOTHING  -- the same differing replay is recorded once
         RETURNING fixture_id, seq
     ),
     progress AS (
@@ -87,7 +88,7 @@ _INSERT_ACTIONS_SQL = """
                                    finished_at)
         SELECT fixture_id, max(seq), count(*), bool_or(finished), max(received_at),
                CASE WHEN bool_or(finished) THEN now() END
-        FROM inserted GROUP BY fixture_id
+        FROM inserted GROUP BY fixture_id ORDER BY fixture_id  -- one lock order for every writer
         ON CONFLICT (fixture_id) DO UPDATE SET
             last_seq = GREATEST(f.last_seq, EXCLUDED.last_seq),
             packets = f.packets + EXCLUDED.packets,
@@ -169,14 +170,17 @@ def _sqlstate(exc: BaseException) -> str:
 
 def is_unavailable(exc: BaseException) -> bool:
     """Is this driver error one where the database is (temporarily) out of reach?"""
-    if isinstance(exc, OSError | TimeoutError | ConnectionError | asyncpg.InterfaceError):
-        return True
+    if isinstance(
+        exc, OSError | TimeoutError | ConnectionError | asyncpg.InterfaceError | sa_exc.TimeoutError
+    ):
+        return True  # sa_exc.TimeoutError: no pooled connection in time (the server is slow)
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
     state = _sqlstate(exc)
     if state:
-        # 08 connection exception, 57P admin shutdown / cannot connect now, 53 resources
-        return state.startswith(("08", "57P", "53"))
+        # 08 connection exception, 57P admin shutdown / cannot connect now, 53 resources,
+        # 40 deadlock / serialization failure, 57014 statement timeout or cancelled: retry
+        return state.startswith(("08", "57P", "53", "40")) or state == "57014"
     return isinstance(exc, sa_exc.InterfaceError | sa_exc.OperationalError)
 
 
@@ -265,14 +269,21 @@ class Store:
         self._sides: dict[uuid.UUID, dict[str, str]] = {}
 
     @classmethod
-    def connect(cls, url: str, *, pool_size: int = 4) -> Store:
+    def connect(
+        cls, url: str, *, pool_size: int = 4, command_timeout: float | None = 60.0
+    ) -> Store:
+        """``command_timeout``: a statement that takes longer fails (and is retried) instead of
+        hanging on a connection whose server vanished; None for migrations."""
+        connect_args: dict[str, Any] = {"server_settings": {"application_name": "snooker-ingest"}}
+        if command_timeout is not None:
+            connect_args["command_timeout"] = command_timeout
         engine = create_async_engine(
             to_sqlalchemy_url(url),
             pool_size=pool_size,
             max_overflow=2,
             pool_pre_ping=False,  # a ping per checkout is a round trip per batch; see write()
             pool_recycle=1800,
-            connect_args={"server_settings": {"application_name": "snooker-ingest"}},
+            connect_args=connect_args,
         )
         return cls(engine)
 
@@ -461,13 +472,22 @@ class Store:
         )
         return int(rows[0][0])
 
+    async def payload_at(self, fixture_id: uuid.UUID, seq: int) -> Any:
+        """The stored packet at ``seq`` (decoded JSON), or None."""
+        rows = await self._fetch(
+            "reading a stored packet",
+            "SELECT payload FROM actions WHERE fixture_id = :f AND seq = :s",
+            {"f": fixture_id, "s": seq},
+        )
+        return rows[0][0] if rows else None
+
     async def register(self, fixture_ids: Iterable[uuid.UUID], *, enable: bool = False) -> int:
         """Add fixtures to the registry; with ``enable``, re-enable ones that were disabled."""
         ids = list(fixture_ids)
         conflict = "UPDATE SET enabled = true" if enable else "NOTHING"
         return await self._execute(
             "registering fixtures",
-            "INSERT INTO fixtures (fixture_id) SELECT * FROM unnest(CAST(:ids AS uuid[])) "
+            "INSERT INTO fixtures (fixture_id) SELECT DISTINCT * FROM unnest(CAST(:ids AS uuid[])) "
             f"ON CONFLICT (fixture_id) DO {conflict}",
             {"ids": ids},
         )
@@ -554,7 +574,6 @@ class Store:
                     """
                     UPDATE fixtures SET lease_expires_at = now() + make_interval(secs => :ttl)
                     WHERE owner = :owner AND fixture_id = ANY(CAST(:ids AS uuid[]))
-                      AND lease_expires_at > now()
                     RETURNING fixture_id
                     """,
                     {"owner": owner, "ttl": ttl, "ids": list(fixture_ids)},

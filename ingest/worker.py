@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -26,7 +27,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from ingest.errors import AuthError, DatabaseUnavailable, FeedUnavailable, TemporaryError
+from ingest.errors import (
+    AuthError,
+    DatabaseUnavailable,
+    FeedUnavailable,
+    FixtureNotFound,
+    IngestError,
+    TemporaryError,
+)
 from ingest.metrics import Metrics
 from ingest.packet import Action, Rejected
 from ingest.ports import FixtureState, Leases, Sink, Source, WriteResult
@@ -48,7 +56,7 @@ class RunOptions:
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     db_give_up_after: float = 600.0  # a database outage longer than this ends the run (exit 75)
-    shutdown_timeout: float = 4.0  # how long a stop may spend flushing
+    shutdown_timeout: float = 3.0  # how long a stop may spend flushing (all steps: < 5 s)
     connect_rate: float = 4.0  # connection attempts per second, all fixtures together (0: no limit)
     auth_retries: int = 2  # a refused token is tried again this many times, spaced out ...
     auth_retry_delay: float = 2.0  # ... by this many seconds times the attempt number
@@ -251,6 +259,10 @@ class Writer:
             return result
 
 
+class _Stopped(Exception):
+    """A stop was asked for while the run waited on something else."""
+
+
 class RateLimiter:
     """Spaces out connection attempts across every fixture (the provider asks for <= 5/s)."""
 
@@ -292,7 +304,6 @@ class Worker:
             for _ in range(max(1, self._options.writers))
         ]
         self._limiter = RateLimiter(self._options.connect_rate)
-        self._auth_refusals = 0
         self._followers: dict[uuid.UUID, asyncio.Task[None]] = {}
 
     def stop(self) -> None:
@@ -318,16 +329,16 @@ class Worker:
         next_progress = time.monotonic() + opts.progress_interval
         error: BaseException | None = None
         try:
-            await self._start([*fixture_ids])
+            await self._or_stop(self._start([*fixture_ids]))
             if follow_registry:
-                await self._poll_registry()
+                await self._or_stop(self._poll_registry())
             idle_logged = False
             while True:
                 running = {t for t in self._followers.values() if not t.done()}
                 if (
                     not running
                     and opts.until_finished
-                    and not await self._registry_has_work(follow_registry)
+                    and not await self._or_stop(self._registry_has_work(follow_registry))
                 ):
                     log.info("every fixture has finished")
                     break
@@ -361,34 +372,67 @@ class Worker:
                     break
                 if follow_registry and now >= next_poll:
                     next_poll = now + poll_every
-                    await self._poll_registry()
+                    await self._or_stop(self._poll_registry())
                 if now >= next_progress:
                     next_progress = now + opts.progress_interval
                     self._log_progress()
+        except _Stopped:
+            log.info("stopping: flushing what was received")
+            result.stopped = True
         finally:
             stop_wait.cancel()
             saver.cancel()
-            followers = [t for t in self._followers.values() if not t.done()]
+            interrupted = [f for f, t in self._followers.items() if not t.done()]
+            followers = [self._followers[f] for f in interrupted]
             for task in followers:
                 task.cancel()
             await asyncio.gather(*followers, stop_wait, saver, return_exceptions=True)
-            for fixture_id, stats in self._stats.items():
-                if not stats.finished and fixture_id in self._followers:
-                    self._set_state(fixture_id, "stopped")
+            for fixture_id in interrupted:
+                self._set_state(fixture_id, "stopped")
             await asyncio.gather(
                 *(self._shutdown_writer(w, t) for w, t in zip(self._writers, writers, strict=True))
             )
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(1.0):
+                async with asyncio.timeout(0.5):
                     await self._save_states()
             if self._leases is not None:
                 with contextlib.suppress(Exception):
-                    async with asyncio.timeout(1.0):
+                    async with asyncio.timeout(0.5):
                         await self._leases.release_leases(opts.worker_id)
                         log.info("leases released")
         if error is not None:
             raise error
         return result
+
+    async def _replayed(self, fixture_id: uuid.UUID, start: int, frame: Action) -> bool:
+        """Is this first packet, without a fixtureSeqNum, the stored packet at ``start``?
+
+        A 1-based feed answers ``startPosition=N`` with packet N again: numbered by position
+        it would be stored as N + 1, a duplicate, and every later packet one off.
+        """
+        stored = await self._db_retry(lambda: self._sink.payload_at(fixture_id, start))
+        if stored is None:
+            return False
+        try:
+            return bool(stored == json.loads(frame.payload))
+        except ValueError:
+            return False
+
+    async def _or_stop(self, work: Awaitable[T]) -> T:
+        """Await ``work`` unless a stop comes first (then raise :class:`_Stopped`): registry
+        calls retry through database outages, and a SIGTERM must not wait for them."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise _Stopped
+        return task.result()
 
     async def _registry_has_work(self, follow_registry: bool) -> bool:
         """With the registry: are some fixtures still unfinished (perhaps streamed by others)?"""
@@ -515,7 +559,7 @@ class Worker:
         ]
         try:
             await self._sink.save_states(states)
-        except TemporaryError:
+        except IngestError:
             for fixture_id in changed:
                 self._stats[fixture_id].state_saved = False
             raise
@@ -525,7 +569,7 @@ class Worker:
             await asyncio.sleep(self._options.state_interval)
             try:
                 await self._save_states()
-            except TemporaryError as exc:
+            except IngestError as exc:  # states are for people: never worth stopping for
                 log.debug("fixture states not saved: %s", exc)
 
     def _log_progress(self) -> None:
@@ -570,6 +614,8 @@ class Worker:
         stats = self._stats[fixture_id]
         writer = self._writer_for(fixture_id)
         attempt = 0
+        refusals = 0  # of this fixture's token: reset by any packet
+        expected_id = str(fixture_id)
         while True:
             await writer.barrier()  # MAX(seq) must include everything received
             start = await self._db_retry(lambda: self._sink.max_seq(fixture_id))
@@ -578,6 +624,8 @@ class Worker:
             self._set_state(fixture_id, "connecting")
             log.info("fixture %s: connecting at startPosition=%d", fixture_id, start)
             last = stats.last_seq = start
+            shift = 0  # -1 when a 1-based feed replays the last stored packet (see _replayed)
+            first = True
             try:
                 async for frame in self._source.stream(
                     fixture_id,
@@ -586,8 +634,24 @@ class Worker:
                     on_connected=lambda: self._set_state(fixture_id, "connected"),
                 ):
                     attempt = 0
-                    self._auth_refusals = 0
+                    refusals = 0
                     if isinstance(frame, Action):
+                        if frame.fixture_seq_num is None:
+                            if (
+                                first
+                                and start > 0
+                                and await self._replayed(fixture_id, start, frame)
+                            ):
+                                shift = -1
+                            frame.seq += shift
+                        if first and frame.packet_fixture_id not in (None, expected_id):
+                            log.warning(
+                                "fixture %s: the feed sends packets of fixture %s; they are "
+                                "stored under the fixture subscribed to",
+                                fixture_id,
+                                frame.packet_fixture_id,
+                            )
+                        first = False
                         stats.received += 1
                         if frame.seq > last + 1:
                             stats.gaps += 1
@@ -622,18 +686,22 @@ class Worker:
                             )
                         return
                 raise FeedUnavailable("the stream ended before the fixture finished")
+            except FixtureNotFound as exc:
+                self._set_state(fixture_id, "not found", str(exc))
+                log.error("fixture %s: %s; the other fixtures go on", fixture_id, exc)
+                return
             except AuthError as exc:
                 self._set_state(fixture_id, "backing off", str(exc))
-                self._auth_refusals += 1
-                if self._auth_refusals > self._options.auth_retries:
+                refusals += 1
+                if refusals > self._options.auth_retries:
                     raise
-                delay = self._options.auth_retry_delay * self._auth_refusals
+                delay = self._options.auth_retry_delay * refusals
                 log.warning(
                     "fixture %s: %s; trying again in %.0f s (%d of %d)",
                     fixture_id,
                     exc,
                     delay,
-                    self._auth_refusals,
+                    refusals,
                     self._options.auth_retries,
                 )
                 await asyncio.sleep(delay)

@@ -74,7 +74,7 @@ class Faults:
 
 @dataclass
 class SimulatorOptions:
-    token: str | None = None  # None: any non-empty token is accepted
+    token: str | None = field(default=None, repr=False)  # None: any non-empty token
     heartbeat_interval: float = 10.0
     one_based: bool = False  # startPosition = seqNum of the last packet + 1
     time_scale: float = 1.0  # recorded pacing divided by this (speed=normal and live)

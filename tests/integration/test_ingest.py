@@ -207,3 +207,30 @@ async def test_listen_ingest_actions_gets_a_notification_per_committed_batch(
     seqs = [n["max_seq"] for n in received]
     assert seqs == sorted(seqs)  # in commit order
     assert received[-1]["finished"] is True
+
+
+async def test_a_one_based_feed_without_seq_numbers_stores_nothing_twice(
+    start_feed: StartFeed, store: Store, sql: asyncpg.Connection, recording: Recording
+) -> None:
+    packets = [json.loads(line) for line in recording.lines[:40]]
+    for packet in packets:
+        del packet["fixtureAction"]["fixtureSeqNum"]  # seq is the position in the stream
+    packets[-1]["finished"] = True
+    text = "\n".join(json.dumps(p) for p in packets)
+    unnumbered = Recording.from_text(text, name="no seq numbers")
+    feed = await start_feed([unnumbered], drop_after=7, one_based=True)
+    result = await ingest(feed, store, [unnumbered.fixture_id])
+    stats = result.fixtures[unnumbered.fixture_id]
+    assert stats.connects > 3 and stats.duplicates == stats.connects - 1
+    assert await stored_rows(sql, unnumbered.fixture_id) == list(enumerate(packets, 1))
+
+
+async def test_an_unknown_fixture_stops_alone(
+    start_feed: StartFeed, store: Store, sql: asyncpg.Connection, recording: Recording
+) -> None:
+    feed = await start_feed([recording])
+    unknown = uuid.UUID("00000000-0000-4000-8000-0000000000ff")
+    result = await ingest(feed, store, [recording.fixture_id, unknown])
+    assert result.fixtures[recording.fixture_id].finished
+    assert result.fixtures[unknown].state == "not found"
+    assert await stored_rows(sql, recording.fixture_id) == expected_rows(recording)

@@ -274,3 +274,35 @@ async def test_hundreds_of_fixtures_are_connected_at_the_same_time(
         worker.cancel()
     assert result.all_finished
     assert await sql.fetchval("SELECT count(*) FROM actions") == 300
+
+
+async def test_a_stop_during_a_database_outage_is_prompt(
+    start_simulator: StartSimulator, own_server: tuple[str, Path], recording: Recording
+) -> None:
+    """SIGTERM must not wait for registry calls that retry through an outage."""
+    url, pgdata = own_server
+    sim = await start_simulator([recording], time_scale=1.0)  # real pacing: never finishes here
+    store = Store.connect(url)
+    try:
+        await store.register([recording.fixture_id])
+        async with feed_session() as session:
+            source = FeedSource(session, sim.url, Secret(TOKEN), liveness_timeout=5)
+            options = fast_options(speed=None, until_finished=False, registry_poll=0.1)
+            worker = Worker(source, store, options, leases=store)
+            run = asyncio.create_task(worker.run([], follow_registry=True))
+
+            async def connected() -> bool:
+                return sim.counters[recording.fixture_id].connections >= 1
+
+            await wait_until(connected)
+            await asyncio.to_thread(_pg_ctl, pgdata, "stop")
+            # the scenario: a registry poll or two fail while the database is down
+            await asyncio.sleep(0.5)
+            worker.stop()
+            stopped = time.monotonic()
+            result = await asyncio.wait_for(run, 10)
+            assert result.stopped
+            assert time.monotonic() - stopped < 5
+        await asyncio.to_thread(_pg_ctl, pgdata, "start")
+    finally:
+        await store.close()

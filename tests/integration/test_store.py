@@ -193,3 +193,19 @@ async def test_side_comes_from_the_lineups_even_across_restarts(
         await second.close()
     rows = await sql.fetch("SELECT seq, side FROM actions ORDER BY seq")
     assert [(r["seq"], r["side"]) for r in rows] == [(2, None), (3, None), (4, "away"), (5, "home")]
+
+
+async def test_a_differing_replay_is_recorded_once(store: Store, sql: asyncpg.Connection) -> None:
+    fixture = uuid.uuid4()
+    await store.write([(fixture, packet(5, period=1))])
+    other = packet(5, period=2)
+    first = await store.write([(fixture, other)])
+    again = await store.write([(fixture, other)])
+    assert first.conflicts == [(fixture, 5)] and again.conflicts == []
+    assert await sql.fetchval("SELECT count(*) FROM action_conflicts") == 1
+
+
+async def test_registering_the_same_fixture_twice_in_one_call(store: Store) -> None:
+    fixture = uuid.uuid4()
+    await store.register([fixture, fixture], enable=True)
+    assert [row.fixture_id for row in await store.fixtures([fixture])] == [fixture]

@@ -14,7 +14,7 @@ TOKEN = "s3cr3t-token-value"
 def test_defaults_use_the_current_provider_host_and_the_embedded_database() -> None:
     settings = load_settings({})
     assert settings.feed_url == DEFAULT_FEED_URL == "wss://dde-streams.data.srarena.io"
-    assert settings.embedded and settings.token is None
+    assert settings.database_url is None and settings.token is None
 
 
 def test_flags_win_over_the_environment() -> None:

@@ -102,3 +102,22 @@ def test_wrongly_typed_fields_become_null_not_errors() -> None:
     assert action.type_id is None and action.period is None and action.provider_ts is None
     assert action.action_id is None and action.team_id is None
     assert action.send_type == "Deleted"  # the name follows the documented id
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        b'"period": "\\u00b2"',  # a digit that int() refuses
+        b'"period": "--5"',
+        b'"timelineSequence": ' + b"9" * 400,  # too large for a double
+        b'"fixtureActionTypeId": 3000000000',  # beyond the integer column
+        b'"sendTypeId": 40000',  # beyond the smallint column
+        b'"fixtureSeqNum": 99999999999999999999999',  # beyond bigint: the position is the seq
+    ],
+)
+def test_odd_values_become_null_and_never_raise(field: bytes) -> None:
+    action = frame(b'{"fixtureAction": {' + field + b"}}", position=4)
+    assert isinstance(action, Action)
+    assert action.seq == 4
+    assert action.period is None and action.type_id is None and action.send_type_id is None
+    assert action.timeline_sequence is None
