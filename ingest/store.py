@@ -8,6 +8,11 @@ Writes are idempotent: each action packet is inserted keyed by ``(fixture_id, se
 ``action_conflicts``. One batch is one statement and one transaction, with the rows passed as
 arrays (``unnest``), so a batch costs one round trip whatever its size.
 
+Known limit: when two workers write the same fixture at the same moment (a lease handover),
+a replay whose first copy is committed by the other worker during this statement is absorbed but
+not compared (the statement's snapshot predates it), so a differing payload would go unrecorded.
+Nothing is lost: the stored row stays. Outside such an overlap, every conflict is recorded.
+
 Driver errors are translated here into :mod:`ingest.errors`, so nothing else imports a driver.
 """
 
