@@ -25,10 +25,6 @@ class Notifier:
             int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 and ours else None
         )
 
-    @property
-    def enabled(self) -> bool:
-        return self._address is not None
-
     def send(self, *fields: str) -> None:
         if self._address is None:
             return

@@ -34,7 +34,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from ingest.config import redact_url, to_sqlalchemy_url
+from ingest.config import to_sqlalchemy_url
 from ingest.errors import ConfigError, DatabaseUnavailable, IngestError, SchemaError
 from ingest.packet import Action, Rejected
 from ingest.ports import FixtureRow, FixtureState, WriteResult
@@ -293,7 +293,7 @@ class Store:
         return cls(engine)
 
     def __repr__(self) -> str:
-        return f"Store({redact_url(self._engine.url.render_as_string(hide_password=True))!r})"
+        return f"Store({self._engine.url.render_as_string(hide_password=True)!r})"
 
     async def close(self) -> None:
         await self._engine.dispose()

@@ -102,6 +102,44 @@ def _done_task() -> asyncio.Task[None]:
     return asyncio.create_task(nothing())
 
 
+async def with_database_retries(
+    call: Callable[[], Awaitable[T]],
+    options: RunOptions,
+    *,
+    what: str,
+    on_outage: Callable[[float | None], None] | None = None,
+) -> T:
+    """Call, retrying with backoff while the database is unavailable; give up (exit 75) after
+    ``db_give_up_after`` seconds. ``on_outage`` hears when an outage starts (monotonic time)
+    and ends (None)."""
+    attempt = 0
+    started: float | None = None
+    while True:
+        try:
+            result = await call()
+        except DatabaseUnavailable as exc:
+            now = time.monotonic()
+            if started is None:
+                started = now
+                log.warning("%s: database unavailable, retrying: %s", what, exc)
+                if on_outage is not None:
+                    on_outage(now)
+            elif now - started > options.db_give_up_after:
+                raise TemporaryError(
+                    f"the database has been unavailable for {now - started:.0f} s: {exc}"
+                ) from None
+            await asyncio.sleep(
+                backoff_delay(attempt, options.backoff_initial, options.backoff_max)
+            )
+            attempt += 1
+            continue
+        if started is not None:
+            log.info("%s: database back after %.1f s", what, time.monotonic() - started)
+            if on_outage is not None:
+                on_outage(None)
+        return result
+
+
 def backoff_delay(attempt: int, initial: float, cap: float) -> float:
     """Exponential backoff with full jitter: uniform in [0, min(cap, initial * 2**attempt)]."""
     return random.uniform(0, min(cap, initial * (2 ** min(attempt, 30))))
@@ -232,31 +270,15 @@ class Writer:
         actions: Sequence[tuple[uuid.UUID, Action]],
         rejected: Sequence[tuple[uuid.UUID, Rejected]],
     ) -> WriteResult:
-        attempt = 0
-        outage_started: float | None = None
-        while True:
-            try:
-                result = await self._sink.write(actions, rejected)
-            except DatabaseUnavailable as exc:
-                now = time.monotonic()
-                if outage_started is None:
-                    outage_started = self.outage_since = now
-                    log.warning("database unavailable, holding %d packets: %s", len(actions), exc)
-                elif now - outage_started > self._options.db_give_up_after:
-                    raise TemporaryError(
-                        f"the database has been unavailable for {now - outage_started:.0f} s: {exc}"
-                    ) from None
-                await asyncio.sleep(
-                    backoff_delay(attempt, self._options.backoff_initial, self._options.backoff_max)
-                )
-                attempt += 1
-                continue
-            if outage_started is not None:
-                self.outage_since = None
-                log.info(
-                    "database back after %.1f s; catching up", time.monotonic() - outage_started
-                )
-            return result
+        def outage(since: float | None) -> None:
+            self.outage_since = since
+
+        return await with_database_retries(
+            lambda: self._sink.write(actions, rejected),
+            self._options,
+            what=f"storing {len(actions)} packets",
+            on_outage=outage,
+        )
 
 
 class _Stopped(Exception):
@@ -723,17 +745,4 @@ class Worker:
                 await asyncio.sleep(delay)
 
     async def _db_retry(self, call: Callable[[], Awaitable[T]]) -> T:
-        attempt = 0
-        started = time.monotonic()
-        while True:
-            try:
-                return await call()
-            except DatabaseUnavailable as exc:
-                if time.monotonic() - started > self._options.db_give_up_after:
-                    raise TemporaryError(str(exc)) from None
-                if attempt == 0:
-                    log.warning("%s; retrying", exc)
-                await asyncio.sleep(
-                    backoff_delay(attempt, self._options.backoff_initial, self._options.backoff_max)
-                )
-                attempt += 1
+        return await with_database_retries(call, self._options, what="the registry")

@@ -118,10 +118,6 @@ class Simulator:
     def __repr__(self) -> str:
         return f"Simulator(fixtures={len(self.recordings)}, port={self.port})"
 
-    @property
-    def connections(self) -> int:
-        return sum(c.connections for c in self.counters.values())
-
     def add_recording(self, recording: Recording) -> None:
         """A new fixture appears (for discovery tests)."""
         self.recordings[recording.fixture_id] = recording
