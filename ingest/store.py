@@ -176,7 +176,13 @@ def _sqlstate(exc: BaseException) -> str:
 def is_unavailable(exc: BaseException) -> bool:
     """Is this driver error one where the database is (temporarily) out of reach?"""
     if isinstance(
-        exc, OSError | TimeoutError | ConnectionError | asyncpg.InterfaceError | sa_exc.TimeoutError
+        exc,
+        OSError
+        | TimeoutError
+        | ConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.InternalClientError  # a connection left mid-operation: a fresh one will do
+        | sa_exc.TimeoutError,
     ):
         return True  # sa_exc.TimeoutError: no pooled connection in time (the server is slow)
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
@@ -360,15 +366,19 @@ class Store:
                 try:
                     return await self._write(raw, actions, list(rejected))
                 except BaseException as exc:
-                    if is_unavailable(exc) or raw.is_closed():
+                    # An error the server reported leaves the connection usable; anything else
+                    # (a network error, a cancellation mid-statement, a confused protocol
+                    # state) leaves it suspect: never hand it out again.
+                    if not isinstance(exc, asyncpg.PostgresError) or is_unavailable(exc):
                         raw.terminate()  # at once: a graceful close could wait on a dead peer
-                        await conn.invalidate()  # never hand a broken connection out again
+                        await conn.invalidate()
                     raise
         except (
             sa_exc.SQLAlchemyError,
             OSError,
             asyncpg.PostgresError,
             asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
         ) as exc:
             raise translate(exc, "writing a batch") from exc
 

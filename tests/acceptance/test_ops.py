@@ -46,21 +46,24 @@ async def test_metrics_health_and_metrics_file_of_a_running_worker(
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
+            text = ""
 
-            async def scraped_packets() -> bool:
+            async def scraped_while_connected() -> bool:
+                # the feed drops the connection every 50 packets: between a drop and the
+                # reconnect the fixture is rightly not connected, so wait for a connected moment
+                nonlocal text
                 try:
                     async with http.get(f"{base}/metrics") as r:
                         text = await r.text()
                 except aiohttp.ClientError:
                     return False
-                return any(
+                stored = any(
                     line.startswith("ingest_packets_stored_total ") and float(line.split()[1]) > 60
                     for line in text.splitlines()
                 )
+                return stored and "ingest_connected_fixtures 1.0" in text
 
-            await wait_until(scraped_packets)
-            async with http.get(f"{base}/metrics") as r:
-                text = await r.text()
+            await wait_until(scraped_while_connected)
             assert 'ingest_reconnects_total{reason="closed"}' in text  # drops every 50 packets
             assert "ingest_commit_seconds_bucket" in text and "ingest_batch_size_count" in text
             assert "ingest_connected_fixtures 1.0" in text
