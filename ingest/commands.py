@@ -36,7 +36,7 @@ from ingest.simulator.recording import Recording
 from ingest.simulator.server import Simulator, SimulatorOptions
 from ingest.source import FeedSource, feed_session
 from ingest.store import Store
-from ingest.worker import RunOptions, RunResult, Worker
+from ingest.worker import RunOptions, RunResult, Worker, with_database_retries
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,8 @@ async def run(
     notifier = ops.notifier or Notifier({})
     metrics = Metrics()
     async with open_store(database_url, pool_size=pool_size) as store:
-        await store.check_schema()
+        if not await _wait_for_database(store, options, stop):
+            return RunResult(stopped=True)
         log.info(
             "streaming %s from %s into %s",
             f"{len(fixture_ids)} fixture(s)" + (" and the registry" if run_all else "")
@@ -152,6 +153,29 @@ async def run(
                 await monitor.stop()
                 if ops.metrics_file:
                     _write_metrics(metrics, ops.metrics_file)
+
+
+async def _wait_for_database(store: Store, options: RunOptions, stop: asyncio.Event) -> bool:
+    """Check the schema, waiting out a database that is not there yet (a host that boots the
+    worker before PostgreSQL, a timer run during a restart) with the patience of a running
+    worker: ``db_give_up_after``, then exit 75. False when a stop comes first."""
+    check = asyncio.ensure_future(
+        with_database_retries(store.check_schema, options, what="starting")
+    )
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({check, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not check.done():
+            check.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await check
+    if check.cancelled():
+        log.info("stopped while waiting for the database")
+        return False
+    check.result()
+    return True
 
 
 def _write_metrics(metrics: Metrics, path: str) -> None:
@@ -357,8 +381,10 @@ async def verify(database_url: str, fixture_id: uuid.UUID | None, out: TextIO = 
             issues.append(f"gaps at seq {', '.join(row['gaps'])}")
         if row["conflicts"]:
             issues.append(f"{row['conflicts']} conflict(s)")
-        if row["rejected"]:
-            issues.append(f"{row['rejected']} rejected message(s)")
+        if row["rejected"] or row["rejected_unstored"]:
+            unstored = row["rejected_unstored"]
+            more = f" (and {unstored} more over the rate, counted only)" if unstored else ""
+            issues.append(f"{row['rejected']} rejected message(s){more}")
         problems += bool(issues)
         verdict = "; ".join(issues) if issues else "ok"
         out.write(f"{row['fixture_id']}  {row['packets']:>6} packets  {verdict}\n")

@@ -54,6 +54,11 @@ class FeedUnavailable(TemporaryError):
         self.reason = reason  # a short label for metrics: closed, silent, http, network, ...
 
 
+class FrameTooLarge(FeedUnavailable):
+    """The feed sent a frame over the size limit: the fixture is blocked at that packet (every
+    reconnect meets it again) until the provider fixes it; retried slowly, never in a hot loop."""
+
+
 class DatabaseUnavailable(TemporaryError):
     """PostgreSQL could not be reached or went away."""
 
@@ -70,6 +75,7 @@ __all__ = [
     "DatabaseUnavailable",
     "FeedUnavailable",
     "FixtureNotFound",
+    "FrameTooLarge",
     "IngestError",
     "SchemaError",
     "TemporaryError",

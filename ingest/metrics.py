@@ -25,6 +25,16 @@ class Metrics:
             "ingest_duplicates", "Packets received again and absorbed", registry=r
         )
         self.rejected = Counter("ingest_rejected", "Frames kept in rejected_messages", registry=r)
+        self.rejected_unstored = Counter(
+            "ingest_rejected_unstored",
+            "Rejected frames over the per-fixture rate: counted, not stored",
+            registry=r,
+        )
+        self.blocked = Gauge(
+            "ingest_blocked_fixtures",
+            "Fixtures stuck behind a frame over the size limit",
+            registry=r,
+        )
         self.gaps = Counter("ingest_gaps", "Seq jumps seen in a stream", registry=r)
         self.conflicts = Counter(
             "ingest_conflicts", "Replayed seqs with a different payload", registry=r

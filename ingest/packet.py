@@ -7,6 +7,7 @@ column while the packet itself is stored as received.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -93,11 +94,23 @@ class Control:
 
 @dataclass(slots=True)
 class Rejected:
-    """A frame that is not a JSON object: kept with its raw bytes and the reason."""
+    """A frame that is not a valid packet: kept with its raw bytes and the reason.
+
+    The store keeps at most the first :data:`REJECTED_KEEP_BYTES` of ``raw``, with its full
+    ``length`` and ``sha256``, so a hostile feed cannot fill the disk.
+    """
 
     raw: bytes
     reason: str
     received_at: datetime
+
+    @property
+    def length(self) -> int:
+        return len(self.raw)
+
+    @property
+    def sha256(self) -> bytes:
+        return hashlib.sha256(self.raw).digest()
 
 
 Frame = Action | Control | Rejected
@@ -107,12 +120,23 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class InvalidAction(ValueError):
+    """A packet with ``fixtureAction`` that cannot be keyed safely (SPEC section 3)."""
+
+
 def classify(data: bytes, *, binary: bool, position: int, received_at: datetime) -> Frame:
-    """Classify one websocket message.
+    """Classify one websocket message. Never raises, whatever the bytes.
 
     ``position`` is the 1-based stream position this packet would have if it is an action
     (``startPosition + i``); it becomes ``seq`` when the packet has no ``fixtureSeqNum``.
     """
+    try:
+        return _classify(data, binary=binary, position=position, received_at=received_at)
+    except Exception as exc:  # a bug here must cost one frame, never the worker
+        return Rejected(data, f"cannot read the frame ({type(exc).__name__})", received_at)
+
+
+def _classify(data: bytes, *, binary: bool, position: int, received_at: datetime) -> Frame:
     if binary:
         return Rejected(data, "binary frame (the feed sends JSON text)", received_at)
     try:
@@ -121,11 +145,13 @@ def classify(data: bytes, *, binary: bool, position: int, received_at: datetime)
         return Rejected(data, f"invalid UTF-8 at byte {exc.start}", received_at)
     try:
         value = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        # orjson is strict and fast; the standard library says why, or takes what orjson does
-        # not (integers beyond 64 bits, say)
+    except orjson.JSONDecodeError as strict:
+        # orjson is strict and fast; the standard library takes what orjson does not
+        # (integers beyond 64 bits, lone surrogate escapes) and says why it refuses the rest
         try:
             value = json.loads(text, parse_constant=_reject_constant)
+        except RecursionError:
+            return Rejected(data, f"invalid JSON: {strict} (nested too deeply)", received_at)
         except ValueError as exc:
             return Rejected(data, f"invalid JSON: {exc}", received_at)
     if not isinstance(value, dict):
@@ -134,18 +160,54 @@ def classify(data: bytes, *, binary: bool, position: int, received_at: datetime)
         return Control(value)
     try:
         return parse_action(value, text, position=position, received_at=received_at)
-    except Exception as exc:  # a bug here must cost one packet's typed columns, not the worker
-        return Rejected(data, f"cannot read the packet ({type(exc).__name__}: {exc})", received_at)
+    except InvalidAction as exc:
+        return Rejected(data, f"invalid action: {exc}", received_at)
+
+
+def _check_action(fa: object) -> int | None:
+    """The packet's ``fixtureSeqNum`` if its ``fixtureAction`` is a valid action, else raise.
+
+    Valid: an object whose ``fixtureSeqNum``, when present, is a positive integer (not a bool,
+    float, string or null), and whose ``actionId`` is a non-empty string. A packet numbered by
+    the provider is identified by its number, so ``actionId`` may be missing there (the
+    provider's own Status Updated sample has none); a packet keyed by its stream position must
+    have one.
+    """
+    if not isinstance(fa, dict):
+        raise InvalidAction(f"fixtureAction is a JSON {_json_kind(fa)}, not an object")
+    seq_num: int | None = None
+    if "fixtureSeqNum" in fa:
+        raw = fa["fixtureSeqNum"]
+        if type(raw) is not int or not 1 <= raw < 2**63:
+            raise InvalidAction(
+                f"fixtureSeqNum must be a positive integer, not {_describe_value(raw)}"
+            )
+        seq_num = raw
+    action_id = fa.get("actionId")
+    if action_id is None and seq_num is None:
+        raise InvalidAction("no actionId and no fixtureSeqNum: nothing identifies the packet")
+    if action_id is not None and not (isinstance(action_id, str) and action_id.strip()):
+        raise InvalidAction(
+            f"actionId must be a non-empty string, not {_describe_value(action_id)}"
+        )
+    return seq_num
+
+
+def _describe_value(value: object) -> str:
+    if isinstance(value, bool | int | float) or value is None:
+        shown = json.dumps(value)
+        return shown if len(shown) <= 24 else f"a {len(shown)}-digit number"
+    if isinstance(value, str):
+        return "a string"
+    return f"a JSON {_json_kind(value)}"
 
 
 def parse_action(
     packet: dict[str, Any], text: str, *, position: int, received_at: datetime
 ) -> Action:
     fa = packet.get("fixtureAction")
-    fa = fa if isinstance(fa, dict) else {}
-    seq_num = _int(fa.get("fixtureSeqNum"))
-    if seq_num is not None and seq_num < 1:
-        seq_num = None
+    seq_num = _check_action(fa)
+    assert isinstance(fa, dict)
     summary = packet.get("fixtureSummary")
     finished = packet.get("finished") is True or (
         isinstance(summary, dict) and summary.get("finished") is True
@@ -181,6 +243,8 @@ def parse_action(
 
 
 def _json_kind(value: object) -> str:
+    if isinstance(value, dict):
+        return "object"
     if isinstance(value, list):
         return "array"
     if isinstance(value, str):
@@ -234,8 +298,15 @@ def _float(value: object) -> float | None:
 
 
 def _str(value: object) -> str | None:
+    """Text PostgreSQL can hold: no NUL, valid UTF-8 (a lone surrogate escape makes it None)."""
     if type(value) is str:
-        return value if "\x00" not in value else value.replace("\x00", "")
+        if value.isascii():
+            return value if "\x00" not in value else value.replace("\x00", "")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+        return value.replace("\x00", "")
     return None
 
 

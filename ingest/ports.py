@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from ingest.packet import Action, Rejected
 
@@ -45,10 +45,11 @@ class FixtureState:
     """What a worker is doing with a fixture, saved for ``ingest status`` and operators."""
 
     fixture_id: uuid.UUID
-    state: str  # connecting, connected, backing off, finished, stopped
+    state: str  # see worker.FixtureStats.state
     since: datetime
     connects: int
     last_error: str | None
+    rejected_unstored: int = 0  # rejected frames over the rate, counted since the last save
 
 
 class Source(Protocol):
@@ -71,7 +72,9 @@ class Sink(Protocol):
 
     async def max_seq(self, fixture_id: uuid.UUID) -> int: ...
 
-    async def payload_at(self, fixture_id: uuid.UUID, seq: int) -> Any: ...
+    async def payload_at(self, fixture_id: uuid.UUID, seq: int) -> str | None: ...
+
+    async def is_numbered(self, fixture_id: uuid.UUID) -> bool: ...
 
     async def fixtures(
         self, fixture_ids: Sequence[uuid.UUID] | None = None

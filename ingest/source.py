@@ -8,6 +8,7 @@ aiohttp errors are translated here into :mod:`ingest.errors`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -17,13 +18,22 @@ from datetime import UTC, datetime
 import aiohttp
 
 from ingest.config import Secret
-from ingest.errors import AuthError, ConfigError, FeedUnavailable, FixtureNotFound
+from ingest.errors import (
+    AuthError,
+    ConfigError,
+    FeedUnavailable,
+    FixtureNotFound,
+    FrameTooLarge,
+)
 from ingest.packet import Action, Control, Rejected, classify
 
 log = logging.getLogger(__name__)
 
 ACCEPT = "application/vnd.imggaming.dde.api+json;version=1"
 AUTH_CLOSE_CODES = frozenset({1008, 4001, 4003, 4401, 4403})
+# A packet is a few kilobytes (a best-of-35 summary stays under 20 KiB): this is room to spare,
+# and the most a hostile frame can make one connection buffer.
+MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 
 def actions_url(feed_url: str, fixture_id: uuid.UUID) -> str:
@@ -56,12 +66,14 @@ class FeedSource:
         *,
         liveness_timeout: float = 30.0,
         connect_timeout: float = 10.0,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
     ) -> None:
         self._session = session
         self._feed_url = feed_url
         self._token = token
         self._liveness = liveness_timeout
         self._connect_timeout = connect_timeout
+        self._max_frame = max_frame_bytes
 
     def __repr__(self) -> str:
         return f"FeedSource(feed_url={self._feed_url!r}, token=<redacted>)"
@@ -92,7 +104,7 @@ class FeedSource:
                 heartbeat=max(self._liveness / 2, 1.0),
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=1.0),
                 decode_text=False,
-                max_msg_size=16 * 1024 * 1024,
+                max_msg_size=self._max_frame,
             )
         except aiohttp.WSServerHandshakeError as exc:
             raise _handshake_error(exc, url) from None
@@ -110,9 +122,15 @@ class FeedSource:
                 ) from None
             authenticated = False
             position = start_position
+            loop = asyncio.get_running_loop()
+            # Liveness counts packets and control messages only. A pong restarts aiohttp's own
+            # receive timeout, so a stalled feed whose websocket layer still answers pings would
+            # never time out there: the deadline is kept here and moved only by the application.
+            deadline = loop.time() + self._liveness
             while True:
                 try:
-                    msg = await ws.receive(timeout=self._liveness)
+                    async with asyncio.timeout_at(deadline):
+                        msg = await ws.receive()
                 except TimeoutError:
                     raise FeedUnavailable(
                         f"no packet or heartbeat for {self._liveness:g} s: "
@@ -129,6 +147,7 @@ class FeedSource:
                         received_at=now,
                     )
                     if isinstance(frame, Control):
+                        deadline = loop.time() + self._liveness
                         was = authenticated
                         authenticated = _handle_control(frame, authenticated)
                         if authenticated and not was and on_connected is not None:
@@ -139,15 +158,22 @@ class FeedSource:
                         if on_connected is not None:
                             on_connected()
                     if isinstance(frame, Action):
+                        deadline = loop.time() + self._liveness
                         position += 1
                     yield frame
                     if isinstance(frame, Action) and frame.finished:
                         return
                     continue
                 if msg.type is aiohttp.WSMsgType.ERROR:
-                    raise FeedUnavailable(
-                        f"connection error: {_describe(ws.exception())}", reason="network"
-                    )
+                    error = msg.data if isinstance(msg.data, BaseException) else ws.exception()
+                    if getattr(error, "code", None) == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
+                        raise FrameTooLarge(
+                            f"the feed sent a frame over the {self._max_frame:,}-byte limit "
+                            f"after position {position} ({error}); it cannot be stored, so "
+                            "the fixture cannot get past it",
+                            reason="oversized",
+                        )
+                    raise FeedUnavailable(f"connection error: {_describe(error)}", reason="network")
                 # CLOSE / CLOSING / CLOSED
                 code = ws.close_code
                 reason = msg.extra if isinstance(msg.extra, str) and msg.extra else ""

@@ -145,10 +145,18 @@ _LATEST_LINEUPS = """
 _INSERT_ACTIONS = _positional(_INSERT_ACTIONS_SQL, ("fixture_id", *_PARAM_NAMES))
 
 _INSERT_REJECTED_SQL = """
-    INSERT INTO rejected_messages (fixture_id, received_at, raw, reason)
+    INSERT INTO rejected_messages (fixture_id, received_at, raw, reason, length, sha256)
     SELECT * FROM unnest(CAST($1 AS uuid[]), CAST($2 AS timestamptz[]),
-                         CAST($3 AS bytea[]), CAST($4 AS text[]))
+                         CAST($3 AS bytea[]), CAST($4 AS text[]), CAST($5 AS bigint[]),
+                         CAST($6 AS bytea[]))
 """
+REJECTED_KEEP_BYTES = 4096  # of a rejected frame, the first bytes are kept (with length and hash)
+_REASON_CHARS = 500
+
+# Errors the server reports about one packet's content (22: data exception, such as \u0000 or a
+# lone surrogate in a jsonb string; 54: a program limit, such as nesting too deep for jsonb):
+# that packet is kept as rejected, the others are stored.
+_BAD_DATA = (asyncpg.DataError, asyncpg.ProgramLimitExceededError)
 
 
 def migrations_dir() -> Path:
@@ -235,7 +243,9 @@ SELECT s.fixture_id,
        ARRAY(SELECT first_missing || '-' || last_missing FROM holes h
              WHERE h.fixture_id = s.fixture_id ORDER BY first_missing) AS gaps,
        (SELECT count(*) FROM action_conflicts c WHERE c.fixture_id = s.fixture_id) AS conflicts,
-       (SELECT count(*) FROM rejected_messages r WHERE r.fixture_id = s.fixture_id) AS rejected
+       (SELECT count(*) FROM rejected_messages r WHERE r.fixture_id = s.fixture_id) AS rejected,
+       (SELECT rejected_unstored FROM fixtures f WHERE f.fixture_id = s.fixture_id)
+           AS rejected_unstored
 FROM scope s ORDER BY s.fixture_id
 """
 
@@ -395,7 +405,7 @@ class Store:
             try:
                 await self._insert_round(raw, rounds[0] if rounds else [], result)
                 return result
-            except asyncpg.DataError:
+            except _BAD_DATA:
                 pass  # a packet the database cannot hold: the careful path below finds it
         result = WriteResult()
         async with raw.transaction():
@@ -403,13 +413,13 @@ class Store:
                 try:
                     async with raw.transaction():  # a savepoint
                         await self._insert_round(raw, round_, result)
-                except asyncpg.DataError:
+                except _BAD_DATA:
                     # e.g. \u0000 in a jsonb string: store the others, keep its bytes as rejected
                     for item in round_:
                         try:
                             async with raw.transaction():
                                 await self._insert_round(raw, [item], result)
-                        except asyncpg.DataError as exc:
+                        except _BAD_DATA as exc:
                             fixture_id, action = item
                             reason = f"seq {action.seq} cannot be stored: {exc}"
                             bad = Rejected(action.payload.encode(), reason, action.received_at)
@@ -419,8 +429,10 @@ class Store:
                     _INSERT_REJECTED_SQL,
                     [f for f, _ in rejected],
                     [r.received_at for _, r in rejected],
-                    [r.raw for _, r in rejected],
-                    [r.reason for _, r in rejected],
+                    [r.raw[:REJECTED_KEEP_BYTES] for _, r in rejected],
+                    [_safe_reason(r.reason) for _, r in rejected],
+                    [r.length for _, r in rejected],
+                    [r.sha256 for _, r in rejected],
                 )
                 result.rejected = len(rejected)
         return result
@@ -487,14 +499,25 @@ class Store:
         )
         return int(rows[0][0])
 
-    async def payload_at(self, fixture_id: uuid.UUID, seq: int) -> Any:
-        """The stored packet at ``seq`` (decoded JSON), or None."""
+    async def payload_at(self, fixture_id: uuid.UUID, seq: int) -> str | None:
+        """The stored packet at ``seq`` as JSON text (not decoded here: a hostile packet may be
+        nested deeper than Python's recursion limit), or None."""
         rows = await self._fetch(
             "reading a stored packet",
-            "SELECT payload FROM actions WHERE fixture_id = :f AND seq = :s",
+            "SELECT payload::text FROM actions WHERE fixture_id = :f AND seq = :s",
             {"f": fixture_id, "s": seq},
         )
-        return rows[0][0] if rows else None
+        return str(rows[0][0]) if rows else None
+
+    async def is_numbered(self, fixture_id: uuid.UUID) -> bool:
+        """Does the fixture's latest stored packet carry the provider's ``fixtureSeqNum``?"""
+        rows = await self._fetch(
+            "reading the resume position",
+            "SELECT fixture_seq_num IS NOT NULL FROM actions WHERE fixture_id = :f "
+            "ORDER BY seq DESC LIMIT 1",
+            {"f": fixture_id},
+        )
+        return bool(rows and rows[0][0])
 
     async def register(self, fixture_ids: Iterable[uuid.UUID], *, enable: bool = False) -> int:
         """Add fixtures to the registry; with ``enable``, re-enable ones that were disabled."""
@@ -534,11 +557,12 @@ class Store:
             "saving fixture states",
             """
             UPDATE fixtures f SET state = s.state, state_changed_at = s.since,
-                   connects = s.connects, last_error = s.last_error
+                   connects = s.connects, last_error = s.last_error,
+                   rejected_unstored = f.rejected_unstored + s.unstored
             FROM unnest(CAST(:ids AS uuid[]), CAST(:states AS text[]),
                         CAST(:since AS timestamptz[]), CAST(:connects AS integer[]),
-                        CAST(:errors AS text[]))
-                 AS s(fixture_id, state, since, connects, last_error)
+                        CAST(:errors AS text[]), CAST(:unstored AS bigint[]))
+                 AS s(fixture_id, state, since, connects, last_error, unstored)
             WHERE f.fixture_id = s.fixture_id
             """,
             {
@@ -546,7 +570,8 @@ class Store:
                 "states": [s.state for s in states],
                 "since": [s.since for s in states],
                 "connects": [s.connects for s in states],
-                "errors": [s.last_error for s in states],
+                "errors": [_safe_reason(s.last_error) if s.last_error else None for s in states],
+                "unstored": [s.rejected_unstored for s in states],
             },
         )
 
@@ -687,6 +712,12 @@ def _rounds(
             seen.append({key})
             rounds.append([item])
     return rounds
+
+
+def _safe_reason(reason: str) -> str:
+    """A reason PostgreSQL's text type can hold, of bounded length."""
+    text = reason.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 3] + "..."
 
 
 def _side_map(home: str | None, away: str | None) -> dict[str, str]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
@@ -27,11 +26,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
+import orjson
+
 from ingest.errors import (
     AuthError,
     DatabaseUnavailable,
     FeedUnavailable,
     FixtureNotFound,
+    FrameTooLarge,
     IngestError,
     TemporaryError,
 )
@@ -66,6 +68,8 @@ class RunOptions:
     worker_id: str = "worker"  # the lease owner name, with --all (host:pid by default)
     lease_ttl: float = 30.0  # a lease lasts this long unless renewed (every third of it)
     max_fixtures: int | None = None  # with --all: claim at most this many
+    rejected_burst: int = 100  # rejected frames stored per fixture at once ...
+    rejected_per_minute: float = 1.0  # ... then this many a minute; the rest are only counted
 
 
 @dataclass
@@ -74,12 +78,20 @@ class FixtureStats:
     stored: int = 0
     duplicates: int = 0
     rejected: int = 0
+    rejected_unstored: int = 0  # over the rate: counted, not stored
+    unstored_saved: int = 0  # of rejected_unstored, how many the registry has counted
+    rejected_allowance: float = -1.0  # stored rejected frames still allowed (-1: a full burst)
+    rejected_refilled: float = 0.0  # monotonic time of the allowance's last refill
+    rejected_throttled: bool = False  # the last rejected frame was only counted
+    numbered: bool = False  # the feed sends fixtureSeqNum: unnumbered packets are rejected
     conflicts: int = 0
     gaps: int = 0
     connects: int = 0
     last_seq: int = 0
     finished: bool = False
-    state: str = "starting"  # connecting, connected, backing off, finished, stopped
+    # starting, connecting, connected, backing off, blocked (a frame over the size limit),
+    # finished, not found, stopped, released (to another worker)
+    state: str = "starting"
     state_since: float = field(default_factory=time.time)
     last_error: str | None = None
     state_saved: bool = False
@@ -436,8 +448,8 @@ class Worker:
         if stored is None:
             return False
         try:
-            return bool(stored == json.loads(frame.payload))
-        except ValueError:
+            return bool(orjson.loads(stored) == orjson.loads(frame.payload))
+        except orjson.JSONDecodeError:  # beyond orjson's depth: compare the text jsonb gives
             return False
 
     async def _or_stop(self, work: Awaitable[T]) -> T:
@@ -549,6 +561,8 @@ class Worker:
                 )
         wall = time.time()
         for fixture_id, stats in self._stats.items():
+            if stats.state == "blocked":
+                return False, f"fixture {fixture_id} is blocked: {stats.last_error}"
             if stats.state == "backing off" and wall - stats.state_since > 120:
                 return False, f"fixture {fixture_id} cannot connect: {stats.last_error}"
         return True, "ok"
@@ -557,6 +571,8 @@ class Worker:
         stats = self._stats[fixture_id]
         if self._metrics is not None and (stats.state == "connected") != (state == "connected"):
             self._metrics.connected.inc(1 if state == "connected" else -1)
+        if self._metrics is not None and (stats.state == "blocked") != (state == "blocked"):
+            self._metrics.blocked.inc(1 if state == "blocked" else -1)
         if state != stats.state:
             stats.state, stats.state_since = state, time.time()
         if error is not None:
@@ -576,6 +592,7 @@ class Worker:
                 since=datetime.fromtimestamp(self._stats[f].state_since, UTC),
                 connects=self._stats[f].connects,
                 last_error=self._stats[f].last_error,
+                rejected_unstored=self._stats[f].rejected_unstored - self._stats[f].unstored_saved,
             )
             for f in changed
         ]
@@ -585,6 +602,8 @@ class Worker:
             for fixture_id in changed:
                 self._stats[fixture_id].state_saved = False
             raise
+        for state in states:
+            self._stats[state.fixture_id].unstored_saved += state.rejected_unstored
 
     async def _save_states_forever(self) -> None:
         while True:
@@ -601,13 +620,14 @@ class Worker:
             stats = self._stats[fixture_id]
             log.info(
                 "fixture %s: progress: seq %d, %d packets received, %d stored, %d duplicates, "
-                "%d rejected, %d connects",
+                "%d rejected (%d of them over the rate, counted only), %d connects",
                 fixture_id,
                 stats.last_seq,
                 stats.received,
                 stats.stored,
                 stats.duplicates,
-                stats.rejected,
+                stats.rejected + stats.rejected_unstored,
+                stats.rejected_unstored,
                 stats.connects,
             )
 
@@ -638,6 +658,8 @@ class Worker:
         attempt = 0
         refusals = 0  # of this fixture's token: reset by any packet
         expected_id = str(fixture_id)
+        if not stats.numbered:
+            stats.numbered = await self._db_retry(lambda: self._sink.is_numbered(fixture_id))
         while True:
             await writer.barrier()  # MAX(seq) must include everything received
             start = await self._db_retry(lambda: self._sink.max_seq(fixture_id))
@@ -657,6 +679,17 @@ class Worker:
                 ):
                     attempt = 0
                     refusals = 0
+                    if isinstance(frame, Action) and frame.fixture_seq_num is not None:
+                        stats.numbered = True
+                    elif isinstance(frame, Action) and stats.numbered:
+                        frame = Rejected(
+                            frame.payload.encode(),
+                            "invalid action: no fixtureSeqNum in a feed that numbers its "
+                            "packets (keyed by position it could take a real packet's place)",
+                            frame.received_at,
+                        )
+                    if isinstance(frame, Rejected) and not self._keep_rejected(fixture_id):
+                        continue
                     if isinstance(frame, Action):
                         if frame.fixture_seq_num is None:
                             if (
@@ -712,6 +745,22 @@ class Worker:
                 self._set_state(fixture_id, "not found", str(exc))
                 log.error("fixture %s: %s; the other fixtures go on", fixture_id, exc)
                 return
+            except FrameTooLarge as exc:
+                # every reconnect from MAX(seq) meets the same frame: say so, where operators
+                # look (state, /readyz, metrics), and retry at the slowest pace, in case the
+                # provider fixes the packet
+                self._set_state(fixture_id, "blocked", str(exc))
+                if self._metrics is not None:
+                    self._metrics.reconnects.labels(exc.reason).inc()
+                delay = self._options.backoff_max
+                log.error(
+                    "fixture %s: blocked at seq %d: %s; trying again in %.0f s",
+                    fixture_id,
+                    last,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
             except AuthError as exc:
                 self._set_state(fixture_id, "backing off", str(exc))
                 refusals += 1
@@ -743,6 +792,35 @@ class Worker:
                     delay,
                 )
                 await asyncio.sleep(delay)
+
+    def _keep_rejected(self, fixture_id: uuid.UUID) -> bool:
+        """Store this rejected frame, or only count it? A burst, then a steady trickle, per
+        fixture: enough to diagnose, never enough to fill the disk."""
+        opts, stats = self._options, self._stats[fixture_id]
+        now = time.monotonic()
+        if stats.rejected_allowance < 0:
+            stats.rejected_allowance, stats.rejected_refilled = float(opts.rejected_burst), now
+        refill = (now - stats.rejected_refilled) * opts.rejected_per_minute / 60
+        stats.rejected_allowance = min(opts.rejected_burst, stats.rejected_allowance + refill)
+        stats.rejected_refilled = now
+        if stats.rejected_allowance >= 1:
+            stats.rejected_allowance -= 1
+            stats.rejected_throttled = False
+            return True
+        if not stats.rejected_throttled:  # the first of a run of them
+            stats.rejected_throttled = True
+            log.warning(
+                "fixture %s: more rejected frames than %d at once (then %g a minute): the rest "
+                "are counted (fixtures.rejected_unstored), not stored",
+                fixture_id,
+                opts.rejected_burst,
+                opts.rejected_per_minute,
+            )
+        stats.rejected_unstored += 1
+        stats.state_saved = False
+        if self._metrics is not None:
+            self._metrics.rejected_unstored.inc()
+        return False
 
     async def _db_retry(self, call: Callable[[], Awaitable[T]]) -> T:
         return await with_database_retries(call, self._options, what="the registry")

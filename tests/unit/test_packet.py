@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,8 +54,10 @@ def test_without_fixtureSeqNum_the_stream_position_is_the_seq() -> None:
 
 
 def test_finished_comes_from_the_packet_or_its_summary() -> None:
-    top = frame(b'{"finished": true, "fixtureAction": {}}')
-    summary = frame(b'{"fixtureAction": {}, "fixtureSummary": {"finished": true}}')
+    top = frame(b'{"finished": true, "fixtureAction": {"actionId": "a"}}')
+    summary = frame(
+        b'{"fixtureAction": {"fixtureSeqNum": 9}, "fixtureSummary": {"finished": true}}'
+    )
     assert isinstance(top, Action) and top.finished
     assert isinstance(summary, Action) and summary.finished
 
@@ -94,11 +97,11 @@ def test_integers_beyond_64_bits_are_kept() -> None:
 
 def test_wrongly_typed_fields_become_null_not_errors() -> None:
     action = frame(
-        b'{"fixtureAction": {"fixtureSeqNum": "7", "fixtureActionTypeId": true, "period": 1.5,'
-        b' "timestamp": "yesterday", "actionId": 12, "team": "home", "sendTypeId": 4}}'
+        b'{"fixtureAction": {"fixtureSeqNum": 7, "fixtureActionTypeId": true, "period": 1.5,'
+        b' "timestamp": "yesterday", "actionId": "A-12", "team": "home", "sendTypeId": 4}}'
     )
     assert isinstance(action, Action)
-    assert action.seq == 7  # a numeric string is still the provider's seq
+    assert action.seq == 7
     assert action.type_id is None and action.period is None and action.provider_ts is None
     assert action.action_id is None and action.team_id is None
     assert action.send_type == "Deleted"  # the name follows the documented id
@@ -112,12 +115,67 @@ def test_wrongly_typed_fields_become_null_not_errors() -> None:
         b'"timelineSequence": ' + b"9" * 400,  # too large for a double
         b'"fixtureActionTypeId": 3000000000',  # beyond the integer column
         b'"sendTypeId": 40000',  # beyond the smallint column
-        b'"fixtureSeqNum": 99999999999999999999999',  # beyond bigint: the position is the seq
     ],
 )
 def test_odd_values_become_null_and_never_raise(field: bytes) -> None:
-    action = frame(b'{"fixtureAction": {' + field + b"}}", position=4)
+    action = frame(b'{"fixtureAction": {"actionId": "a", ' + field + b"}}", position=4)
     assert isinstance(action, Action)
     assert action.seq == 4
     assert action.period is None and action.type_id is None and action.send_type_id is None
     assert action.timeline_sequence is None
+
+
+@pytest.mark.parametrize(
+    "fixture_action",
+    [
+        b'{"action": {}, "fixtureSeqNum": null, "id": null}',  # the packet from the report
+        b'{"actionId": "a", "fixtureSeqNum": null}',
+        b'{"actionId": "a", "fixtureSeqNum": "abc"}',
+        b'{"actionId": "a", "fixtureSeqNum": "7"}',
+        b'{"actionId": "a", "fixtureSeqNum": 0}',
+        b'{"actionId": "a", "fixtureSeqNum": -5}',
+        b'{"actionId": "a", "fixtureSeqNum": 1.5}',
+        b'{"actionId": "a", "fixtureSeqNum": 1.0}',
+        b'{"actionId": "a", "fixtureSeqNum": true}',
+        b'{"actionId": "a", "fixtureSeqNum": 99999999999999999999999}',  # beyond bigint
+        b'{"actionId": "a", "fixtureSeqNum": [1]}',
+        b"{}",  # nothing identifies it
+        b'{"actionId": null}',
+        b'{"actionId": 12}',
+        b'{"actionId": ""}',
+        b'{"actionId": "a", "fixtureSeqNum": 3, "x": 1}'.replace(
+            b'"actionId": "a"', b'"actionId": {}'
+        ),
+        b"[]",
+        b'"text"',
+        b"null",
+    ],
+)
+def test_an_invalid_action_is_rejected_with_its_reason(fixture_action: bytes) -> None:
+    data = b'{"fixtureAction": ' + fixture_action + b', "fixtureSummary": {}}'
+    rejected = frame(data, position=1)
+    assert isinstance(rejected, Rejected), rejected
+    assert rejected.raw == data
+    assert rejected.reason.startswith("invalid action: ")
+
+
+def test_a_numbered_packet_needs_no_action_id() -> None:
+    # the provider's own Status Updated sample has none: its number identifies it
+    action = frame(b'{"fixtureAction": {"fixtureSeqNum": 91}}', position=5)
+    assert isinstance(action, Action) and action.seq == 91 and action.fixture_seq_num == 91
+
+
+def test_a_deeply_nested_frame_is_rejected_not_raised() -> None:
+    for depth in (3_000, 100_000):  # beyond both parsers' limits
+        data = b"[" * depth + b"]" * depth
+        rejected = frame(data)
+        assert isinstance(rejected, Rejected) and "invalid JSON" in rejected.reason
+        inside = b'{"fixtureAction": {"actionId": "a", "x": ' + data + b"}}"
+        assert isinstance(frame(inside), Rejected)
+
+
+def test_a_rejected_frame_knows_its_length_and_hash() -> None:
+    rejected = frame(b"x" * 10_000)
+    assert isinstance(rejected, Rejected)
+    assert rejected.length == 10_000
+    assert rejected.sha256 == hashlib.sha256(b"x" * 10_000).digest()
