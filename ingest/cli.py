@@ -372,6 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="send a malformed frame after every N packets",
     )
     faults.add_argument(
+        "--hostile-every",
+        type=int,
+        metavar="N",
+        help="send a hostile frame (deep nesting, invalid actions, huge strings) every N packets",
+    )
+    faults.add_argument(
         "--refuse-seconds",
         type=float,
         default=0.0,
@@ -509,6 +515,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
                     "stall_after": args.stall_after,
                     "stall_seconds": args.stall_seconds,
                     "malformed_every": args.malformed_every,
+                    "hostile_every": args.hostile_every,
                     "refuse_seconds": args.refuse_seconds,
                     "refuse_token": args.refuse_token,
                 }

@@ -8,8 +8,9 @@ as they happen.
 
 Faults for tests, global or per fixture, set by flags or at run time through the control
 endpoint (``POST /_control/faults``): drop the connection after N packets (a clean close or an
-abrupt TCP reset), stall without packets or heartbeats, send malformed frames, refuse new
-connections (HTTP 503), refuse the token.
+abrupt TCP reset), stall without packets or heartbeats (pings are still answered, as by most
+servers), send malformed frames or hostile ones (:data:`HOSTILE`), refuse new connections
+(HTTP 503), refuse the token.
 """
 
 from __future__ import annotations
@@ -45,6 +46,24 @@ MALFORMED: tuple[tuple[bytes, bool], ...] = (
     (b"\x00\x01binary\xff", True),  # a binary frame
     (b'[{"fixtureAction": {}}]', False),  # a JSON array
 )
+# Frames built to break a client: each must be rejected, and none may stop it or change a row.
+HOSTILE: tuple[tuple[bytes, bool], ...] = (
+    (b"[" * 100_000 + b"]" * 100_000, False),  # nested beyond any parser's limit
+    (b'{"fixtureAction": {"action": {}, "fixtureSeqNum": null, "id": null}}', False),
+    (b'{"fixtureAction": {"actionId": "h", "fixtureSeqNum": "abc"}}', False),
+    (b'{"fixtureAction": {"actionId": "h", "fixtureSeqNum": 0}}', False),
+    (b'{"fixtureAction": {"actionId": "h", "fixtureSeqNum": -5}}', False),
+    (b'{"fixtureAction": {"actionId": "h", "fixtureSeqNum": 1.5}}', False),
+    (b'{"fixtureAction": {"actionId": "h", "fixtureSeqNum": true}}', False),
+    (b'{"fixtureAction": {"actionId": "h", "fixtureSeqNum": 1180591620717411303424}}', False),
+    (b'{"fixtureAction": {"actionId": "h", "fixtureSeqNum": NaN}}', False),
+    (b'{"fixtureAction": {"actionId": "\\ud800", "fixtureSeqNum": "\\u0000"}}', False),
+    (b'{"fixtureAction": {"actionId": "unnumbered in a numbered feed"}}', False),
+    (b'{"fixtureAction": {"fixtureSeqNum": "big", "x": "' + b"x" * 2_000_000 + b'"}}', False),
+    (b'{"fixtureAction": [1, 2, 3]}', False),
+    (b"\xff\xfe not UTF-8 \x00", False),
+    (bytes(range(256)) * 64, True),  # binary
+)
 
 
 @dataclass
@@ -56,6 +75,7 @@ class Faults:
     stall_after: int | None = None  # after this many packets on a connection, go silent ...
     stall_seconds: float = 0.0  # ... for this long: no packets, no heartbeats
     malformed_every: int | None = None  # send a malformed frame after every N packets
+    hostile_every: int | None = None  # send one of HOSTILE after every N packets
     refuse_until: float = 0.0  # time.monotonic() before which new connections get HTTP 503
     refuse_token: bool = False  # refuse every token, as after its expiry
 
@@ -97,6 +117,7 @@ class FixtureCounters:
     refused: int = 0  # HTTP 503 answers
     auth_refused: int = 0
     packets_sent: int = 0
+    hostile_sent: int = 0
 
 
 class Simulator:
@@ -316,6 +337,10 @@ class Simulator:
                 if faults.malformed_every and sent % faults.malformed_every == 0:
                     data, binary = MALFORMED[(sent // faults.malformed_every - 1) % len(MALFORMED)]
                     await (conn.ws.send_bytes(data) if binary else conn.ws.send_str(data.decode()))
+                if faults.hostile_every and sent % faults.hostile_every == 0:
+                    data, binary = HOSTILE[(sent // faults.hostile_every - 1) % len(HOSTILE)]
+                    await conn.send_raw(data, binary=binary)
+                    counters.hostile_sent += 1
                 if faults.stall_after is not None and sent == faults.stall_after:
                     conn.stall_until = time.monotonic() + faults.stall_seconds
                 if faults.drop_after is not None and sent >= faults.drop_after:
@@ -383,6 +408,10 @@ class _Connection:
         remaining = self.stall_until - time.monotonic()
         if remaining > 0:
             await asyncio.sleep(remaining)
+
+    async def send_raw(self, data: bytes, *, binary: bool) -> None:
+        """Send bytes as they are, in a text frame even when they are not UTF-8."""
+        await self.ws.send_frame(data, WSMsgType.BINARY if binary else WSMsgType.TEXT)
 
     async def drop(self) -> None:
         if self.faults.drop_mode == "reset":

@@ -16,7 +16,12 @@ from ingest.simulator.generator import GeneratedMatch, to_jsonl
 from ingest.simulator.recording import Recording
 from tests.acceptance.test_cli import cli, cli_env, start_cli
 from tests.conftest import TOKEN, StartSimulator, plain, wait_until
-from tests.integration.test_resilience import assert_stored_exactly, generated
+from tests.integration.test_resilience import (  # noqa: F401 - own_server is a fixture
+    _pg_ctl,
+    assert_stored_exactly,
+    generated,
+    own_server,
+)
 
 
 async def test_sigkill_at_random_moments_then_restart_loses_and_duplicates_nothing(
@@ -176,3 +181,33 @@ async def test_report_as_text_json_and_a_picture(
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 10_000
     missing = await cli("report", str(uuid.uuid4()), env=env)
     assert missing.code == 78
+
+
+async def test_a_worker_started_while_the_database_is_down_waits_then_ingests_everything(
+    start_simulator: StartSimulator, own_server: tuple[str, Path], recording: Recording
+) -> None:
+    url, pgdata = own_server
+    sim = await start_simulator([recording])
+    env = cli_env(
+        INGEST_DATABASE_URL=url,
+        INGEST_FEED_URL=sim.url,
+        INGEST_TOKEN=TOKEN,
+        INGEST_CONNECT_RATE="0",
+        INGEST_SPEED="fast",
+    )
+    await asyncio.to_thread(_pg_ctl, pgdata, "stop")
+    proc = await start_cli("run", str(recording.fixture_id), "--until-finished", env=env)
+    assert proc.stderr is not None
+    waiting = await asyncio.wait_for(proc.stderr.readline(), 20)
+    assert b"database unavailable, retrying" in waiting, waiting
+    assert proc.returncode is None  # waiting, not exit 75
+    assert sim.counters[recording.fixture_id].connections == 0  # nothing read before the schema
+    await asyncio.to_thread(_pg_ctl, pgdata, "start")
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert b"database back after" in err
+    sql = await asyncpg.connect(plain(url))
+    try:
+        await assert_stored_exactly(sql, recording)
+    finally:
+        await sql.close()
