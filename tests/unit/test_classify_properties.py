@@ -151,7 +151,7 @@ def test_packet_shaped_objects_are_actions_only_when_valid(packet: Any, position
 @settings(max_examples=40, deadline=None)
 @given(
     st.integers(min_value=1, max_value=100_000),
-    st.sampled_from(["[", "{\"a\":"]),
+    st.sampled_from(["[", '{"a":']),
     st.booleans(),
 )
 @example(1_000, "[", True)
@@ -170,7 +170,7 @@ def test_nesting_to_100000_levels(depth: int, opener: str, inside_a_packet: bool
 def test_megabyte_strings(char: str, as_action_id: bool) -> None:
     big = char * (1024 * 1024)
     field = "actionId" if as_action_id else "fixtureActionType"
-    text = '{"fixtureAction": {"fixtureSeqNum": 2, "%s": "%s"}}' % (field, big)
+    text = '{"fixtureAction": {"fixtureSeqNum": 2, "' + field + '": "' + big + '"}}'
     check(text.encode("utf-8", "surrogatepass"))
 
 
