@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-quick lint typecheck clean
+.PHONY: demo test bench bench-quick chaos soak lint typecheck clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench --quick
+
+# a reliability run outside `make test`: faults of every kind, then every row checked
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
+
+soak: $(STAMP)
+	$(BIN)/python -m bench.chaos --soak $(CHAOS_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check ingest tests migrations bench

@@ -130,6 +130,7 @@ class Simulator:
         self.counters: dict[uuid.UUID, FixtureCounters] = {
             f: FixtureCounters() for f in self.recordings
         }
+        self._open: dict[uuid.UUID, set[_Connection]] = {}  # authenticated, not yet closed
         self._runner: web.AppRunner | None = None
         self._started = time.monotonic()
         self.started_wall = time.time()
@@ -160,6 +161,37 @@ class Simulator:
     def clear_faults(self) -> None:
         self.options.faults = Faults()
         self.fixture_faults.clear()
+
+    # -- faults injected now, into the open connections (for chaos runs) ----------------------
+
+    async def drop_now(self, fixture_id: uuid.UUID, mode: Literal["close", "reset"]) -> int:
+        """Drop the fixture's open connections at once; return how many."""
+        conns = list(self._open.get(fixture_id, ()))
+        for conn in conns:
+            with contextlib.suppress(ConnectionResetError, RuntimeError):
+                await conn.drop(mode)
+        return len(conns)
+
+    def stall_now(self, fixture_id: uuid.UUID, seconds: float) -> int:
+        """Stop sending packets and heartbeats on the fixture's open connections for a while
+        (pings are still answered); return how many."""
+        conns = self._open.get(fixture_id, set())
+        for conn in conns:
+            conn.stall_until = time.monotonic() + seconds
+        return len(conns)
+
+    async def send_now(self, fixture_id: uuid.UUID, frames: Iterable[tuple[bytes, bool]]) -> int:
+        """Send raw frames (bytes, binary?) on the fixture's open connections; return how many
+        frames were sent."""
+        sent = 0
+        for conn in list(self._open.get(fixture_id, ())):
+            for data, binary in frames:
+                try:
+                    await conn.send_raw(data, binary=binary)
+                except (ConnectionResetError, RuntimeError):
+                    break
+                sent += 1
+        return sent
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -275,6 +307,7 @@ class Simulator:
         counters.active += 1
         counters.max_active = max(counters.max_active, counters.active)
         connection = _Connection(ws, faults, request.transport)
+        self._open.setdefault(fixture_id, set()).add(connection)
         skip = max(start - 1, 0) if self.options.one_based else start
         tasks = {
             asyncio.create_task(self._drain(ws)),  # ends when the client goes away
@@ -287,6 +320,7 @@ class Simulator:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             counters.active -= 1
+            self._open[fixture_id].discard(connection)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -413,8 +447,8 @@ class _Connection:
         """Send bytes as they are, in a text frame even when they are not UTF-8."""
         await self.ws.send_frame(data, WSMsgType.BINARY if binary else WSMsgType.TEXT)
 
-    async def drop(self) -> None:
-        if self.faults.drop_mode == "reset":
+    async def drop(self, mode: Literal["close", "reset"] | None = None) -> None:
+        if (mode or self.faults.drop_mode) == "reset":
             if isinstance(self.transport, asyncio.Transport):
                 self.transport.abort()  # an abrupt TCP reset: no close frame
             return
