@@ -449,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds between checks of the LISTEN connection (and, with --all, the registry)",
     )
-    _add(p, "--metrics-port", env="INGEST_METRICS_PORT", type=int, help="serve /metrics, /healthz, /readyz")
+    _add(p, "--metrics-port", env="INGEST_METRICS_PORT", type=int, help="/metrics and health")
     _add(p, "--metrics-host", env="INGEST_METRICS_HOST", default="127.0.0.1")
     _add(p, "--metrics-file", env="INGEST_METRICS_FILE", help="textfile-collector metrics")
 

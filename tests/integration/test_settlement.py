@@ -236,7 +236,8 @@ async def test_a_frame_end_cancelled_then_restored(store: Store, sql: asyncpg.Co
     await settle(store, match.fixture_id)
     breaks = truth_breaks(match.truth)
     winner = match.truth["frames"][1]["winner"]
-    expected = implied(packets, match.truth, breaks) + [
+    expected = [
+        *implied(packets, match.truth, breaks),
         ("frame_winner:2", "rollback", None, None, i + 2),
         ("frame_winner:2", "settle", winner, "confirmed", i + 3),
     ]
