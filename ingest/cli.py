@@ -432,6 +432,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", parents=[common], help="gaps, conflicts, rejected messages")
     p.add_argument("fixture_id", nargs="?", type=_fixture_id, metavar="FIXTURE_ID")
 
+    p = sub.add_parser(
+        "settle", parents=[common], help="settlement events: settle, roll back and void markets"
+    )
+    p.add_argument("fixture_ids", nargs="*", type=_fixture_id, metavar="FIXTURE_ID")
+    p.add_argument(
+        "--all", action="store_true", dest="settle_all",
+        help="every enabled fixture in the registry, and fixtures added while it runs",
+    )  # fmt: skip
+    _add(
+        p,
+        "--until-finished",
+        env="INGEST_UNTIL_FINISHED",
+        action="store_true",
+        help="exit 0 once every fixture followed has finished and is settled",
+    )
+    _add(
+        p,
+        "--idle-check",
+        env="INGEST_SETTLE_IDLE_CHECK",
+        type=_positive,
+        default=30.0,
+        help="seconds between checks of the LISTEN connection (and, with --all, the registry)",
+    )
+    _add(p, "--metrics-port", env="INGEST_METRICS_PORT", type=int, help="/metrics and health")
+    _add(p, "--metrics-host", env="INGEST_METRICS_HOST", default="127.0.0.1")
+    _add(p, "--metrics-file", env="INGEST_METRICS_FILE", help="textfile-collector metrics")
+
     sub.add_parser("demo", parents=[common], help="simulator + embedded database + worker + report")
     _environment_defaults(parser)
     return parser
@@ -538,6 +565,8 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             truth=args.truth,
         )
 
+    if cmd == "settle" and not args.fixture_ids and not args.settle_all:
+        raise _Usage("ingest settle: give FIXTURE_ID ... or --all")
     if cmd == "run" and not args.fixture_ids and not args.run_all:
         raise _Usage("ingest run: give FIXTURE_ID ... or --all")
     if cmd == "run":
@@ -613,6 +642,23 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         )
     if cmd == "verify":
         return _run_async(lambda stop: commands.verify(url, args.fixture_id))
+    if cmd == "settle":
+        return _run_async(
+            lambda stop: commands.settle(
+                url,
+                args.fixture_ids,
+                stop,
+                settle_all=args.settle_all,
+                until_finished=args.until_finished,
+                idle_check=float(args.idle_check),
+                ops=commands.Operations(
+                    metrics_port=int(args.metrics_port) if args.metrics_port else None,
+                    metrics_host=args.metrics_host,
+                    metrics_file=args.metrics_file,
+                    notifier=Notifier(),
+                ),
+            )
+        )
     if cmd == "demo":
         return _run_async(lambda stop: commands.demo(settings, url, stop, sys.stdout))
     raise AssertionError(cmd)

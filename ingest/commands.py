@@ -28,7 +28,7 @@ from ingest import status as fixture_status
 from ingest.config import DEFAULT_FEED_URL, LEGACY_FEED_HOST, Secret, Settings
 from ingest.discovery import list_fixtures
 from ingest.errors import EX_OK, ConfigError, IngestError
-from ingest.metrics import Metrics
+from ingest.metrics import Metrics, SettlerMetrics
 from ingest.monitor import Monitor
 from ingest.notify import Notifier
 from ingest.simulator.generator import MatchSpec, generate_match, to_jsonl
@@ -528,3 +528,74 @@ async def demo(settings: Settings, database_url: str, stop: asyncio.Event, out: 
         f"Try: ingest report {recording.fixture_id} --plot match.png\n"
     )
     return EX_OK
+
+
+async def settle(
+    database_url: str,
+    fixture_ids: Sequence[uuid.UUID],
+    stop: asyncio.Event,
+    *,
+    settle_all: bool = False,
+    until_finished: bool = False,
+    idle_check: float = 30.0,
+    ops: Operations | None = None,
+) -> int:
+    """``ingest settle``: write settlement events as the stored packets decide markets."""
+    from ingest.settlement_store import SettlementStore
+    from ingest.settler import SettleOptions, Settler
+
+    ops = ops or Operations()
+    notifier = ops.notifier or Notifier({})
+    metrics = SettlerMetrics()
+    async with open_store(database_url, pool_size=3) as store:
+        await store.check_schema()
+        settler = Settler(
+            SettlementStore(store),
+            SettleOptions(until_finished=until_finished, idle_check=idle_check),
+            metrics,
+        )
+
+        async def ready() -> tuple[bool, str]:
+            try:
+                async with asyncio.timeout(2):
+                    await store.ping()
+            except (IngestError, TimeoutError) as exc:
+                return False, f"database unreachable: {exc}"
+            return settler.health()
+
+        monitor = Monitor(metrics, ready)
+        if ops.metrics_port is not None:
+            await monitor.start(ops.metrics_host, ops.metrics_port)
+            log.info("metrics and health on port %d", monitor.port)
+
+        async def stop_on_signal() -> None:
+            await stop.wait()
+            notifier.stopping()
+            settler.stop()
+
+        async def report_status() -> None:
+            while True:
+                await asyncio.sleep(ops.status_interval)
+                notifier.status(f"settling; {settler.events_written} event(s) written")
+                if ops.metrics_file:
+                    _write_settler_metrics(metrics, ops.metrics_file)
+
+        helpers = [asyncio.create_task(stop_on_signal()), asyncio.create_task(report_status())]
+        notifier.ready("settling")
+        try:
+            return await settler.run(fixture_ids, follow_all=settle_all)
+        finally:
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            await monitor.stop()
+            if ops.metrics_file:
+                _write_settler_metrics(metrics, ops.metrics_file)
+            log.info("settlement stopped: %d event(s) written", settler.events_written)
+
+
+def _write_settler_metrics(metrics: SettlerMetrics, path: str) -> None:
+    try:
+        metrics.write_textfile(Path(path))
+    except OSError as exc:
+        log.warning("could not write the metrics file %s: %s", path, exc)

@@ -75,3 +75,39 @@ class Metrics:
     def write_textfile(self, path: Path) -> None:
         """Write for node_exporter's textfile collector (atomically: temp file, then rename)."""
         write_to_textfile(str(path), self.registry)
+
+
+class SettlerMetrics:
+    """What ``ingest settle`` counts (same exposition and textfile as the worker's)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "ingest_settlement_events", "Settlement events written", ["kind"], registry=r
+        )
+        self.passes = Counter(
+            "ingest_settlement_passes", "Fixture settlement transactions committed", registry=r
+        )
+        self.held = Gauge(
+            "ingest_settlement_fixtures_on_hold", "Fixtures whose settlement waits", registry=r
+        )
+        self.followed = Gauge(
+            "ingest_settlement_fixtures", "Fixtures the settler follows", registry=r
+        )
+        self.reconnects = Counter(
+            "ingest_settlement_listen_reconnects", "LISTEN connections lost and renewed",
+            registry=r,
+        )  # fmt: skip
+        self.lag_seconds = Histogram(
+            "ingest_settlement_lag_seconds",
+            "From a NOTIFY ingest_actions to the settlement commit",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30),
+            registry=r,
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def write_textfile(self, path: Path) -> None:
+        write_to_textfile(str(path), self.registry)

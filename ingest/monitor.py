@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ingest.metrics import Metrics
+from ingest.metrics import Metrics, SettlerMetrics
 
 Probe = Callable[[], Awaitable[tuple[bool, str]]]
 
@@ -15,7 +15,7 @@ Probe = Callable[[], Awaitable[tuple[bool, str]]]
 class Monitor:
     """A small HTTP server: Prometheus exposition and two health endpoints."""
 
-    def __init__(self, metrics: Metrics, ready: Probe) -> None:
+    def __init__(self, metrics: Metrics | SettlerMetrics, ready: Probe) -> None:
         self._metrics = metrics
         self._ready = ready
         self._runner: web.AppRunner | None = None

@@ -1,0 +1,293 @@
+"""The database side of settlement (the SQL next to :mod:`ingest.store`).
+
+One fixture is settled in one transaction: lock its checkpoint row, read its relevant packets up
+to the newest one (one statement, one snapshot), derive the events of the packets after the
+checkpoint (:func:`ingest.settlement.replay`), append them (each announced with
+``NOTIFY settlement_events``) and move the checkpoint. A crash before the commit leaves nothing,
+a crash after it leaves everything: no event is lost or written twice, and the unique index on
+``(fixture_id, market, decided_by_seq, kind)`` would refuse a repeat anyway.
+
+``LISTEN ingest_actions`` runs on a connection of its own taken from the pool (it needs a
+session: not through a transaction-pooling PgBouncer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import sqlalchemy.exc as sa_exc
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ingest.settlement import RELEVANT_TYPES, Event, Packet, Replay, replay
+from ingest.store import Store, translate
+
+_TYPES = ", ".join(str(t) for t in RELEVANT_TYPES)
+
+_PACKETS = f"""
+WITH top AS (SELECT coalesce(max(seq), 0) AS last_seq FROM actions WHERE fixture_id = :f),
+relevant_ids AS (
+    SELECT DISTINCT action_id FROM actions
+    WHERE fixture_id = :f AND action_type_id IN ({_TYPES}) AND action_id IS NOT NULL
+)
+SELECT top.last_seq, p.*
+FROM top
+LEFT JOIN LATERAL (  -- one statement, one snapshot: the packets and the checkpoint agree
+    SELECT a.seq, a.action_id::text AS action_id, a.action_type_id, a.send_type_id, a.period,
+           coalesce(CASE a.team_id WHEN l.home_team_id THEN 'home'
+                                   WHEN l.away_team_id THEN 'away' END, a.side) AS side,
+           a.finished,
+           CASE WHEN a.action_type_id IN ({_TYPES}) OR a.finished
+                THEN (a.payload -> 'fixtureAction' -> 'metadata')::text END AS metadata,
+           a.payload #>> '{{fixtureSummary,collectionStatus}}' AS summary_collection
+    FROM actions a
+    LEFT JOIN fixture_lineups l ON l.fixture_id = a.fixture_id
+    WHERE a.fixture_id = :f AND a.seq <= top.last_seq
+      AND (a.action_type_id IN ({_TYPES}) OR a.finished
+           OR a.action_id IN (SELECT action_id FROM relevant_ids))
+) p ON true
+ORDER BY p.seq
+"""
+
+_INSERT_EVENTS = """
+WITH input AS (
+    SELECT * FROM unnest(CAST(:markets AS text[]), CAST(:kinds AS text[]),
+                         CAST(:outcomes AS text[]), CAST(:certainties AS text[]),
+                         CAST(:seqs AS bigint[]), CAST(:ord AS integer[]))
+        AS t(market, kind, outcome, certainty, decided_by_seq, ord)
+),
+inserted AS (
+    INSERT INTO settlement_events (fixture_id, market, kind, outcome, certainty, decided_by_seq)
+    SELECT CAST(:f AS uuid), market, kind, outcome, certainty, decided_by_seq
+    FROM input ORDER BY ord
+    RETURNING id, fixture_id, market, kind, outcome, certainty, decided_by_seq, created_at
+)
+SELECT count(pg_notify('settlement_events', json_build_object(
+           'id', id, 'fixture_id', fixture_id, 'market', market, 'kind', kind,
+           'outcome', outcome, 'certainty', certainty, 'decided_by_seq', decided_by_seq,
+           'created_at', created_at)::text))
+FROM (SELECT * FROM inserted ORDER BY id) i
+"""
+
+_INSERT_MARKETS = """
+INSERT INTO settlement_markets (fixture_id, market, opened_by_seq)
+SELECT CAST(:f AS uuid), * FROM unnest(CAST(:markets AS text[]), CAST(:seqs AS bigint[]))
+ON CONFLICT (fixture_id, market) DO NOTHING
+"""
+
+_PROGRESS = """
+SELECT k.fixture_id, coalesce(f.last_seq, 0) AS last_seq, coalesce(f.finished, false),
+       coalesce(c.seq, 0) AS checkpoint
+FROM unnest(CAST(:ids AS uuid[])) AS k(fixture_id)
+LEFT JOIN fixtures f ON f.fixture_id = k.fixture_id
+LEFT JOIN settlement_checkpoints c ON c.fixture_id = k.fixture_id
+"""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far settlement of a fixture is behind what is stored."""
+
+    fixture_id: uuid.UUID
+    last_seq: int
+    finished: bool
+    checkpoint: int
+
+    @property
+    def behind(self) -> bool:
+        return self.checkpoint < self.last_seq
+
+    @property
+    def done(self) -> bool:
+        """Finished, and every packet's consequences are in the event log."""
+        return self.finished and not self.behind
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What one settlement transaction did."""
+
+    fixture_id: uuid.UUID
+    events: list[Event]
+    checkpoint: int
+    previous: int
+    ended: bool
+
+
+class Listener:
+    """A dedicated connection that LISTENs; ``lost`` is set when it breaks."""
+
+    def __init__(self, conn: AsyncConnection, raw: Any, channel: str) -> None:
+        self._conn, self._raw, self._channel = conn, raw, channel
+        self.lost = False
+
+    async def ping(self) -> bool:
+        """Is the connection still there? (a round trip; marks it lost if not)."""
+        if self.lost:
+            return False
+        try:
+            await self._raw.fetchval("SELECT 1", timeout=10)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            self.lost = True
+        return not self.lost
+
+    async def close(self) -> None:
+        try:
+            if not self.lost and not self._raw.is_closed():
+                await self._raw.execute(f"UNLISTEN {self._channel}")
+            else:
+                await self._conn.invalidate()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, sa_exc.SQLAlchemyError):
+            await self._conn.invalidate()
+        finally:
+            with contextlib.suppress(OSError, sa_exc.SQLAlchemyError, asyncpg.InterfaceError):
+                await self._conn.close()
+
+
+class SettlementStore:
+    """Settlement's reads and writes, on the engine of a :class:`Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self._engine = store._engine  # one pool for the whole process
+        self.store = store
+
+    async def fixtures_on_hold(self, fixture_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """The fixtures that may not be settled now (their events wait, nothing is lost).
+
+        The one predicate for holding settlement back: none on hold for now; the place to wire
+        a disagreement with the provider's summary (``summary_mismatches``, SPEC section 7).
+        """
+        return set()
+
+    async def followed(self, fixture_ids: Sequence[uuid.UUID], follow_all: bool) -> list[Any]:
+        """The given fixtures, plus with ``follow_all`` every enabled one in the registry."""
+        ids = list(dict.fromkeys(fixture_ids))
+        if follow_all:
+            rows = await self._fetch(
+                "reading the fixture registry",
+                "SELECT fixture_id FROM fixtures WHERE enabled ORDER BY added_at, fixture_id",
+                {},
+            )
+            ids += [r[0] for r in rows if r[0] not in ids]
+        return ids
+
+    async def progress(self, fixture_ids: Sequence[uuid.UUID]) -> list[Progress]:
+        rows = await self._fetch(
+            "reading settlement progress", _PROGRESS, {"ids": list(fixture_ids)}
+        )
+        return [Progress(*row) for row in rows]
+
+    async def _fetch(self, what: str, sql: str, params: dict[str, Any]) -> list[Any]:
+        try:
+            async with self._engine.connect() as conn:
+                return list((await conn.execute(text(sql), params)).all())
+        except (sa_exc.SQLAlchemyError, OSError) as exc:
+            raise translate(exc, what) from exc
+
+    async def settle(self, fixture_id: uuid.UUID) -> Settled:
+        """Append the events of the packets stored since the checkpoint, in one transaction."""
+        try:
+            async with self._engine.begin() as conn:
+                return await self._settle(conn, fixture_id)
+        except (sa_exc.SQLAlchemyError, OSError) as exc:
+            raise translate(exc, f"settling fixture {fixture_id}") from exc
+
+    async def _settle(self, conn: AsyncConnection, fixture_id: uuid.UUID) -> Settled:
+        f = {"f": fixture_id}
+        await conn.execute(
+            text(
+                "INSERT INTO settlement_checkpoints (fixture_id) VALUES (:f) "
+                "ON CONFLICT (fixture_id) DO NOTHING"
+            ),
+            f,
+        )
+        checkpoint = int(
+            (
+                await conn.execute(
+                    text("SELECT seq FROM settlement_checkpoints WHERE fixture_id = :f FOR UPDATE"),
+                    f,
+                )
+            ).scalar_one()
+        )
+        rows = (await conn.execute(text(_PACKETS), f)).all()
+        last_seq = int(rows[0].last_seq)
+        result: Replay = replay((_packet(r) for r in rows if r.seq is not None), checkpoint)
+        if last_seq <= checkpoint:
+            return Settled(fixture_id, [], checkpoint, checkpoint, result.ended)
+        if result.markets:
+            await conn.execute(
+                text(_INSERT_MARKETS),
+                {"f": fixture_id, "markets": list(result.markets),
+                 "seqs": list(result.markets.values())},
+            )  # fmt: skip
+        if result.events:
+            events = result.events
+            await conn.execute(
+                text(_INSERT_EVENTS),
+                {
+                    "f": fixture_id,
+                    "markets": [e.market for e in events],
+                    "kinds": [e.kind for e in events],
+                    "outcomes": [e.outcome for e in events],
+                    "certainties": [e.certainty for e in events],
+                    "seqs": [e.decided_by_seq for e in events],
+                    "ord": list(range(len(events))),
+                },
+            )
+        await conn.execute(
+            text(
+                "UPDATE settlement_checkpoints SET seq = :s, updated_at = now() "
+                "WHERE fixture_id = :f"
+            ),
+            {"f": fixture_id, "s": last_seq},
+        )
+        return Settled(fixture_id, result.events, last_seq, checkpoint, result.ended)
+
+    async def listen(self, channel: str, on_payload: Callable[[str], None]) -> Listener:
+        """LISTEN on a connection of its own; ``on_payload`` hears each notification."""
+        try:
+            conn = await self._engine.connect()
+            try:
+                raw = (await conn.get_raw_connection()).driver_connection
+                assert raw is not None
+                listener = Listener(conn, raw, channel)
+
+                def lost(_: Any) -> None:
+                    listener.lost = True
+
+                raw.add_termination_listener(lost)
+                await raw.add_listener(channel, lambda _c, _p, _ch, payload: on_payload(payload))
+                return listener
+            except BaseException:
+                await conn.invalidate()
+                await conn.close()
+                raise
+        except (sa_exc.SQLAlchemyError, OSError, asyncpg.PostgresError,
+                asyncpg.InterfaceError) as exc:  # fmt: skip
+            raise translate(exc, f"listening on {channel}") from exc
+
+
+def _packet(row: Any) -> Packet:
+    metadata = row.metadata
+    if isinstance(metadata, str):
+        try:
+            metadata = json.loads(metadata)
+        except ValueError:
+            metadata = None
+    return Packet(
+        seq=int(row.seq),
+        action_id=row.action_id,
+        type_id=row.action_type_id,
+        send_type_id=row.send_type_id,
+        period=row.period,
+        side=row.side,
+        finished=bool(row.finished),
+        metadata=metadata if isinstance(metadata, dict) else None,
+        summary_collection=row.summary_collection,
+    )
