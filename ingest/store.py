@@ -566,6 +566,16 @@ class Store:
         )
         return int(rows[0][0])
 
+    async def max_seqs(self, fixture_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """``MAX(seq)`` of several fixtures at once (0 for a fixture with nothing stored)."""
+        rows = await self._fetch(
+            "reading the stored positions",
+            "SELECT f, coalesce((SELECT max(seq) FROM actions WHERE fixture_id = f), 0) "
+            "FROM unnest(CAST(:ids AS uuid[])) AS f",
+            {"ids": list(fixture_ids)},
+        )
+        return {row[0]: int(row[1]) for row in rows}
+
     async def payload_at(self, fixture_id: uuid.UUID, seq: int) -> Any:
         """The stored packet at ``seq`` (decoded JSON), or None."""
         rows = await self._fetch(
