@@ -25,7 +25,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from ingest import embedded
-from ingest.config import to_sqlalchemy_url
 from ingest.packet import Action, classify
 from ingest.simulator.generator import MatchSpec, generate_match, match_id_for_seed, to_jsonl
 from ingest.source import ACCEPT, actions_url, feed_session
@@ -252,7 +251,8 @@ async def raw_copy(url: str, rows: Sequence[tuple[Any, ...]]) -> float:
 
 async def naive(url: str, feed: str, fixtures: Sequence[uuid.UUID]) -> int:
     """What a user writes first: one INSERT ... ON CONFLICT DO NOTHING and one commit a packet."""
-    engine = create_async_engine(to_sqlalchemy_url(url), pool_size=max(len(fixtures), 5))
+    asyncpg_url = make_url(url).set(drivername="postgresql+asyncpg")
+    engine = create_async_engine(asyncpg_url, pool_size=max(len(fixtures), 5))
     sessions = async_sessionmaker(engine)
     insert = text(
         "INSERT INTO actions (fixture_id, seq, payload, received_at) "

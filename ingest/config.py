@@ -8,13 +8,12 @@ hidden.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
 
 from ingest.errors import ConfigError
 
@@ -104,7 +103,7 @@ def load_settings(
     env = os.environ if env is None else env
     db = database_url or env.get("INGEST_DATABASE_URL") or env.get("DATABASE_URL") or None
     if db is not None:
-        to_sqlalchemy_url(db)  # validate early: a bad URL is a configuration error, said once
+        parse_database_url(db)  # validate early: a bad URL is a configuration error, said once
     feed = (feed_url or env.get("INGEST_FEED_URL") or DEFAULT_FEED_URL).rstrip("/")
     if not feed.startswith(("ws://", "wss://", "http://", "https://")):
         raise ConfigError(f"INGEST_FEED_URL must start with wss:// or ws://, got {feed!r}")
@@ -146,32 +145,130 @@ def _read_token_file(path: Path, source: str) -> Secret:
     return Secret(value)
 
 
-def to_sqlalchemy_url(raw: str) -> URL:
-    """Turn a URL as users write it into one for SQLAlchemy's asyncpg dialect.
+# libpq connection parameters the driver (asyncpg) honours as libpq does: passed through as given
+_DRIVER_PARAMS = frozenset({
+    "host", "port", "dbname", "user", "password", "passfile", "service", "sslmode", "sslcert",
+    "sslkey", "sslrootcert", "sslcrl", "sslpassword", "sslnegotiation", "ssl_min_protocol_version",
+    "ssl_max_protocol_version", "target_session_attrs", "krbsrvname", "gsslib",
+    "application_name", "options",
+})  # fmt: skip
+# libpq parameters whose effect the driver has anyway (or that only tune libpq itself)
+_HARMLESS = {
+    "fallback_application_name": None,  # we name ourselves: application_name=snooker-ingest
+    "client_encoding": {"utf8", "UTF8", "utf-8", "UTF-8"},  # asyncpg always speaks UTF-8
+    "gssencmode": {"disable", "prefer"},  # asyncpg does not encrypt with GSSAPI
+    "channel_binding": {"disable", "prefer"},
+    "load_balance_hosts": {"disable"},  # hosts are tried in the order given, as libpq does
+}
+_CHOICES = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "target_session_attrs": (
+        "any", "primary", "standby", "prefer-standby", "read-write", "read-only",
+    ),
+}  # fmt: skip
+POOLER_PARAM = "prepared_statement_cache_size"  # SQLAlchemy's asyncpg dialect: 0 for poolers
 
-    Accepts ``postgres://``, ``postgresql://`` and ``postgresql+asyncpg://``; keeps the unix socket
-    form ``postgresql://user@/db?host=/run/postgresql``; maps libpq's ``sslmode`` to
-    asyncpg's ``ssl``.
+
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """A database URL as the driver gets it: libpq's own syntax, with what is ours taken out.
+
+    ``dsn`` holds the password (if the URL has one): it is never shown; ``display`` is.
     """
+
+    dsn: str = field(repr=False)
+    display: str
+    pooler: bool = False  # ?prepared_statement_cache_size=0: nothing that needs a session
+    connect_timeout: float | None = None
+
+
+def parse_database_url(raw: str) -> DatabaseTarget:
+    """Check a URL as libpq accepts it, and keep it for the driver.
+
+    Everything libpq accepts and the driver honours is passed through untouched: multi-host lists
+    (``h1:5432,h2:5432``) with ``target_session_attrs``, ``sslmode`` / ``sslrootcert`` / client
+    certificates, unix sockets (``?host=/run/postgresql`` or a percent-encoded path as the host),
+    ``passfile`` and the ``PG*`` environment variables (``PGPASSFILE``, ``PGPASSWORD``, ...), a
+    ``service``. ``connect_timeout`` is applied by us; ``prepared_statement_cache_size``
+    (SQLAlchemy's asyncpg parameter) set to 0 says a transaction-pooling proxy is in between. A
+    parameter we cannot honour is a :class:`ConfigError` naming it, never a traceback.
+    """
+    display = redact_url(raw)
     try:
-        url = make_url(raw)
-    except ArgumentError:
-        raise ConfigError(f"not a database URL: {redact_url(raw)!r}") from None
-    backend, _, driver = url.drivername.partition("+")
+        parts = urllib.parse.urlsplit(raw.strip())
+        pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False)
+    except ValueError as exc:
+        raise ConfigError(f"not a database URL: {display!r} ({exc})") from None
+    backend, _, driver = parts.scheme.partition("+")
     if backend not in ("postgres", "postgresql"):
         raise ConfigError(
-            f"the database URL must be a PostgreSQL URL (postgresql://...), got {backend!r}"
+            f"the database URL must be a PostgreSQL URL (postgresql://...), got {display!r}"
         )
     if driver not in ("", "asyncpg", "psycopg", "psycopg2"):
         raise ConfigError(f"unsupported database driver {driver!r}: use postgresql://")
-    query = dict(url.query)
-    if "sslmode" in query:
-        query["ssl"] = query.pop("sslmode")
-    return url.set(drivername="postgresql+asyncpg", query=query)
+    _check_hosts(parts.netloc.rpartition("@")[2], display)
+    kept: list[tuple[str, str]] = []
+    pooler = False
+    timeout: float | None = None
+    for key, value in pairs:
+        if key == POOLER_PARAM:
+            if not value.isdigit():
+                raise ConfigError(f"{POOLER_PARAM} must be a whole number, got {value!r}")
+            pooler = int(value) == 0
+        elif key == "connect_timeout":
+            try:
+                timeout = float(value)
+            except ValueError:
+                raise ConfigError(f"connect_timeout must be seconds, got {value!r}") from None
+            timeout = timeout if timeout > 0 else None  # libpq: 0 means wait forever
+        elif key == "ssl":  # SQLAlchemy's asyncpg spelling of sslmode (older configurations)
+            kept.append(("sslmode", value))
+        elif key in _HARMLESS:
+            allowed = _HARMLESS[key]
+            if allowed is not None and value not in allowed:
+                raise ConfigError(
+                    f"the database URL asks for {key}={value}, which the driver (asyncpg) "
+                    f"cannot do; use one of: {', '.join(sorted(allowed))}"
+                )
+        elif key in _DRIVER_PARAMS:
+            kept.append((key, value))
+        else:
+            raise ConfigError(
+                f"the database URL has a parameter {key!r} that this program cannot honour "
+                f"(not a libpq parameter, or one the driver, asyncpg, lacks): {display!r}"
+            )
+    for key, value in kept:
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise ConfigError(f"{key}={value!r} in the database URL: use one of {_CHOICES[key]}")
+    query = urllib.parse.urlencode(kept, safe="/,:")
+    dsn = urllib.parse.urlunsplit(("postgresql", parts.netloc, parts.path, query, ""))
+    return DatabaseTarget(dsn=dsn, display=display, pooler=pooler, connect_timeout=timeout)
+
+
+def _check_hosts(hostspec: str, display: str) -> None:
+    """``host[:port]`` entries, comma-separated, as libpq reads them (IPv6 in brackets)."""
+    for entry in hostspec.split(",") if hostspec else []:
+        if entry.startswith("["):
+            _, bracket, rest = entry.partition("]")
+            if not bracket:
+                raise ConfigError(f"unclosed [ in the database URL's host list: {display!r}")
+            port = rest[1:] if rest.startswith(":") else rest
+        else:
+            port = entry.rpartition(":")[2] if ":" in entry else ""
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ConfigError(f"the database URL has a bad port {port!r}: {display!r}")
 
 
 def redact_url(raw: str) -> str:
+    """The URL with its passwords (in the user part and in ``password=``) shown as ``***``."""
     try:
-        return make_url(raw).render_as_string(hide_password=True)
-    except ArgumentError:
+        parts = urllib.parse.urlsplit(raw.strip())
+        pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:
         return "<unparseable URL>"
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if ":" in userinfo:
+        userinfo = userinfo.partition(":")[0] + ":***"
+    secret = ("password", "sslpassword")
+    query = "&".join(f"{k}={'***' if k in secret else v}" for k, v in pairs)
+    return urllib.parse.urlunsplit((parts.scheme, f"{userinfo}{at}{hosts}", parts.path, query, ""))

@@ -18,9 +18,10 @@ Driver errors are translated here into :mod:`ingest.errors`, so nothing else imp
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from ingest.config import to_sqlalchemy_url
+from ingest.config import POOLER_PARAM, DatabaseTarget, parse_database_url
 from ingest.errors import ConfigError, DatabaseUnavailable, IngestError, SchemaError
 from ingest.packet import Action, Rejected
 from ingest.ports import FixtureRow, FixtureState, WriteResult
@@ -181,8 +182,24 @@ def _sqlstate(exc: BaseException) -> str:
     return ""
 
 
+def _misconfigured(exc: BaseException) -> bool:
+    """asyncpg found the URL unusable (a TLS file it cannot read, a bad host list, ...)."""
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else None
+    chain = (exc, orig, getattr(orig, "__cause__", None), exc.__cause__)
+    return any(isinstance(e, asyncpg.ClientConfigurationError) for e in chain)
+
+
+# 25006: a read-only transaction (a standby, or default_transaction_read_only): the writable
+# server is elsewhere (a failover); 57P: the server is shutting down or not accepting yet
+_DISCARD_CONNECTION = frozenset({"25006", "57P01", "57P02", "57P03"})
+# a named prepared statement went missing or exists twice: a transaction-pooling proxy
+_POOLER_STATES = frozenset({"26000", "42P05"})
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """Is this driver error one where the database is (temporarily) out of reach?"""
+    if _misconfigured(exc):
+        return False  # the URL asks for something impossible: retrying will not help
     if isinstance(
         exc,
         OSError
@@ -198,8 +215,9 @@ def is_unavailable(exc: BaseException) -> bool:
     state = _sqlstate(exc)
     if state:
         # 08 connection exception, 57P admin shutdown / cannot connect now, 53 resources,
-        # 40 deadlock / serialization failure, 57014 statement timeout or cancelled: retry
-        return state.startswith(("08", "57P", "53", "40")) or state == "57014"
+        # 40 deadlock / serialization failure, 57014 statement timeout or cancelled, 25006 a
+        # read-only server (a standby reached during a failover): retry
+        return state.startswith(("08", "57P", "53", "40")) or state in ("57014", "25006")
     return isinstance(exc, sa_exc.InterfaceError | sa_exc.OperationalError)
 
 
@@ -210,6 +228,8 @@ def translate(exc: BaseException, what: str) -> IngestError:
     state = _sqlstate(exc)
     orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig else exc
     detail = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    if _misconfigured(exc):
+        return ConfigError(f"the database URL cannot be used ({what}): {detail}")
     if state in ("28P01", "28000"):
         return ConfigError(f"the database refused the credentials while {what}: {detail}")
     if state == "3D000":
@@ -217,6 +237,11 @@ def translate(exc: BaseException, what: str) -> IngestError:
     if state in ("42P01", "42703"):
         return SchemaError(
             f"the schema is not as expected ({what}): {detail}; run `ingest migrate`"
+        )
+    if state in _POOLER_STATES:
+        return ConfigError(
+            f"database error while {what}: {detail}; behind a transaction-pooling proxy "
+            f"(PgBouncer) add ?{POOLER_PARAM}=0 to the database URL"
         )
     if is_unavailable(exc):
         if isinstance(exc, FileNotFoundError | ConnectionRefusedError):
@@ -281,13 +306,61 @@ RETURNING f.fixture_id
 """
 
 
+def _unnamed() -> str:
+    return ""  # asyncpg's name for the unnamed statement: it lives until the next one
+
+
+def create_engine(
+    target: DatabaseTarget, *, pool_size: int = 4, command_timeout: float | None = 60.0
+) -> AsyncEngine:
+    """An engine whose connections asyncpg makes from the URL as the user wrote it.
+
+    asyncpg reads libpq's URL syntax itself (multi-host lists, ``target_session_attrs``, TLS
+    files, unix sockets, ``passfile`` and the ``PG*`` variables), so the URL is handed over as
+    it is rather than rebuilt by SQLAlchemy (whose URL parser cannot hold a host list).
+
+    Behind a transaction-pooling proxy (``target.pooler``) a session lasts one transaction:
+    nothing is prepared under a name (SQLAlchemy's statements are unnamed and run inside its
+    transactions, asyncpg's statement cache is off) and the write path runs in a transaction.
+    """
+    kwargs: dict[str, Any] = {"server_settings": {"application_name": "snooker-ingest"}}
+    if command_timeout is not None:
+        kwargs["command_timeout"] = command_timeout
+    if target.connect_timeout is not None:
+        kwargs["timeout"] = target.connect_timeout
+    adapter: dict[str, Any] = {}
+    if target.pooler:
+        kwargs["statement_cache_size"] = 0
+        adapter = {"prepared_statement_cache_size": 0, "prepared_statement_name_func": _unnamed}
+
+    def connect() -> asyncpg.Connection:
+        return asyncpg.connect(target.dsn, **kwargs)
+
+    def creator() -> Any:  # what create_async_engine(async_creator=) does, plus `adapter`
+        dbapi: Any = engine.sync_engine.dialect.dbapi
+        return dbapi.connect(async_creator_fn=connect, **adapter)
+
+    engine = create_async_engine(
+        "postgresql+asyncpg://",
+        creator=creator,
+        pool_size=pool_size,
+        max_overflow=2,
+        pool_pre_ping=False,  # a ping per checkout is a round trip per batch; see write()
+        pool_recycle=1800,
+    )
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _discard_suspect(context: Any) -> None:
+        # A server that turned read-only (a standby, after a failover) or is shutting down:
+        # this connection will never write again, so the pool must not hand it out again.
+        if _sqlstate(context.original_exception) in _DISCARD_CONNECTION:
+            context.is_disconnect = True
+
+    return engine
+
+
 class Store:
     """PostgreSQL access for the whole product."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        # fixture -> {team id: "home"/"away"}, from its Lineups packet, to fill actions.side
-        self._sides: dict[uuid.UUID, dict[str, str]] = {}
 
     @classmethod
     def connect(
@@ -295,21 +368,20 @@ class Store:
     ) -> Store:
         """``command_timeout``: a statement that takes longer fails (and is retried) instead of
         hanging on a connection whose server vanished; None for migrations."""
-        connect_args: dict[str, Any] = {"server_settings": {"application_name": "snooker-ingest"}}
-        if command_timeout is not None:
-            connect_args["command_timeout"] = command_timeout
-        engine = create_async_engine(
-            to_sqlalchemy_url(url),
-            pool_size=pool_size,
-            max_overflow=2,
-            pool_pre_ping=False,  # a ping per checkout is a round trip per batch; see write()
-            pool_recycle=1800,
-            connect_args=connect_args,
-        )
-        return cls(engine)
+        target = parse_database_url(url)
+        return cls(create_engine(target, pool_size=pool_size, command_timeout=command_timeout),
+                   target)  # fmt: skip
+
+    def __init__(self, engine: AsyncEngine, target: DatabaseTarget | None = None) -> None:
+        self._engine = engine
+        self._target = target
+        self._pooler = target is not None and target.pooler
+        # fixture -> {team id: "home"/"away"}, from its Lineups packet, to fill actions.side
+        self._sides: dict[uuid.UUID, dict[str, str]] = {}
 
     def __repr__(self) -> str:
-        return f"Store({self._engine.url.render_as_string(hide_password=True)!r})"
+        shown = self._target.display if self._target is not None else "engine"
+        return f"Store({shown!r})"
 
     async def close(self) -> None:
         await self._engine.dispose()
@@ -367,14 +439,19 @@ class Store:
         """Store a batch atomically; duplicates are absorbed, conflicts recorded.
 
         The hot path is one statement on the driver connection in autocommit, that is one round
-        trip and one transaction per batch, with no BEGIN / COMMIT / SAVEPOINT around it.
+        trip and one transaction per batch, with no BEGIN / COMMIT / SAVEPOINT around it. Behind
+        a transaction-pooling proxy it runs inside BEGIN / COMMIT instead: an unnamed statement
+        is parsed and executed in two steps, which must reach the same server connection.
         """
         try:
             async with self._engine.connect() as conn:
                 raw = (await conn.get_raw_connection()).driver_connection
                 assert raw is not None
                 try:
-                    return await self._write(raw, actions, list(rejected))
+                    if not self._pooler:
+                        return await self._write(raw, actions, list(rejected))
+                    async with raw.transaction():
+                        return await self._write(raw, actions, list(rejected))
                 except BaseException as exc:
                     # An error the server reported leaves the connection usable; anything else
                     # (a network error, a cancellation mid-statement, a confused protocol
@@ -403,7 +480,9 @@ class Store:
         if len(rounds) <= 1 and not rejected:
             result = WriteResult()
             try:
-                await self._insert_round(raw, rounds[0] if rounds else [], result)
+                # a savepoint when in a transaction already (pooler), so a failure leaves it usable
+                async with raw.transaction() if raw.is_in_transaction() else _no_transaction():
+                    await self._insert_round(raw, rounds[0] if rounds else [], result)
                 return result
             except _BAD_DATA:
                 pass  # a packet the database cannot hold: the careful path below finds it
@@ -498,6 +577,16 @@ class Store:
             {"f": fixture_id},
         )
         return int(rows[0][0])
+
+    async def max_seqs(self, fixture_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """``MAX(seq)`` of several fixtures at once (0 for a fixture with nothing stored)."""
+        rows = await self._fetch(
+            "reading the stored positions",
+            "SELECT f, coalesce((SELECT max(seq) FROM actions WHERE fixture_id = f), 0) "
+            "FROM unnest(CAST(:ids AS uuid[])) AS f",
+            {"ids": list(fixture_ids)},
+        )
+        return {row[0]: int(row[1]) for row in rows}
 
     async def payload_at(self, fixture_id: uuid.UUID, seq: int) -> str | None:
         """The stored packet at ``seq`` as JSON text (not decoded here: a hostile packet may be
@@ -693,6 +782,11 @@ class Store:
             "breaks": [dict(r._mapping) for r in breaks],
             "players": [dict(r._mapping) for r in players],
         }
+
+
+@contextlib.asynccontextmanager
+async def _no_transaction() -> AsyncIterator[None]:
+    yield
 
 
 def _rounds(

@@ -172,12 +172,21 @@ class Writer:
         stats: dict[uuid.UUID, FixtureStats],
         options: RunOptions,
         metrics: Metrics | None = None,
+        on_rewind: Callable[[uuid.UUID], None] | None = None,
     ):
         self._sink = sink
         self._stats = stats
         self._options = options
         self._metrics = metrics
         self.outage_since: float | None = None  # monotonic time the database went away
+        # Failover: the database that answers after an outage may lack the last commits (a
+        # standby promoted under asynchronous replication). What this writer committed is
+        # checked against it before anything else is written (see _check_rewind).
+        self._committed: dict[uuid.UUID, int] = {}  # fixture -> highest seq committed
+        self.suspect = False  # an outage was seen: check what survived before writing
+        self._discarding: set[uuid.UUID] = set()  # rewound: drop their packets until resumed
+        self._on_rewind = on_rewind
+        self.refetched = 0  # packets the database lost or this writer dropped: fetched again
         self._queue: asyncio.Queue[_Item | asyncio.Future[None] | None] = asyncio.Queue(
             options.queue_size
         )
@@ -193,6 +202,10 @@ class Writer:
 
     async def close(self) -> None:
         await self._queue.put(None)
+
+    def resume(self, fixture_id: uuid.UUID) -> None:
+        """The fixture reconnects from the stored ``MAX(seq)``: take its packets again."""
+        self._discarding.discard(fixture_id)
 
     @property
     def pending(self) -> int:
@@ -229,10 +242,14 @@ class Writer:
                     waiter.set_result(None)
 
     async def _flush(self, items: Sequence[_Item]) -> None:
-        actions = [(f, a) for f, a in items if isinstance(a, Action)]
         rejected = [(f, r) for f, r in items if isinstance(r, Rejected)]
         started = time.monotonic()
-        result = await self._write(actions, rejected)
+        result, actions = await self._write(
+            [(f, a) for f, a in items if isinstance(a, Action)], rejected
+        )
+        for fixture_id, action in actions:
+            if action.seq > self._committed.get(fixture_id, 0):
+                self._committed[fixture_id] = action.seq
         if self._metrics is not None:
             self._observe(items, actions, result, time.monotonic() - started)
         received: dict[uuid.UUID, int] = {}
@@ -279,18 +296,54 @@ class Writer:
 
     async def _write(
         self,
-        actions: Sequence[tuple[uuid.UUID, Action]],
+        actions: list[tuple[uuid.UUID, Action]],
         rejected: Sequence[tuple[uuid.UUID, Rejected]],
-    ) -> WriteResult:
+    ) -> tuple[WriteResult, list[tuple[uuid.UUID, Action]]]:
+        """Write (retrying through outages); returns the result and the actions written."""
+
         def outage(since: float | None) -> None:
             self.outage_since = since
+            if since is not None:
+                self.suspect = True
+
+        async def attempt() -> tuple[WriteResult, list[tuple[uuid.UUID, Action]]]:
+            if self.suspect:
+                await self._check_rewind()
+            kept = [(f, a) for f, a in actions if f not in self._discarding]
+            self.refetched += len(actions) - len(kept)
+            return await self._sink.write(kept, rejected), kept
 
         return await with_database_retries(
-            lambda: self._sink.write(actions, rejected),
-            self._options,
-            what=f"storing {len(actions)} packets",
-            on_outage=outage,
+            attempt, self._options, what=f"storing {len(actions)} packets", on_outage=outage
         )
+
+    async def _check_rewind(self) -> None:
+        """After an outage: did the database lose commits (a failover)? Those fixtures restart.
+
+        With asynchronous replication a promoted standby may lack the last transactions the old
+        primary acknowledged. Writing on would leave a hole below the new packets, so instead the
+        fixture's queued packets are dropped and it reconnects from ``MAX(seq)`` as stored now:
+        the lost packets are simply fetched again from the feed.
+        """
+        stored = await self._sink.max_seqs(list(self._committed))
+        self.suspect = False
+        for fixture_id, committed in self._committed.items():
+            now = stored.get(fixture_id, 0)
+            if now >= committed:
+                continue
+            log.warning(
+                "fixture %s: the database no longer has seq %d-%d that were committed before "
+                "the outage (a failover to a standby that had not received them); fetching them "
+                "again from the feed",
+                fixture_id,
+                now + 1,
+                committed,
+            )
+            self.refetched += committed - now
+            self._committed[fixture_id] = now
+            self._discarding.add(fixture_id)
+            if self._on_rewind is not None:
+                self._on_rewind(fixture_id)
 
 
 class _Stopped(Exception):
@@ -334,7 +387,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._stats: dict[uuid.UUID, FixtureStats] = {}
         self._writers = [
-            Writer(sink, self._stats, self._options, metrics)
+            Writer(sink, self._stats, self._options, metrics, on_rewind=self._restart)
             for _ in range(max(1, self._options.writers))
         ]
         self._limiter = RateLimiter(self._options.connect_rate)
@@ -395,7 +448,11 @@ class Worker:
                 if stopped_writers:
                     error = stopped_writers[0].exception() or RuntimeError("a writer stopped")
                     break
-                failed = [t.exception() for t in done if t is not stop_wait and t.exception()]
+                failed = [
+                    t.exception()
+                    for t in done
+                    if t is not stop_wait and not t.cancelled() and t.exception()
+                ]  # a cancelled follower was restarted (see _restart)
                 if failed:
                     error = failed[0]
                     break
@@ -521,6 +578,22 @@ class Worker:
             task.cancel()
         self._leased.discard(fixture_id)
         self._set_state(fixture_id, "released")
+
+    def _restart(self, fixture_id: uuid.UUID) -> None:
+        """Reconnect a fixture from the stored ``MAX(seq)`` (the database lost its last packets)."""
+        task = self._followers.get(fixture_id)
+        if task is None:
+            return  # no longer ours (a lease handed over)
+        task.cancel()  # a finished one too: its finished packet may be among those lost
+        self._stats[fixture_id].finished = False
+        self._followers[fixture_id] = asyncio.create_task(
+            self._follow(fixture_id), name=f"fixture {fixture_id}"
+        )
+
+    @property
+    def refetched(self) -> int:
+        """Packets fetched again because a failover lost them (or they were queued behind)."""
+        return sum(w.refetched for w in self._writers)
 
     async def _start(self, fixture_ids: Sequence[uuid.UUID]) -> None:
         """Start following fixtures not yet followed; finished ones are not reconnected."""
@@ -662,6 +735,7 @@ class Worker:
             stats.numbered = await self._db_retry(lambda: self._sink.is_numbered(fixture_id))
         while True:
             await writer.barrier()  # MAX(seq) must include everything received
+            writer.resume(fixture_id)
             start = await self._db_retry(lambda: self._sink.max_seq(fixture_id))
             await self._limiter.wait()
             stats.connects += 1
@@ -823,4 +897,11 @@ class Worker:
         return False
 
     async def _db_retry(self, call: Callable[[], Awaitable[T]]) -> T:
-        return await with_database_retries(call, self._options, what="the registry")
+        def outage(since: float | None) -> None:
+            if since is not None:  # whichever call sees it: every writer checks before writing
+                for writer in self._writers:
+                    writer.suspect = True
+
+        return await with_database_retries(
+            call, self._options, what="the registry", on_outage=outage
+        )

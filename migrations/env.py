@@ -12,7 +12,6 @@ import os
 
 from alembic import context
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
 config = context.config
 
@@ -24,14 +23,15 @@ def run_with_connection(connection: Connection) -> None:
 
 
 async def run_standalone() -> None:
-    from ingest.config import to_sqlalchemy_url
+    from ingest.config import parse_database_url
+    from ingest.store import create_engine
 
     raw = os.environ.get("INGEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
     if not raw:
         raise SystemExit(
             "set INGEST_DATABASE_URL (or use `ingest migrate`, which knows the embedded DB)"
         )
-    engine = create_async_engine(to_sqlalchemy_url(raw))
+    engine = create_engine(parse_database_url(raw), command_timeout=None)
     async with engine.connect() as connection:
         await connection.run_sync(run_with_connection)
         await connection.commit()

@@ -140,3 +140,18 @@ async def test_demo_runs_on_a_fresh_embedded_database(tmp_path: Path) -> None:
     assert "Stored 362 packets" in done.stdout and "Winner: Jack Carter" in done.stdout
     again = await cli("demo", env=env, timeout=120)
     assert again.code == 0 and "already finished" in again.stderr
+
+
+async def test_multi_host_urls_work_or_fail_in_one_line() -> None:
+    hosts = "postgresql://postgres:s3cr3tpw@127.0.0.1:1,127.0.0.1:2/postgres"
+    down = await cli(
+        "check",
+        env=cli_env(INGEST_DATABASE_URL=f"{hosts}?target_session_attrs=read-write"),
+    )
+    assert down.code == 1 and "Traceback" not in down.stderr + down.stdout
+    assert "s3cr3tpw" not in down.stderr + down.stdout
+    for query, said in [("target_session_attrs=writable", "target_session_attrs"),
+                        ("keepalives=1", "keepalives")]:  # fmt: skip
+        bad = await cli("migrate", env=cli_env(INGEST_DATABASE_URL=f"{hosts}?{query}"))
+        assert bad.code == 78 and said in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1 and "s3cr3tpw" not in bad.stderr

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
 
-from ingest.config import DEFAULT_FEED_URL, Secret, load_settings, to_sqlalchemy_url
+from ingest.config import DEFAULT_FEED_URL, Secret, load_settings, parse_database_url
 from ingest.errors import ConfigError
 
 TOKEN = "s3cr3t-token-value"
@@ -29,22 +30,63 @@ def test_database_url_falls_back_to_DATABASE_URL() -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "expected"),
+    ("raw", "dsn"),
     [
-        ("postgresql://u:p@h:5433/db", "postgresql+asyncpg://u:p@h:5433/db"),
-        ("postgres://u@h/db", "postgresql+asyncpg://u@h/db"),
-        ("postgresql://user@/db?host=/run/postgresql", "postgresql+asyncpg://user@/db?host=/run/postgresql"),
-        ("postgresql://h/db?sslmode=require", "postgresql+asyncpg://h/db?ssl=require"),
+        ("postgresql://u:p@h:5433/db", "postgresql://u:p@h:5433/db"),
+        ("postgres://u@h/db", "postgresql://u@h/db"),
+        ("postgresql+asyncpg://u@h/db", "postgresql://u@h/db"),
+        ("postgresql://user@/db?host=/run/postgresql", "postgresql://user@/db?host=/run/postgresql"),
+        ("postgresql://%2Frun%2Fpostgresql/db", "postgresql://%2Frun%2Fpostgresql/db"),
+        ("postgresql://h/db?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+         "postgresql://h/db?sslmode=verify-full&sslrootcert=/etc/ca.pem"),
+        ("postgresql://h/db?ssl=require", "postgresql://h/db?sslmode=require"),
+        ("postgresql://postgres@127.0.0.1:55510,127.0.0.1:55511/postgres?target_session_attrs=read-write",
+         "postgresql://postgres@127.0.0.1:55510,127.0.0.1:55511/postgres?target_session_attrs=read-write"),
+        ("postgresql://u@[::1]:5432,db2/x?target_session_attrs=primary&passfile=/run/pgpass",
+         "postgresql://u@[::1]:5432,db2/x?target_session_attrs=primary&passfile=/run/pgpass"),
+        ("postgresql://h/db?fallback_application_name=x&client_encoding=UTF8", "postgresql://h/db"),
     ],
 )  # fmt: skip
-def test_database_urls_as_users_write_them(raw: str, expected: str) -> None:
-    url = to_sqlalchemy_url(raw)
-    assert url.render_as_string(hide_password=False).replace("%2F", "/") == expected
+def test_database_urls_as_libpq_accepts_them(raw: str, dsn: str) -> None:
+    target = parse_database_url(raw)
+    assert target.dsn == dsn
+    assert not target.pooler and target.connect_timeout is None
 
 
-@pytest.mark.parametrize("raw", ["mysql://h/db", "not a url", "postgresql+pg8000://h/db"])
-def test_other_urls_are_configuration_errors(raw: str) -> None:
-    with pytest.raises(ConfigError):
+def test_pooler_and_timeout_parameters_are_ours_not_the_servers() -> None:
+    target = parse_database_url(
+        "postgresql://u:pw@bouncer:6432/db?prepared_statement_cache_size=0&connect_timeout=5"
+    )
+    assert target.dsn == "postgresql://u:pw@bouncer:6432/db"
+    assert target.pooler and target.connect_timeout == 5.0
+    assert "pw" not in repr(target) and target.display.startswith("postgresql://u:***@")
+
+
+def test_a_multi_host_url_with_a_password_is_shown_without_it() -> None:
+    settings = load_settings(
+        {"INGEST_DATABASE_URL": "postgresql://u:hunter2@a:1,b:2/db?password=hunter2"}
+    )
+    assert "hunter2" not in settings.database_url_display
+    assert "hunter2" not in repr(settings)
+    assert settings.database_url_display == "postgresql://u:***@a:1,b:2/db?password=***"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("mysql://h/db", "must be a PostgreSQL URL"),
+        ("not a url", "must be a PostgreSQL URL"),
+        ("postgresql+pg8000://h/db", "unsupported database driver"),
+        ("postgresql://a:5432,b:port/db", "bad port 'port'"),
+        ("postgresql://h/db?target_session_attrs=writable", "target_session_attrs='writable'"),
+        ("postgresql://h/db?sslmode=on", "sslmode='on'"),
+        ("postgresql://h/db?keepalives_idle=5", "'keepalives_idle'"),
+        ("postgresql://h/db?gssencmode=require", "gssencmode=require"),
+        ("postgresql://h/db?connect_timeout=soon", "connect_timeout must be seconds"),
+    ],
+)
+def test_urls_we_cannot_honour_are_configuration_errors(raw: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_settings({"INGEST_DATABASE_URL": raw})
 
 
