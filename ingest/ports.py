@@ -100,3 +100,11 @@ class Leases(Protocol):
     async def release_leases(
         self, owner: str, fixture_ids: Sequence[uuid.UUID] | None = None
     ) -> None: ...
+
+
+class Reconciler(Protocol):
+    """Comparing our views with the provider's own ``fixtureSummary`` (``summary_mismatches``)."""
+
+    async def fixtures_in_disagreement(
+        self, fixture_ids: Sequence[uuid.UUID] | None = None
+    ) -> dict[uuid.UUID, list[dict[str, Any]]]: ...
