@@ -13,9 +13,10 @@ What is compared (``field``):
 * ``finished``: the summary's ``finished`` against ``match_results.finished``;
 * for every frame in the summary's ``periods`` or in ``frame_results``:
   ``frame N finished`` (``isFinished``; a frame missing on one side counts as not finished there,
-  and its value is shown as NULL), ``frame N home_points`` / ``frame N away_points`` (when both
-  sides have the frame: in play too, which checks our reading of pots and fouls), and
-  ``frame N winner`` (once either side says the frame is finished).
+  and its value is shown as NULL); once either side says the frame is finished,
+  ``frame N home_points`` / ``frame N away_points`` (when both sides have the frame) and
+  ``frame N winner``. The points of a frame in play are not compared: they change with almost
+  every packet, and a summary one packet behind would differ from them all the time.
 
 Fields a summary lacks (no such key, JSON null for a number, an unreadable value, or no
 ``periods`` array at all) are not compared.
@@ -152,10 +153,12 @@ UPGRADE = (
             SELECT 'home_points', fr.o_home::text, fr.s_home::text,
                    fr.o_home::text, fr.s_home::text, fr.q_home::text,
                    fr.in_ours AND fr.s_home IS NOT NULL
+                       AND (coalesce(fr.o_finished, false) OR fr.s_finished = 'true')
             UNION ALL
             SELECT 'away_points', fr.o_away::text, fr.s_away::text,
                    fr.o_away::text, fr.s_away::text, fr.q_away::text,
                    fr.in_ours AND fr.s_away IS NOT NULL
+                       AND (coalesce(fr.o_finished, false) OR fr.s_finished = 'true')
             UNION ALL
             SELECT 'winner', fr.o_winner, fr.s_winner,
                    fr.o_winner, fr.s_winner, fr.q_winner,
