@@ -115,7 +115,14 @@ async def run(
             source = FeedSource(
                 session, settings.feed_url, token, liveness_timeout=liveness_timeout
             )
-            worker = Worker(source, store, options, metrics, leases=store if run_all else None)
+            worker = Worker(
+                source,
+                store,
+                options,
+                metrics,
+                leases=store if run_all else None,
+                reconciler=store,
+            )
 
             async def ready() -> tuple[bool, str]:
                 try:
@@ -277,7 +284,14 @@ async def status(
     async with open_store(database_url) as store:
         await store.check_schema()
         watcher = asyncio.create_task(
-            fixture_status.watch(store.fixtures, out, once=once, as_json=as_json, interval=interval)
+            fixture_status.watch(
+                store.fixtures,
+                out,
+                once=once,
+                as_json=as_json,
+                interval=interval,
+                disagreements=store.fixtures_in_disagreement,
+            )
         )
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait({watcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -372,11 +386,26 @@ async def verify(database_url: str, fixture_id: uuid.UUID | None, out: TextIO = 
     async with open_store(database_url) as store:
         await store.check_schema()
         rows = await store.integrity(fixture_id)
+        disagreements = await store.fixtures_in_disagreement(
+            [fixture_id] if fixture_id is not None else None
+        )
     if fixture_id is not None and not rows:
         raise ConfigError(f"fixture {fixture_id} is not in the database")
     problems = 0
+    details: list[str] = []
     for row in rows:
         issues = []
+        mismatches = disagreements.get(row["fixture_id"], [])
+        if mismatches:
+            issues.append(
+                f"{len(mismatches)} field(s) disagree with the provider's summary "
+                f"at seq {mismatches[0]['seq']}"
+            )
+            details.extend(
+                f"  {row['fixture_id']}  {m['field']}: ours {_shown(m['ours'])}, "
+                f"provider {_shown(m['provider'])}\n"
+                for m in mismatches
+            )
         if row["gaps"]:
             issues.append(f"gaps at seq {', '.join(row['gaps'])}")
         if row["conflicts"]:
@@ -388,8 +417,16 @@ async def verify(database_url: str, fixture_id: uuid.UUID | None, out: TextIO = 
         problems += bool(issues)
         verdict = "; ".join(issues) if issues else "ok"
         out.write(f"{row['fixture_id']}  {row['packets']:>6} packets  {verdict}\n")
+    if details:
+        out.write("disagreements with the provider's fixtureSummary (README: Reconciliation):\n")
+        out.writelines(details)
     out.write(f"{len(rows)} fixture(s) checked, {problems} with problems\n")
     return 1 if problems else EX_OK
+
+
+def _shown(value: str | None) -> str:
+    """A summary_mismatches value for a person: NULL means that side has no such value."""
+    return "none" if value is None else value
 
 
 async def report(

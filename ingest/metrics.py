@@ -69,6 +69,12 @@ class Metrics:
             registry=r,
         )
 
+        self.summary_disagreements = Gauge(
+            "ingest_summary_disagreement_fixtures",
+            "Fixtures whose latest fixtureSummary disagrees with our views (summary_mismatches)",
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from ingest.packet import Action, Rejected
 
@@ -105,3 +105,11 @@ class Leases(Protocol):
     async def release_leases(
         self, owner: str, fixture_ids: Sequence[uuid.UUID] | None = None
     ) -> None: ...
+
+
+class Reconciler(Protocol):
+    """Comparing our views with the provider's own ``fixtureSummary`` (``summary_mismatches``)."""
+
+    async def fixtures_in_disagreement(
+        self, fixture_ids: Sequence[uuid.UUID] | None = None
+    ) -> dict[uuid.UUID, list[dict[str, Any]]]: ...

@@ -27,6 +27,7 @@ def to_json(report: dict[str, Any]) -> str:
         "frames": [_without(f, "payload", "metadata") for f in report["frames"]],
         "breaks": [_without(b, "payload", "metadata") for b in report["breaks"]],
         "players": [_without(p, "payload", "metadata") for p in report["players"]],
+        "summary_mismatches": report.get("mismatches", []),
     }
     return json.dumps(slim, indent=2, default=default) + "\n"
 
@@ -50,6 +51,16 @@ def render(report: dict[str, Any], out: TextIO, *, width: int | None = None) -> 
     if match.get("provisional"):
         console.print("[yellow]Includes provisional (Pending) actions.[/yellow]")
     console.print(f"Fixture {match['fixture_id']}")
+    mismatches = report.get("mismatches") or []
+    if mismatches:
+        console.print(
+            f"[bold red]Disagrees with the provider's summary at seq {mismatches[0]['seq']}:"
+            "[/bold red] "
+            + "; ".join(
+                f"{m['field']} ours {m['ours'] or 'none'}, provider {m['provider'] or 'none'}"
+                for m in mismatches
+            )
+        )
 
     frames = Table(title="Frames", title_justify="left")
     frames.add_column("Frame", justify="right")

@@ -133,9 +133,14 @@ class Match:
         known = self.actions.get(key)
         action = _Action(packet, known.first_seq if known else packet.seq)
         self.actions[key] = action
-        if packet.period is not None and packet.period >= 1 and packet.type_id in (
-            FRAME_STARTED,
-            FRAME_ENDED,
+        if (
+            packet.period is not None
+            and packet.period >= 1
+            and packet.type_id
+            in (
+                FRAME_STARTED,
+                FRAME_ENDED,
+            )
         ):
             self.frames_seen.setdefault(packet.period, packet.seq)
         status = self._collection_of(packet)

@@ -156,14 +156,21 @@ class SettlementStore:
     def __init__(self, store: Store) -> None:
         self._engine = store._engine  # one pool for the whole process
         self.store = store
+        self.hold_reasons: dict[uuid.UUID, str] = {}
 
     async def fixtures_on_hold(self, fixture_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        """The fixtures that may not be settled now (their events wait, nothing is lost).
-
-        The one predicate for holding settlement back: none on hold for now; the place to wire
-        a disagreement with the provider's summary (``summary_mismatches``, SPEC section 7).
-        """
-        return set()
+        """The fixtures that may not be settled now (their events wait, nothing is lost): those
+        whose latest ``fixtureSummary`` disagrees with our views (``summary_mismatches``, SPEC
+        section 7). Why each is held is in :attr:`hold_reasons`."""
+        disagreeing = await self.store.fixtures_in_disagreement(list(fixture_ids))
+        for fixture_id, rows in disagreeing.items():
+            fields = ", ".join(
+                f"{r['field']} (ours {r['ours']}, provider {r['provider']})" for r in rows[:5]
+            )
+            self.hold_reasons[fixture_id] = (
+                f"its latest summary (seq {rows[0]['seq']}) disagrees with our views: {fields}"
+            )
+        return set(disagreeing)
 
     async def followed(self, fixture_ids: Sequence[uuid.UUID], follow_all: bool) -> list[Any]:
         """The given fixtures, plus with ``follow_all`` every enabled one in the registry."""

@@ -141,7 +141,13 @@ class Settler:
             return
         held = await self._retry(lambda: self._store.fixtures_on_hold(fixture_ids), "holds")
         for fixture_id in held - self._held:
-            log.warning("fixture %s is on hold: its settlement waits", fixture_id)
+            log.warning(
+                "fixture %s is on hold, its settlement waits: %s",
+                fixture_id,
+                self._store.hold_reasons.get(fixture_id, "held"),
+            )
+        for fixture_id in (self._held & set(fixture_ids)) - held:
+            log.info("fixture %s: no longer on hold; settling", fixture_id)
         self._held = (self._held - set(fixture_ids)) | held
         self._metrics.held.set(len(self._held))
         for fixture_id in fixture_ids:

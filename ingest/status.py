@@ -24,8 +24,12 @@ STATE_STYLE = {
 
 
 def rows_as_dicts(
-    rows: Sequence[FixtureRow], rates: dict[Any, float], now: datetime
+    rows: Sequence[FixtureRow],
+    rates: dict[Any, float],
+    now: datetime,
+    mismatches: dict[Any, list[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
+    disagree = mismatches or {}
     return [
         {
             "fixture_id": str(r.fixture_id),
@@ -41,6 +45,8 @@ def rows_as_dicts(
             "connects": r.connects,
             "reconnects": max(r.connects - 1, 0),
             "last_error": r.last_error,
+            # fields where the provider's latest fixtureSummary disagrees with our views
+            "summary_mismatches": [m["field"] for m in disagree.get(r.fixture_id, [])],
         }
         for r in rows
     ]
@@ -51,7 +57,7 @@ def table(entries: list[dict[str, Any]], title: str) -> Table:
     for column, justify in (
         ("fixture", "left"), ("state", "left"), ("seq", "right"), ("packets/s", "right"),
         ("last packet", "right"), ("reconnects", "right"), ("finished", "left"),
-        ("last error", "left"),
+        ("summary", "left"), ("last error", "left"),
     ):  # fmt: skip
         t.add_column(column, justify=justify)  # type: ignore[arg-type]
     for e in entries:
@@ -66,9 +72,17 @@ def table(entries: list[dict[str, Any]], title: str) -> Table:
             "-" if age is None else _age(age),
             str(e["reconnects"]),
             "yes" if e["finished"] else "",
+            _summary_cell(e.get("summary_mismatches") or []),
             (e["last_error"] or "")[:60],
         )
     return t
+
+
+def _summary_cell(fields: list[str]) -> str:
+    if not fields:
+        return ""
+    shown = ", ".join(fields[:2]) + (", ..." if len(fields) > 2 else "")
+    return f"[bold red]DISAGREES[/] ({shown})"
 
 
 def _age(seconds: float) -> str:
@@ -85,16 +99,41 @@ def summary(entries: list[dict[str, Any]]) -> str:
         states[e["state"]] = states.get(e["state"], 0) + 1
     rate = sum(e["packets_per_s"] for e in entries)
     parts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
-    return f"{len(entries)} fixtures: {parts}; {rate:.1f} packets/s"
+    disagree = sum(bool(e.get("summary_mismatches")) for e in entries)
+    warning = f"; {disagree} disagree with the provider's summary" if disagree else ""
+    return f"{len(entries)} fixtures: {parts}; {rate:.1f} packets/s{warning}"
 
 
-async def watch(fetch: Any, out: TextIO, *, once: bool, as_json: bool, interval: float) -> None:
-    """Show the table; refresh it in place every ``interval`` seconds unless ``once``."""
+async def watch(
+    fetch: Any,
+    out: TextIO,
+    *,
+    once: bool,
+    as_json: bool,
+    interval: float,
+    disagreements: Any = None,
+) -> None:
+    """Show the table; refresh it in place every ``interval`` seconds unless ``once``.
+
+    ``disagreements(fixture_ids)`` returns the summary mismatches of those fixtures; it is asked
+    only about fixtures whose packet count changed since the last look (the answer depends only
+    on the stored rows), so a refresh stays cheap however many fixtures there are.
+    """
     previous: dict[Any, tuple[int, datetime]] = {}
+    checked: dict[Any, int] = {}  # fixture -> packets when its summary was last compared
+    mismatches: dict[Any, list[dict[str, Any]]] = {}
 
     async def sample() -> list[dict[str, Any]]:
         rows: list[FixtureRow] = await fetch()
         now = datetime.now(UTC)
+        if disagreements is not None:
+            changed = [r.fixture_id for r in rows if checked.get(r.fixture_id) != r.packets]
+            if changed:
+                found = await disagreements(changed)
+                for r in rows:
+                    if r.fixture_id in changed:
+                        checked[r.fixture_id] = r.packets
+                        mismatches[r.fixture_id] = found.get(r.fixture_id, [])
         rates = {}
         for r in rows:
             if r.fixture_id in previous:
@@ -102,7 +141,7 @@ async def watch(fetch: Any, out: TextIO, *, once: bool, as_json: bool, interval:
                 elapsed = (now - at).total_seconds()
                 rates[r.fixture_id] = (r.packets - packets) / elapsed if elapsed > 0 else 0.0
             previous[r.fixture_id] = (r.packets, now)
-        return rows_as_dicts(rows, rates, now)
+        return rows_as_dicts(rows, rates, now, mismatches)
 
     if once:
         await sample()

@@ -753,6 +753,37 @@ class Store:
         rows = await self._fetch("checking integrity", _INTEGRITY, {"f": fixture_id})
         return [dict(row._mapping) for row in rows]
 
+    async def summary_mismatches(
+        self, fixture_ids: Sequence[uuid.UUID] | None = None
+    ) -> list[dict[str, Any]]:
+        """Rows of the ``summary_mismatches`` view (all fixtures when ``fixture_ids`` is None):
+        ``fixture_id``, ``seq``, ``field``, ``ours``, ``provider``, in fixture and field order."""
+        where = "WHERE fixture_id = ANY(CAST(:ids AS uuid[]))" if fixture_ids is not None else ""
+        rows = await self._fetch_in_transaction(
+            "comparing with the provider's summary",
+            [
+                # the views' cost estimates are high enough to trigger JIT compilation, which
+                # costs about a second per query and saves nothing on one fixture's rows
+                ("SET LOCAL jit = off", {}),
+                (
+                    "SELECT fixture_id, seq, field, ours, provider FROM summary_mismatches "
+                    f"{where} ORDER BY fixture_id, field",
+                    {"ids": list(fixture_ids) if fixture_ids is not None else None},
+                ),
+            ],
+        )
+        return [dict(row._mapping) for row in rows]
+
+    async def fixtures_in_disagreement(
+        self, fixture_ids: Sequence[uuid.UUID] | None = None
+    ) -> dict[uuid.UUID, list[dict[str, Any]]]:
+        """The fixtures whose latest ``fixtureSummary`` disagrees with our views, with their
+        ``summary_mismatches`` rows. Settlement must not settle these fixtures' markets."""
+        found: dict[uuid.UUID, list[dict[str, Any]]] = {}
+        for row in await self.summary_mismatches(fixture_ids):
+            found.setdefault(row["fixture_id"], []).append(row)
+        return found
+
     async def match_report(self, fixture_id: uuid.UUID) -> dict[str, Any] | None:
         """Everything ``ingest report`` shows, read from the settlement views."""
         params = {"f": fixture_id}
@@ -776,7 +807,9 @@ class Store:
             "SELECT * FROM player_match_stats WHERE fixture_id = :f ORDER BY side DESC",
             params,
         )
+        mismatches = await self.summary_mismatches([fixture_id])
         return {
+            "mismatches": mismatches,
             "match": dict(match[0]._mapping),
             "frames": [dict(r._mapping) for r in frames],
             "breaks": [dict(r._mapping) for r in breaks],

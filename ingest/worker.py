@@ -39,7 +39,7 @@ from ingest.errors import (
 )
 from ingest.metrics import Metrics
 from ingest.packet import Action, Rejected
-from ingest.ports import FixtureState, Leases, Sink, Source, WriteResult
+from ingest.ports import FixtureState, Leases, Reconciler, Sink, Source, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class RunOptions:
     max_fixtures: int | None = None  # with --all: claim at most this many
     rejected_burst: int = 100  # rejected frames stored per fixture at once ...
     rejected_per_minute: float = 1.0  # ... then this many a minute; the rest are only counted
+    summary_interval: float = 10.0  # how often fixtures with new packets are reconciled
 
 
 @dataclass
@@ -377,8 +378,13 @@ class Worker:
         options: RunOptions | None = None,
         metrics: Metrics | None = None,
         leases: Leases | None = None,
+        reconciler: Reconciler | None = None,
     ) -> None:
         self._source = source
+        # compares the provider's fixtureSummary with our views, off the write path
+        self._reconciler = reconciler
+        self._reconciled: dict[uuid.UUID, int] = {}  # fixture -> packets stored when compared
+        self._disagreeing: set[uuid.UUID] = set()
         self._sink = sink
         self._leases = leases  # with leases, the registry is shared with other workers
         self._leased: set[uuid.UUID] = set()
@@ -407,6 +413,7 @@ class Worker:
         result = RunResult(fixtures=self._stats)
         writers = [asyncio.create_task(w.run(), name="writer") for w in self._writers]
         saver = asyncio.create_task(self._save_states_forever(), name="state saver")
+        reconciler = asyncio.create_task(self._reconcile_forever(), name="reconciler")
         stop_wait = asyncio.create_task(self._stop.wait(), name="stop")
         deadline = None if opts.max_runtime is None else time.monotonic() + opts.max_runtime
         poll_every = opts.registry_poll
@@ -473,11 +480,12 @@ class Worker:
         finally:
             stop_wait.cancel()
             saver.cancel()
+            reconciler.cancel()
             interrupted = [f for f, t in self._followers.items() if not t.done()]
             followers = [self._followers[f] for f in interrupted]
             for task in followers:
                 task.cancel()
-            await asyncio.gather(*followers, stop_wait, saver, return_exceptions=True)
+            await asyncio.gather(*followers, stop_wait, saver, reconciler, return_exceptions=True)
             for fixture_id in interrupted:
                 self._set_state(fixture_id, "stopped")
             await asyncio.gather(
@@ -486,6 +494,9 @@ class Worker:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(0.5):
                     await self._save_states()
+            with contextlib.suppress(Exception):  # the last packets' summary, once
+                async with asyncio.timeout(1.0):
+                    await self._reconcile()
             if self._leases is not None:
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(0.5):
@@ -685,6 +696,54 @@ class Worker:
                 await self._save_states()
             except IngestError as exc:  # states are for people: never worth stopping for
                 log.debug("fixture states not saved: %s", exc)
+
+    async def _reconcile(self) -> None:
+        """Compare the fixtures that stored packets since the last look with the provider's
+        summary; warn once when a fixture starts to disagree and once when it agrees again."""
+        if self._reconciler is None:
+            return
+        changed = [f for f, s in self._stats.items() if self._reconciled.get(f) != s.stored]
+        if not changed:
+            return
+        stored = {f: self._stats[f].stored for f in changed}
+        found = await self._reconciler.fixtures_in_disagreement(changed)
+        for fixture_id in changed:
+            self._reconciled[fixture_id] = stored[fixture_id]
+            rows = found.get(fixture_id)
+            if rows and fixture_id not in self._disagreeing:
+                self._disagreeing.add(fixture_id)
+                log.warning(
+                    "fixture %s: the provider's fixtureSummary at seq %d disagrees with our "
+                    "views: %s; settlement holds this fixture until they agree",
+                    fixture_id,
+                    rows[0]["seq"],
+                    "; ".join(
+                        f"{r['field']} ours {r['ours']} provider {r['provider']}" for r in rows
+                    ),
+                )
+            elif not rows and fixture_id in self._disagreeing:
+                self._disagreeing.discard(fixture_id)
+                log.warning(
+                    "fixture %s: the provider's fixtureSummary agrees with our views again "
+                    "(seq %d)",
+                    fixture_id,
+                    self._stats[fixture_id].last_seq,
+                )
+        if self._metrics is not None:
+            self._metrics.summary_disagreements.set(len(self._disagreeing))
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._options.summary_interval)
+            try:
+                await self._reconcile()
+            except IngestError as exc:  # an alarm, not the write path: never worth stopping for
+                log.debug("summaries not compared: %s", exc)
+
+    @property
+    def disagreeing(self) -> set[uuid.UUID]:
+        """Fixtures whose latest summary disagreed with our views at the last look."""
+        return set(self._disagreeing)
 
     def _log_progress(self) -> None:
         for fixture_id, task in self._followers.items():

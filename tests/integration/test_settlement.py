@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import random
 import uuid
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from ingest.settler import SettleOptions, Settler
 from ingest.simulator.generator import SEND_TYPES, GeneratedMatch, MatchSpec, generate_match
 from ingest.store import Store
 from tests.conftest import wait_until
+from tests.integration.test_summary import claim_an_extra_frame
 from tests.integration.test_views import (
     BREAK_ENDED,
     CANCELLED,
@@ -415,6 +417,33 @@ async def test_a_fixture_on_hold_waits_and_loses_nothing(
     assert not task.done()
     hold.clear()
     assert await asyncio.wait_for(task, 30) == 0
+    breaks = truth_breaks(match.truth)
+    await check(store, sql, match.fixture_id, implied(match.packets, match.truth, breaks),
+                match.truth, breaks)  # fmt: skip
+
+
+async def test_a_fixture_whose_summary_disagrees_is_held_until_it_agrees(
+    store: Store, sql: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    match = generate_match(MatchSpec(seed=1, best_of=7))
+    # from frame 1's end to mid frame 2 the provider's summaries claim a frame 3 we do not have
+    disagreeing, cut, _ = claim_an_extra_frame(match)
+    await write(store, match.fixture_id, disagreeing)
+    caplog.set_level(logging.INFO, logger="ingest")
+    settler = Settler(SettlementStore(store), SettleOptions(until_finished=True, idle_check=0.2),
+                      SettlerMetrics())  # fmt: skip
+    task = asyncio.create_task(settler.run([match.fixture_id], follow_all=False))
+
+    async def held() -> bool:
+        return "is on hold" in caplog.text
+
+    await wait_until(held, timeout=10)
+    assert "frame 3 winner (ours None, provider home)" in caplog.text
+    assert await event_log(sql, match.fixture_id) == []  # frame 1 is decided, yet not settled
+    assert not task.done()
+    await write(store, match.fixture_id, match.packets[cut:])  # the rest agrees: released
+    assert await asyncio.wait_for(task, 30) == 0
+    assert "no longer on hold" in caplog.text
     breaks = truth_breaks(match.truth)
     await check(store, sql, match.fixture_id, implied(match.packets, match.truth, breaks),
                 match.truth, breaks)  # fmt: skip
