@@ -285,7 +285,7 @@ def _packet(row: Any) -> Packet:
     if isinstance(metadata, str):
         try:
             metadata = json.loads(metadata)
-        except ValueError:
+        except (ValueError, RecursionError):  # a hostile packet may nest deeper than Python
             metadata = None
     return Packet(
         seq=int(row.seq),

@@ -149,7 +149,7 @@ class FeedSource:
                     if isinstance(frame, Control):
                         deadline = loop.time() + self._liveness
                         was = authenticated
-                        authenticated = _handle_control(frame, authenticated)
+                        authenticated = _handle_control(frame, authenticated, self._token)
                         if authenticated and not was and on_connected is not None:
                             on_connected()
                         continue
@@ -186,18 +186,34 @@ class FeedSource:
                 )
 
 
-def _handle_control(frame: Control, authenticated: bool) -> bool:
+_SHOWN_CHARS = 300
+
+
+def _shown(frame: Control, token: Secret) -> str:
+    """What a log line or an error may show of a control message: bounded (a hostile feed must
+    not write megabytes into the log), and never the token, should the feed echo it."""
+    # never str() of the message itself: it may be nested too deeply to print
+    text = frame.text or "a message without text, keys: " + ", ".join(
+        key[:40] for key in list(frame.message)[:10]
+    )
+    secret = token.reveal()
+    if secret:
+        text = text.replace(secret, "***")
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + f"... ({len(text)} chars)"
+
+
+def _handle_control(frame: Control, authenticated: bool, token: Secret) -> bool:
     if frame.is_heartbeat:
         return authenticated
     if frame.is_auth_accepted:
         log.debug("authorisation accepted")
         return True
     if frame.is_auth_refused:
-        raise AuthError(f"the feed refused the access token: {frame.text or frame.message}")
+        raise AuthError(f"the feed refused the access token: {_shown(frame, token)}")
     if frame.is_error:
-        log.warning("feed error message: %s", frame.text or frame.message)
+        log.warning("feed error message: %s", _shown(frame, token))
     else:
-        log.debug("control message: %s", frame.text or frame.message)
+        log.debug("control message: %s", _shown(frame, token))
     return authenticated
 
 

@@ -517,7 +517,7 @@ class Worker:
             return False
         try:
             return bool(orjson.loads(stored) == orjson.loads(frame.payload))
-        except orjson.JSONDecodeError:  # beyond orjson's depth: compare the text jsonb gives
+        except (orjson.JSONDecodeError, RecursionError):  # nested beyond what Python compares
             return False
 
     async def _or_stop(self, work: Awaitable[T]) -> T:

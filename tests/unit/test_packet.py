@@ -179,3 +179,17 @@ def test_a_rejected_frame_knows_its_length_and_hash() -> None:
     assert isinstance(rejected, Rejected)
     assert rejected.length == 10_000
     assert rejected.sha256 == hashlib.sha256(b"x" * 10_000).digest()
+
+
+def test_what_a_log_shows_of_a_control_message_is_bounded_and_never_the_token() -> None:
+    from ingest.config import Secret
+    from ingest.source import _shown
+
+    token = Secret("s3cret-token")
+    deep = frame(b'{"level": "ERROR", "x": ' + b"[" * 1000 + b"]" * 1000 + b"}")
+    assert isinstance(deep, Control)
+    assert _shown(deep, token) == "a message without text, keys: level, x"
+    echoed = frame(b'{"message": "bad token s3cret-token ' + b"y" * 5000 + b'"}')
+    assert isinstance(echoed, Control)
+    shown = _shown(echoed, token)
+    assert "s3cret" not in shown and "***" in shown and len(shown) < 400
