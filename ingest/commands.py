@@ -28,6 +28,7 @@ from ingest import status as fixture_status
 from ingest.config import DEFAULT_FEED_URL, LEGACY_FEED_HOST, Secret, Settings
 from ingest.discovery import list_fixtures
 from ingest.errors import EX_OK, ConfigError, IngestError
+from ingest.export import stored_recordings, write_recordings
 from ingest.metrics import Metrics, SettlerMetrics
 from ingest.monitor import Monitor
 from ingest.notify import Notifier
@@ -504,13 +505,39 @@ def _write_text(path: str | None, text: str) -> None:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
 
 
+async def export(database_url: str, fixture_ids: Sequence[uuid.UUID], output: str) -> int:
+    """``ingest export``: stored matches as JSON-lines recordings, one packet per line."""
+    async with open_store(database_url) as store:
+        await store.check_schema()
+        recordings = await stored_recordings(store, fixture_ids)
+    written = write_recordings(recordings, output)
+    for recording, where in zip(recordings, written, strict=True):
+        log.info(
+            "fixture %s: %d packets (%s) written to %s",
+            recording.fixture_id,
+            len(recording.lines),
+            "finished" if recording.finished else "not finished",
+            "standard output" if where == "-" else where,
+        )
+    return EX_OK
+
+
 async def serve_feed(
     recordings: Sequence[Recording],
     options: SimulatorOptions,
     host: str,
     port: int,
     stop: asyncio.Event,
+    *,
+    from_database: tuple[str, Sequence[uuid.UUID]] | None = None,
 ) -> int:
+    """The simulator; ``from_database`` = (URL, fixture ids) also serves stored matches (every
+    finished one when no id is given)."""
+    if from_database is not None:
+        database_url, fixture_ids = from_database
+        async with open_store(database_url) as store:
+            await store.check_schema()
+            recordings = [*recordings, *await stored_recordings(store, fixture_ids)]
     simulator = Simulator(recordings, options)
     base = await simulator.start(host, port)
     log.info("feed simulator listening on %s for %d fixture(s)", base, len(recordings))
