@@ -282,6 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("status", parents=[common], help="a live table of the fixtures")
+    p.add_argument(
+        "fixtures",
+        nargs="*",
+        metavar="FIXTURE",
+        help="only these fixtures: an id, or its first characters as the table shows them",
+    )
+    p.add_argument("--width", type=int, help="columns to fit (default: the terminal's)")
     p.add_argument("--once", action="store_true", help="print once and exit")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("--interval", type=_positive, default=2.0, help="seconds between refreshes")
@@ -656,7 +663,13 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if cmd == "status":
         return _run_async(
             lambda stop: commands.status(
-                url, stop, once=args.once, as_json=args.format == "json", interval=args.interval
+                url,
+                stop,
+                once=args.once,
+                as_json=args.format == "json",
+                interval=args.interval,
+                select=args.fixtures,
+                width=args.width,
             )
         )
     if cmd == "export":

@@ -280,18 +280,24 @@ async def status(
     once: bool = False,
     as_json: bool = False,
     interval: float = 2.0,
+    select: Sequence[str] = (),
+    width: int | None = None,
 ) -> int:
-    """A live table of the registered fixtures (``--once`` for a single look)."""
+    """A live table of the registered fixtures (``--once`` for a single look); ``select``: only
+    these fixtures (full ids, or the first characters of one as the table shows them)."""
     async with open_store(database_url) as store:
         await store.check_schema()
+        chosen = await _select_fixtures(store, select) if select else None
         watcher = asyncio.create_task(
             fixture_status.watch(
-                store.fixtures,
+                lambda: store.fixtures(chosen),
                 out,
                 once=once,
                 as_json=as_json,
                 interval=interval,
                 disagreements=store.fixtures_in_disagreement,
+                scores=store.scoreboards,
+                width=width,
             )
         )
         stopper = asyncio.create_task(stop.wait())
@@ -302,6 +308,20 @@ async def status(
         if watcher.done() and not watcher.cancelled() and watcher.exception():
             raise watcher.exception()  # type: ignore[misc]
     return EX_OK
+
+
+async def _select_fixtures(store: Store, wanted: Sequence[str]) -> list[uuid.UUID]:
+    """Registered fixtures by id or by the start of one (``ingest status 6513270e``)."""
+    known = [r.fixture_id for r in await store.fixtures()]
+    chosen: list[uuid.UUID] = []
+    for text in wanted:
+        key = text.strip().lower()
+        found = [f for f in known if str(f).startswith(key) or f.hex.startswith(key)]
+        if len(found) != 1 or not key:
+            what = "no registered fixture" if not found else f"{len(found)} fixtures"
+            raise ConfigError(f"{what} match {text!r}: give more of the fixture id")
+        chosen.append(found[0])
+    return list(dict.fromkeys(chosen))
 
 
 async def check(database_url: str, out: TextIO = sys.stdout) -> int:
