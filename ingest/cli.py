@@ -282,6 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("status", parents=[common], help="a live table of the fixtures")
+    p.add_argument(
+        "fixtures",
+        nargs="*",
+        metavar="FIXTURE",
+        help="only these fixtures: an id, or its first characters as the table shows them",
+    )
+    p.add_argument("--width", type=int, help="columns to fit (default: the terminal's)")
     p.add_argument("--once", action="store_true", help="print once and exit")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("--interval", type=_positive, default=2.0, help="seconds between refreshes")
@@ -307,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("feed", help="the local feed simulator")
     fsub = p.add_subparsers(dest="feed_command", required=True, metavar="ACTION")
-    q = fsub.add_parser("serve", parents=[logs], help="serve fixtures like the provider does")
+    q = fsub.add_parser("serve", parents=[common], help="serve fixtures like the provider does")
     _add(q, "--host", env="INGEST_SIM_HOST", default="127.0.0.1")
     _add(q, "--port", env="INGEST_SIM_PORT", type=int, default=8765)
     q.add_argument(
@@ -316,6 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="[FIXTURE_ID=]PATH",
         help="a JSON-lines recording (repeatable); default: the bundled demo match",
+    )
+    q.add_argument(
+        "--from-database",
+        nargs="*",
+        type=_fixture_id,
+        metavar="FIXTURE_ID",
+        help="serve matches stored in the database (--database-url): these fixtures, or every "
+        "finished one when none is named",
     )
     q.add_argument(
         "--generate",
@@ -423,6 +438,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--output", "-o", metavar="FILE", help="default: standard output")
     q.add_argument("--no-corrections", action="store_true", help="no Pending/Deleted/... packets")
     q.add_argument("--no-suspensions", action="store_true", help="no collection suspensions")
+
+    p = sub.add_parser(
+        "export", parents=[common], help="write stored matches as JSON-lines recordings"
+    )
+    p.add_argument("fixture_ids", nargs="+", type=_fixture_id, metavar="FIXTURE_ID")
+    p.add_argument(
+        "--output",
+        "-o",
+        default=".",
+        metavar="DIR|-",
+        help="directory for FIXTURE_ID.jsonl files (default: the current one); - for standard "
+        "output (one fixture)",
+    )
 
     p = sub.add_parser("report", parents=[common], help="scoreline, frames and breaks of one match")
     p.add_argument("fixture_id", type=_fixture_id, metavar="FIXTURE_ID")
@@ -547,10 +575,14 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
                     "refuse_token": args.refuse_token,
                 }
             )
-            recordings = recordings or [Recording.demo()]
+            stored = None
+            if args.from_database is not None:
+                stored = (_database_url(settings), args.from_database)
+            elif not recordings:
+                recordings = [Recording.demo()]
             return _run_async(
                 lambda stop: commands.serve_feed(
-                    recordings, sim_options, args.host, args.port, stop
+                    recordings, sim_options, args.host, args.port, stop, from_database=stored
                 )
             )
         return commands.generate_feed(
@@ -631,9 +663,17 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if cmd == "status":
         return _run_async(
             lambda stop: commands.status(
-                url, stop, once=args.once, as_json=args.format == "json", interval=args.interval
+                url,
+                stop,
+                once=args.once,
+                as_json=args.format == "json",
+                interval=args.interval,
+                select=args.fixtures,
+                width=args.width,
             )
         )
+    if cmd == "export":
+        return _run_async(lambda stop: commands.export(url, args.fixture_ids, args.output))
     if cmd == "report":
         return _run_async(
             lambda stop: commands.report(

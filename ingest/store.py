@@ -784,6 +784,53 @@ class Store:
             found.setdefault(row["fixture_id"], []).append(row)
         return found
 
+    async def scoreboards(
+        self, fixture_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, dict[str, Any]]:
+        """Per fixture, what a person watching the match wants next to its connection state:
+        ``home_player``, ``away_player``, ``home_frames``, ``away_frames``, ``status``,
+        ``current_frame`` and that frame's ``home_points`` / ``away_points`` (from the
+        ``match_results`` and ``frame_results`` views)."""
+        if not fixture_ids:
+            return {}
+        rows = await self._fetch_in_transaction(
+            "reading the scores",
+            [
+                ("SET LOCAL jit = off", {}),  # see summary_mismatches
+                (
+                    """
+                    SELECT m.fixture_id, m.home_player, m.away_player, m.home_frames,
+                           m.away_frames, m.status, m.best_of, m.current_frame,
+                           f.home_points, f.away_points, f.finished AS frame_finished
+                    FROM match_results m
+                    LEFT JOIN frame_results f
+                      ON f.fixture_id = m.fixture_id AND f.frame_number = m.current_frame
+                    WHERE m.fixture_id = ANY(CAST(:ids AS uuid[]))
+                    """,
+                    {"ids": list(fixture_ids)},
+                ),
+            ],
+        )
+        return {row[0]: dict(row._mapping) for row in rows}
+
+    async def finished_fixtures(self) -> list[uuid.UUID]:
+        """The fixtures whose finished packet is stored, in fixture id order."""
+        rows = await self._fetch(
+            "reading the finished fixtures",
+            "SELECT DISTINCT fixture_id FROM actions WHERE finished ORDER BY fixture_id",
+        )
+        return [row[0] for row in rows]
+
+    async def stored_packets(self, fixture_id: uuid.UUID) -> list[str]:
+        """Every stored packet of a fixture as JSON text, in seq order: the payload received
+        (jsonb: the same JSON value, with its keys and whitespace normalised by PostgreSQL)."""
+        rows = await self._fetch(
+            "reading the stored packets",
+            "SELECT payload::text FROM actions WHERE fixture_id = :f ORDER BY seq",
+            {"f": fixture_id},
+        )
+        return [str(row[0]) for row in rows]
+
     async def match_report(self, fixture_id: uuid.UUID) -> dict[str, Any] | None:
         """Everything ``ingest report`` shows, read from the settlement views."""
         params = {"f": fixture_id}

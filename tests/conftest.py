@@ -107,6 +107,14 @@ async def database_url(server_url: str, template_name: str) -> AsyncIterator[str
 
 
 @pytest.fixture
+async def other_database_url(server_url: str, template_name: str) -> AsyncIterator[str]:
+    """A second fresh, migrated database (for copies from one database to another)."""
+    name = await _create_database(server_url, template_name)
+    yield with_database(server_url, name)
+    await _drop_database(server_url, name)
+
+
+@pytest.fixture
 async def empty_database_url(server_url: str) -> AsyncIterator[str]:
     """A fresh database with no schema at all."""
     name = await _create_database(server_url, None)

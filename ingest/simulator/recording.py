@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -30,7 +31,16 @@ class Recording:
     def from_text(
         cls, text: str, *, fixture_id: uuid.UUID | None = None, name: str = ""
     ) -> Recording:
-        lines = tuple(line for line in text.splitlines() if line.strip())
+        # split on newlines only: str.splitlines() would also split inside a packet at a
+        # U+2028, U+0085 or \x1c in a string, which JSON (and PostgreSQL's jsonb) leave as they are
+        return cls.from_lines(text.split("\n"), fixture_id=fixture_id, name=name)
+
+    @classmethod
+    def from_lines(
+        cls, raw: Iterable[str], *, fixture_id: uuid.UUID | None = None, name: str = ""
+    ) -> Recording:
+        """One packet per item (each a line of a recording, or a stored payload)."""
+        lines = tuple(line.removesuffix("\r") for line in raw if line.strip())
         times: list[float | None] = []
         found: uuid.UUID | None = None
         for number, line in enumerate(lines, 1):

