@@ -40,8 +40,8 @@ from bench.harness import (
     worker_process,
 )
 from ingest.config import Secret
+from ingest.db.store import Store
 from ingest.source import FeedSource, feed_session
-from ingest.store import Store
 from ingest.worker import RunOptions, Worker
 
 

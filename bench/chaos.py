@@ -34,10 +34,10 @@ from typing import Any
 import asyncpg
 
 from ingest import embedded
+from ingest.db.store import Store
 from ingest.simulator.generator import MatchSpec, generate_match, to_jsonl
 from ingest.simulator.recording import Recording
 from ingest.simulator.server import HOSTILE, Simulator, SimulatorOptions
-from ingest.store import Store
 
 TOKEN = "chaos-token"
 # the big hostile frames (200 KB of nesting, a 2 MB string) are sent now and then, the small

@@ -25,10 +25,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from ingest import embedded
+from ingest.db.store import Store
 from ingest.packet import Action, classify
 from ingest.simulator.generator import MatchSpec, generate_match, match_id_for_seed, to_jsonl
 from ingest.source import ACCEPT, actions_url, feed_session
-from ingest.store import Store
 
 TOKEN = "bench-token"
 ROW_COLUMNS = (

@@ -26,6 +26,7 @@ from rich.table import Table
 from ingest import report as match_report
 from ingest import status as fixture_status
 from ingest.config import DEFAULT_FEED_URL, LEGACY_FEED_HOST, Secret, Settings
+from ingest.db.store import Store
 from ingest.discovery import list_fixtures
 from ingest.errors import EX_OK, ConfigError, IngestError
 from ingest.export import stored_recordings, write_recordings
@@ -36,7 +37,6 @@ from ingest.simulator.generator import MatchSpec, generate_match, to_jsonl
 from ingest.simulator.recording import Recording
 from ingest.simulator.server import Simulator, SimulatorOptions
 from ingest.source import FeedSource, feed_session
-from ingest.store import Store
 from ingest.worker import RunOptions, RunResult, Worker, with_database_retries
 
 log = logging.getLogger(__name__)
@@ -625,7 +625,7 @@ async def settle(
     ops: Operations | None = None,
 ) -> int:
     """``ingest settle``: write settlement events as the stored packets decide markets."""
-    from ingest.settlement_store import SettlementStore
+    from ingest.db.settlement import SettlementStore
     from ingest.settler import SettleOptions, Settler
 
     ops = ops or Operations()

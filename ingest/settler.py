@@ -2,7 +2,7 @@
 
 It catches up from its checkpoints, then reacts to ``NOTIFY ingest_actions`` (sent by the worker
 with every committed batch): each notified fixture is settled in one transaction (events and
-checkpoint together, see :mod:`ingest.settlement_store`). No polling on the hot path; a slow
+checkpoint together, see :mod:`ingest.db.settlement`). No polling on the hot path; a slow
 timer (``idle_check``) only checks the LISTEN connection, and with ``--all`` the registry. After
 a lost LISTEN connection it reconnects and catches up again, so nothing notified meanwhile is
 missed. Orchestration only: no driver here.
@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from ingest.db.settlement import Listener, Settled, SettlementStore
 from ingest.errors import DatabaseUnavailable
 from ingest.metrics import SettlerMetrics
-from ingest.settlement_store import Listener, Settled, SettlementStore
 from ingest.worker import RunOptions, with_database_retries
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ def run_with_connection(connection: Connection) -> None:
 
 async def run_standalone() -> None:
     from ingest.config import parse_database_url
-    from ingest.store import create_engine
+    from ingest.db.engine import create_engine
 
     raw = os.environ.get("INGEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
     if not raw:

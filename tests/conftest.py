@@ -21,10 +21,10 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from ingest import embedded
+from ingest.db.store import Store
 from ingest.simulator.generator import GeneratedMatch, MatchSpec, generate_match, to_jsonl
 from ingest.simulator.recording import Recording
 from ingest.simulator.server import Faults, Simulator, SimulatorOptions
-from ingest.store import Store
 
 TOKEN = "test-token-not-a-secret"
 

@@ -8,8 +8,8 @@ import signal
 
 import asyncpg
 
+from ingest.db.store import Store
 from ingest.simulator.generator import MatchSpec, generate_match
-from ingest.store import Store
 from tests.acceptance.test_cli import cli, cli_env, start_cli
 from tests.conftest import wait_until
 from tests.integration.test_settlement import event_log, implied, results, truth_breaks

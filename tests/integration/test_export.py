@@ -10,10 +10,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from ingest.db.store import Store
 from ingest.errors import ConfigError
 from ingest.export import stored_recordings, write_recordings
 from ingest.simulator.recording import Recording
-from ingest.store import Store
 from tests.conftest import StartFeed, plain
 from tests.integration.test_ingest import ingest
 

@@ -18,11 +18,11 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from ingest.config import Secret
+from ingest.db.store import Store
 from ingest.errors import DatabaseUnavailable
 from ingest.packet import Action, classify
 from ingest.simulator.recording import Recording
 from ingest.source import FeedSource, feed_session
-from ingest.store import Store
 from ingest.worker import RunOptions, Worker
 from tests.conftest import TOKEN, StartSimulator, plain, wait_until
 from tests.integration import pgtools

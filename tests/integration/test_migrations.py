@@ -3,8 +3,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
+from ingest.db.store import Store
 from ingest.errors import SchemaError
-from ingest.store import Store
 from tests.conftest import plain
 
 TABLES = {"actions", "fixtures", "rejected_messages", "action_conflicts"}

@@ -20,11 +20,11 @@ from typing import Any
 import asyncpg
 import pytest
 
+from ingest.db.settlement import SettlementStore
+from ingest.db.store import Store
 from ingest.metrics import SettlerMetrics
-from ingest.settlement_store import SettlementStore
 from ingest.settler import SettleOptions, Settler
 from ingest.simulator.generator import SEND_TYPES, GeneratedMatch, MatchSpec, generate_match
-from ingest.store import Store
 from tests.conftest import wait_until
 from tests.integration.test_summary import claim_an_extra_frame
 from tests.integration.test_views import (

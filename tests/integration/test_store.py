@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from ingest.db.store import Store
 from ingest.packet import Action, Rejected, classify
-from ingest.store import Store
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

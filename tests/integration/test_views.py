@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from ingest.db.store import Store
 from ingest.packet import Action, classify
 from ingest.simulator.generator import (
     ACTION_TYPES,
@@ -31,7 +32,6 @@ from ingest.simulator.generator import (
     generate_match,
     to_jsonl,
 )
-from ingest.store import Store
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 README = Path(__file__).resolve().parents[2] / "README.md"

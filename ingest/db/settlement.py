@@ -1,4 +1,4 @@
-"""The database side of settlement (the SQL next to :mod:`ingest.store`).
+"""The database side of settlement (the SQL next to :mod:`ingest.db.store`).
 
 One fixture is settled in one transaction: lock its checkpoint row, read its relevant packets up
 to the newest one (one statement, one snapshot), derive the events of the packets after the
@@ -25,8 +25,9 @@ import sqlalchemy.exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ingest.db.store import Store
+from ingest.db.translate import translate
 from ingest.settlement import RELEVANT_TYPES, Event, Packet, Replay, replay
-from ingest.store import Store, translate
 
 _TYPES = ", ".join(str(t) for t in RELEVANT_TYPES)
 
@@ -154,7 +155,7 @@ class SettlementStore:
     """Settlement's reads and writes, on the engine of a :class:`Store`."""
 
     def __init__(self, store: Store) -> None:
-        self._engine = store._engine  # one pool for the whole process
+        self._engine = store.engine  # one pool for the whole process
         self.store = store
         self.hold_reasons: dict[uuid.UUID, str] = {}
 

@@ -1,0 +1,119 @@
+"""The fixture registry: which fixtures exist and are enabled, where each one's stream stands
+(the resume position ``MAX(seq)``), and the worker's view of each (its state, saved in batches).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+
+from ingest.db.engine import Database
+from ingest.db.writes import safe_reason
+from ingest.ports import FixtureRow, FixtureState
+
+
+class Registry(Database):
+    """Fixtures, their positions and their states."""
+
+    async def max_seq(self, fixture_id: uuid.UUID) -> int:
+        """The resume point: ``MAX(seq)`` of the fixture, 0 when nothing is stored."""
+        rows = await self._fetch(
+            "reading the resume position",
+            "SELECT coalesce(max(seq), 0) FROM actions WHERE fixture_id = :f",
+            {"f": fixture_id},
+        )
+        return int(rows[0][0])
+
+    async def max_seqs(self, fixture_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """``MAX(seq)`` of several fixtures at once (0 for a fixture with nothing stored)."""
+        rows = await self._fetch(
+            "reading the stored positions",
+            "SELECT f, coalesce((SELECT max(seq) FROM actions WHERE fixture_id = f), 0) "
+            "FROM unnest(CAST(:ids AS uuid[])) AS f",
+            {"ids": list(fixture_ids)},
+        )
+        return {row[0]: int(row[1]) for row in rows}
+
+    async def payload_at(self, fixture_id: uuid.UUID, seq: int) -> str | None:
+        """The stored packet at ``seq`` as JSON text (not decoded here: a hostile packet may be
+        nested deeper than Python's recursion limit), or None."""
+        rows = await self._fetch(
+            "reading a stored packet",
+            "SELECT payload::text FROM actions WHERE fixture_id = :f AND seq = :s",
+            {"f": fixture_id, "s": seq},
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def is_numbered(self, fixture_id: uuid.UUID) -> bool:
+        """Does the fixture's latest stored packet carry the provider's ``fixtureSeqNum``?"""
+        rows = await self._fetch(
+            "reading the resume position",
+            "SELECT fixture_seq_num IS NOT NULL FROM actions WHERE fixture_id = :f "
+            "ORDER BY seq DESC LIMIT 1",
+            {"f": fixture_id},
+        )
+        return bool(rows and rows[0][0])
+
+    async def register(self, fixture_ids: Iterable[uuid.UUID], *, enable: bool = False) -> int:
+        """Add fixtures to the registry; with ``enable``, re-enable ones that were disabled."""
+        ids = list(fixture_ids)
+        conflict = "UPDATE SET enabled = true" if enable else "NOTHING"
+        return await self._execute(
+            "registering fixtures",
+            "INSERT INTO fixtures (fixture_id) SELECT DISTINCT * FROM unnest(CAST(:ids AS uuid[])) "
+            f"ON CONFLICT (fixture_id) DO {conflict}",
+            {"ids": ids},
+        )
+
+    async def set_enabled(self, fixture_id: uuid.UUID, enabled: bool) -> bool:
+        count = await self._execute(
+            "updating the fixture registry",
+            "UPDATE fixtures SET enabled = :e WHERE fixture_id = :f",
+            {"e": enabled, "f": fixture_id},
+        )
+        return count > 0
+
+    async def fixtures(self, fixture_ids: Sequence[uuid.UUID] | None = None) -> list[FixtureRow]:
+        where = "WHERE fixture_id = ANY(CAST(:ids AS uuid[]))" if fixture_ids is not None else ""
+        rows = await self._fetch(
+            "reading the fixture registry",
+            "SELECT fixture_id, enabled, finished, last_seq, packets, last_packet_at, state, "
+            "state_changed_at, connects, last_error, owner, lease_expires_at "
+            f"FROM fixtures {where} "
+            "ORDER BY added_at, fixture_id",
+            {"ids": list(fixture_ids)} if fixture_ids is not None else None,
+        )
+        return [FixtureRow(*row) for row in rows]
+
+    async def save_states(self, states: Sequence[FixtureState]) -> None:
+        if not states:
+            return
+        await self._execute(
+            "saving fixture states",
+            """
+            UPDATE fixtures f SET state = s.state, state_changed_at = s.since,
+                   connects = s.connects, last_error = s.last_error,
+                   rejected_unstored = f.rejected_unstored + s.unstored
+            FROM unnest(CAST(:ids AS uuid[]), CAST(:states AS text[]),
+                        CAST(:since AS timestamptz[]), CAST(:connects AS integer[]),
+                        CAST(:errors AS text[]), CAST(:unstored AS bigint[]))
+                 AS s(fixture_id, state, since, connects, last_error, unstored)
+            WHERE f.fixture_id = s.fixture_id
+            """,
+            {
+                "ids": [s.fixture_id for s in states],
+                "states": [s.state for s in states],
+                "since": [s.since for s in states],
+                "connects": [s.connects for s in states],
+                "errors": [safe_reason(s.last_error) if s.last_error else None for s in states],
+                "unstored": [s.rejected_unstored for s in states],
+            },
+        )
+
+    async def runnable_fixtures(self) -> list[uuid.UUID]:
+        rows = await self._fetch(
+            "reading the fixture registry",
+            "SELECT fixture_id FROM fixtures WHERE enabled AND NOT finished "
+            "ORDER BY added_at, fixture_id",
+        )
+        return [row[0] for row in rows]

@@ -1,0 +1,138 @@
+"""The tables, defined once (SQLAlchemy Core), as the migrations in ``migrations/versions`` make
+them. Column lists in SQL (the write path's ``unnest`` input, its ``INSERT`` list) are derived
+from these definitions, never written out by hand; ``tests/integration/test_schema.py`` compares
+every table here with a migrated database (columns, types, nullability), so the two cannot drift.
+
+The migrations stay the source of the database's shape (alembic's history is fixed): a schema
+change is a new migration *and* the matching change here.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Double,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
+
+metadata = MetaData()
+
+_TZ = TIMESTAMP(timezone=True)
+
+fixtures = Table(
+    "fixtures",
+    metadata,
+    Column("fixture_id", UUID(as_uuid=True), primary_key=True),
+    Column("enabled", Boolean, nullable=False, server_default="true"),
+    Column("finished", Boolean, nullable=False, server_default="false"),
+    Column("last_seq", BigInteger, nullable=False, server_default="0"),
+    Column("packets", BigInteger, nullable=False, server_default="0"),
+    Column("added_at", _TZ, nullable=False, server_default="now()"),
+    Column("last_packet_at", _TZ),
+    Column("finished_at", _TZ),
+    # the worker's view of the fixture (0004)
+    Column("state", Text),
+    Column("state_changed_at", _TZ),
+    Column("connects", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text),
+    # leases (0005)
+    Column("owner", Text),
+    Column("lease_expires_at", _TZ),
+    Column("lease_version", BigInteger, nullable=False, server_default="0"),
+    # rejected frames over the rate, counted only (0007)
+    Column("rejected_unstored", BigInteger, nullable=False, server_default="0"),
+)
+
+actions = Table(
+    "actions",
+    metadata,
+    Column("fixture_id", UUID(as_uuid=True), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("payload", JSONB, nullable=False),
+    Column("received_at", _TZ, nullable=False),
+    Column("stored_at", _TZ, nullable=False, server_default="now()"),
+    Column("finished", Boolean, nullable=False, server_default="false"),
+    Column("action_id", UUID(as_uuid=True)),
+    Column("fixture_seq_num", BigInteger),
+    Column("action_type_id", Integer),
+    Column("action_type", Text),
+    Column("action_subtype_id", Integer),
+    Column("action_subtype", Text),
+    Column("send_type_id", SmallInteger),
+    Column("send_type", Text),
+    Column("period", Integer),
+    Column("provider_ts", _TZ),
+    Column("timeline_sequence", Double),
+    Column("team_id", UUID(as_uuid=True)),
+    Column("player_id", UUID(as_uuid=True)),
+    Column("side", Text),  # 'home' / 'away' from the fixture's Lineups (0002)
+)
+
+rejected_messages = Table(
+    "rejected_messages",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("fixture_id", UUID(as_uuid=True), nullable=False),
+    Column("received_at", _TZ, nullable=False),
+    Column("raw", LargeBinary, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("length", BigInteger, nullable=False),  # 0007
+    Column("sha256", LargeBinary, nullable=False),  # 0007
+)
+
+action_conflicts = Table(
+    "action_conflicts",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("fixture_id", UUID(as_uuid=True), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("received_at", _TZ, nullable=False),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("worker_id", Text, primary_key=True),
+    Column("started_at", _TZ, nullable=False, server_default="now()"),
+    Column("heartbeat_at", _TZ, nullable=False, server_default="now()"),
+    Column("fixtures", Integer, nullable=False, server_default="0"),
+)
+
+settlement_events = Table(
+    "settlement_events",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("fixture_id", UUID(as_uuid=True), nullable=False),
+    Column("market", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("outcome", Text),
+    Column("certainty", Text),
+    Column("decided_by_seq", BigInteger, nullable=False),
+    Column("created_at", _TZ, nullable=False, server_default="now()"),
+)
+
+settlement_markets = Table(
+    "settlement_markets",
+    metadata,
+    Column("fixture_id", UUID(as_uuid=True), primary_key=True),
+    Column("market", Text, primary_key=True),
+    Column("opened_by_seq", BigInteger, nullable=False),
+    Column("opened_at", _TZ, nullable=False, server_default="now()"),
+)
+
+settlement_checkpoints = Table(
+    "settlement_checkpoints",
+    metadata,
+    Column("fixture_id", UUID(as_uuid=True), primary_key=True),
+    Column("seq", BigInteger, nullable=False, server_default="0"),
+    Column("updated_at", _TZ, nullable=False, server_default="now()"),
+)

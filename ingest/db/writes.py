@@ -1,0 +1,292 @@
+"""The write path: a batch of packets (and rejected frames) stored in one statement.
+
+Every committed batch sends ``NOTIFY ingest_actions`` with a JSON payload per fixture
+(``fixture_id``, ``max_seq``, ``inserted``, ``finished``).
+
+Writes are idempotent: each action packet is inserted keyed by ``(fixture_id, seq)`` with
+``ON CONFLICT DO NOTHING``; a replayed seq with a different payload is recorded in
+``action_conflicts``. One batch is one statement and one transaction, with the rows passed as
+arrays (``unnest``), so a batch costs one round trip whatever its size. The column lists of that
+statement are derived from :data:`ingest.db.schema.actions`.
+
+Known limit: when two workers write the same fixture at the same moment (a lease handover),
+a replay whose first copy is committed by the other worker during this statement is absorbed but
+not compared (the statement's snapshot predates it), so a differing payload would go unrecorded.
+Nothing is lost: the stored row stays. Outside such an overlap, every conflict is recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import asyncpg
+from sqlalchemy import Column
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ingest.config import DatabaseTarget
+from ingest.db.engine import Database
+from ingest.db.schema import actions as _actions
+from ingest.db.translate import BAD_DATA, DRIVER_ERRORS, is_unavailable, translate
+from ingest.packet import Action, Rejected
+from ingest.ports import WriteResult
+from ingest.vocabulary import Side, lineup_counts, side_map
+
+_INSERT_ACTIONS_TEMPLATE = """
+    WITH input AS (
+        SELECT * FROM unnest({unnest}) AS t({names})
+    ),
+    inserted AS (
+        INSERT INTO actions ({names})
+        SELECT {selected}
+        FROM input
+        ON CONFLICT (fixture_id, seq) DO NOTHING
+        RETURNING fixture_id, seq, finished, received_at
+    ),
+    duplicates AS MATERIALIZED (
+        -- only rows that were not inserted can be duplicates: probing the table for every row
+        -- would cost as much as the insert, and a hash join could even scan the whole table
+        SELECT * FROM input i
+        WHERE NOT EXISTS (SELECT 1 FROM inserted n
+                          WHERE n.fixture_id = i.fixture_id AND n.seq = i.seq)
+    ),
+    conflicts AS (
+        -- the outer snapshot does not see `inserted`: a hit here is a pre-existing row
+        INSERT INTO action_conflicts (fixture_id, seq, payload, received_at)
+        SELECT d.fixture_id, d.seq, d.payload::jsonb, d.received_at
+        FROM duplicates d JOIN actions a ON a.fixture_id = d.fixture_id AND a.seq = d.seq
+        WHERE a.payload <> d.payload::jsonb
+        ON CONFLICT DO NOTHING  -- the same differing replay is recorded once
+        RETURNING fixture_id, seq
+    ),
+    progress AS (
+        INSERT INTO fixtures AS f (fixture_id, last_seq, packets, finished, last_packet_at,
+                                   finished_at)
+        SELECT fixture_id, max(seq), count(*), bool_or(finished), max(received_at),
+               CASE WHEN bool_or(finished) THEN now() END
+        FROM inserted GROUP BY fixture_id ORDER BY fixture_id  -- one lock order for every writer
+        ON CONFLICT (fixture_id) DO UPDATE SET
+            last_seq = GREATEST(f.last_seq, EXCLUDED.last_seq),
+            packets = f.packets + EXCLUDED.packets,
+            finished = f.finished OR EXCLUDED.finished,
+            last_packet_at = GREATEST(f.last_packet_at, EXCLUDED.last_packet_at),
+            finished_at = COALESCE(f.finished_at, EXCLUDED.finished_at)
+    ),
+    notified AS (
+        -- delivered on commit: downstream settlement LISTENs instead of polling
+        SELECT pg_notify('ingest_actions', json_build_object(
+                   'fixture_id', fixture_id, 'max_seq', max(seq), 'inserted', count(*),
+                   'finished', bool_or(finished))::text)
+        FROM inserted GROUP BY fixture_id
+    )
+    SELECT (SELECT count(*) FROM notified) AS notified,
+           ARRAY(SELECT fixture_id FROM inserted GROUP BY fixture_id ORDER BY 1) AS fixtures,
+           ARRAY(SELECT count(*) FROM inserted GROUP BY fixture_id ORDER BY fixture_id) AS counts,
+           ARRAY(SELECT seq FROM conflicts) AS conflict_seqs,
+           ARRAY(SELECT fixture_id FROM conflicts) AS conflict_fixtures
+    """
+
+
+_LATEST_LINEUPS = """
+    SELECT fixture_id, home_team_id::text, away_team_id::text
+    FROM fixture_lineups WHERE fixture_id = ANY(CAST($1 AS uuid[]))
+    """  # the home/away rule in SQL (ingest.vocabulary.lineup_counts), as the views apply it
+
+_INSERT_REJECTED_SQL = """
+    INSERT INTO rejected_messages (fixture_id, received_at, raw, reason, length, sha256)
+    SELECT * FROM unnest(CAST($1 AS uuid[]), CAST($2 AS timestamptz[]),
+                         CAST($3 AS bytea[]), CAST($4 AS text[]), CAST($5 AS bigint[]),
+                         CAST($6 AS bytea[]))
+"""
+REJECTED_KEEP_BYTES = 4096  # of a rejected frame, the first bytes are kept (with length and hash)
+_REASON_CHARS = 500
+
+
+# Every column of `actions` but `stored_at`, which the server stamps; `payload` travels as text
+# and is cast to jsonb by the insert (so PostgreSQL, not the driver, parses it).
+_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
+_WRITTEN = [c for c in _actions.columns if c.name != "stored_at"]
+# the Action attribute that fills a column, where its name differs from the column's
+_RENAMED = {"action_type_id": "type_id", "action_type": "type_name",
+            "action_subtype_id": "subtype_id", "action_subtype": "subtype_name"}  # fmt: skip
+_ATTRIBUTES = tuple(_RENAMED.get(c.name, c.name) for c in _WRITTEN[1:])  # after fixture_id
+
+
+def _array_type(column: Column[Any]) -> str:
+    if isinstance(column.type, JSONB):
+        return "text[]"
+    return f"{column.type.compile(dialect=_DIALECT).lower()}[]"
+
+
+_INSERT_ACTIONS = _INSERT_ACTIONS_TEMPLATE.format(
+    unnest=", ".join(f"CAST(${n} AS {_array_type(c)})" for n, c in enumerate(_WRITTEN, 1)),
+    names=", ".join(c.name for c in _WRITTEN),
+    selected=", ".join(f"{c.name}::jsonb" if isinstance(c.type, JSONB) else c.name
+                       for c in _WRITTEN),
+)  # fmt: skip
+
+
+class Writes(Database):
+    """Store batches atomically; knows each fixture's home/away teams to fill ``actions.side``."""
+
+    def __init__(self, engine: AsyncEngine, target: DatabaseTarget | None = None) -> None:
+        super().__init__(engine, target)
+        # fixture -> {team id: "home"/"away"}, from its Lineups packet, to fill actions.side
+        self._sides: dict[uuid.UUID, dict[str, Side]] = {}
+
+    async def write(
+        self,
+        actions: Sequence[tuple[uuid.UUID, Action]],
+        rejected: Sequence[tuple[uuid.UUID, Rejected]] = (),
+    ) -> WriteResult:
+        """Store a batch atomically; duplicates are absorbed, conflicts recorded.
+
+        The hot path is one statement on the driver connection in autocommit, that is one round
+        trip and one transaction per batch, with no BEGIN / COMMIT / SAVEPOINT around it. Behind
+        a transaction-pooling proxy it runs inside BEGIN / COMMIT instead: an unnamed statement
+        is parsed and executed in two steps, which must reach the same server connection.
+        """
+        try:
+            async with self._engine.connect() as conn:
+                raw = (await conn.get_raw_connection()).driver_connection
+                assert raw is not None
+                try:
+                    if not self._pooler:
+                        return await self._write(raw, actions, list(rejected))
+                    async with raw.transaction():
+                        return await self._write(raw, actions, list(rejected))
+                except BaseException as exc:
+                    # An error the server reported leaves the connection usable; anything else
+                    # (a network error, a cancellation mid-statement, a confused protocol
+                    # state) leaves it suspect: never hand it out again.
+                    if not isinstance(exc, asyncpg.PostgresError) or is_unavailable(exc):
+                        raw.terminate()  # at once: a graceful close could wait on a dead peer
+                        await conn.invalidate()
+                    raise
+        except DRIVER_ERRORS as exc:
+            raise translate(exc, "writing a batch") from exc
+
+    async def _write(
+        self,
+        raw: asyncpg.Connection,
+        actions: Sequence[tuple[uuid.UUID, Action]],
+        rejected: list[tuple[uuid.UUID, Rejected]],
+    ) -> WriteResult:
+        await self._assign_sides(raw, actions)
+        rounds = _rounds(actions)
+        if len(rounds) <= 1 and not rejected:
+            result = WriteResult()
+            try:
+                # a savepoint when in a transaction already (pooler), so a failure leaves it usable
+                async with raw.transaction() if raw.is_in_transaction() else _no_transaction():
+                    await self._insert_round(raw, rounds[0] if rounds else [], result)
+                return result
+            except BAD_DATA:
+                pass  # a packet the database cannot hold: the careful path below finds it
+        result = WriteResult()
+        async with raw.transaction():
+            for round_ in rounds:
+                try:
+                    async with raw.transaction():  # a savepoint
+                        await self._insert_round(raw, round_, result)
+                except BAD_DATA:
+                    # e.g. \u0000 in a jsonb string: store the others, keep its bytes as rejected
+                    for item in round_:
+                        try:
+                            async with raw.transaction():
+                                await self._insert_round(raw, [item], result)
+                        except BAD_DATA as exc:
+                            fixture_id, action = item
+                            reason = f"seq {action.seq} cannot be stored: {exc}"
+                            bad = Rejected(action.payload.encode(), reason, action.received_at)
+                            rejected.append((fixture_id, bad))
+            if rejected:
+                await raw.execute(
+                    _INSERT_REJECTED_SQL,
+                    [f for f, _ in rejected],
+                    [r.received_at for _, r in rejected],
+                    [r.raw[:REJECTED_KEEP_BYTES] for _, r in rejected],
+                    [safe_reason(r.reason) for _, r in rejected],
+                    [r.length for _, r in rejected],
+                    [r.sha256 for _, r in rejected],
+                )
+                result.rejected = len(rejected)
+        return result
+
+    async def _assign_sides(
+        self, raw: asyncpg.Connection, actions: Sequence[tuple[uuid.UUID, Action]]
+    ) -> None:
+        """Fill ``Action.side`` from the fixture's Lineups (seen in this batch or stored)."""
+        unknown = {
+            f for f, a in actions if f not in self._sides and a.team_id is not None and not a.lineup
+        }
+        if unknown:
+            rows = await raw.fetch(_LATEST_LINEUPS, list(unknown))
+            for fixture_id, home, away in rows:
+                self._sides[fixture_id] = side_map(_uuid_text(home), _uuid_text(away))
+            for fixture_id in unknown - self._sides.keys():
+                self._sides[fixture_id] = {}  # no Lineups yet: sides stay NULL until one comes
+        for fixture_id, action in actions:
+            if action.lineup is not None:
+                if lineup_counts(action.send_type_id):
+                    self._sides[fixture_id] = side_map(*action.lineup)
+                else:  # a Cancelled / Deleted Lineups: the one before it is back in effect
+                    self._sides.pop(fixture_id, None)
+            elif action.team_id is not None:
+                action.side = self._sides.get(fixture_id, {}).get(action.team_id)
+
+    async def _insert_round(
+        self,
+        raw: asyncpg.Connection,
+        items: Sequence[tuple[uuid.UUID, Action]],
+        result: WriteResult,
+    ) -> None:
+        if not items:
+            return
+        columns = [[f for f, _ in items]]
+        columns += [[getattr(a, attr) for _, a in items] for attr in _ATTRIBUTES]
+        row = await raw.fetchrow(_INSERT_ACTIONS, *columns)
+        for fixture_id, count in zip(row["fixtures"], row["counts"], strict=True):
+            result.inserted[fixture_id] = result.inserted.get(fixture_id, 0) + count
+        result.conflicts.extend(zip(row["conflict_fixtures"], row["conflict_seqs"], strict=True))
+
+
+@contextlib.asynccontextmanager
+async def _no_transaction() -> AsyncIterator[None]:
+    yield
+
+
+def _rounds(
+    actions: Sequence[tuple[uuid.UUID, Action]],
+) -> list[list[tuple[uuid.UUID, Action]]]:
+    """Split a batch so no key appears twice in one statement (later copies go in later rounds)."""
+    rounds: list[list[tuple[uuid.UUID, Action]]] = []
+    seen: list[set[tuple[uuid.UUID, int]]] = []
+    for item in actions:
+        key = (item[0], item[1].seq)
+        for i, keys in enumerate(seen):
+            if key not in keys:
+                keys.add(key)
+                rounds[i].append(item)
+                break
+        else:
+            seen.append({key})
+            rounds.append([item])
+    return rounds
+
+
+def safe_reason(reason: str) -> str:
+    """A reason PostgreSQL's text type can hold, of bounded length."""
+    text = reason.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 3] + "..."
+
+
+def _uuid_text(value: object) -> str | None:
+    try:
+        return str(uuid.UUID(str(value))) if value else None
+    except ValueError:
+        return None

@@ -1,0 +1,83 @@
+"""The provider's vocabulary, written once: action types, send types, collection statuses, where a
+Lineups packet names the teams, and the home/away rule.
+
+Used by the parser (:mod:`ingest.packet`), the write path (:mod:`ingest.db.writes`), settlement
+(:mod:`ingest.settlement`), the match generator and the tests. The SQL views (migration 0003)
+apply the same rule in SQL; ``tests/integration/test_views.py`` holds them to it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+# fixtureActionTypeId -> fixtureActionType (SPEC section 2)
+MATCH_CONDITIONS = 1
+TEAM_COLOURS = 2
+LINEUPS = 3  # the packet that says which team (and player) is home and which away
+MATCH_STARTED = 4
+MATCH_ENDED = 5
+FRAME_STARTED = 6
+FRAME_ENDED = 7
+STRIKER = 8
+BALL_POTTED = 9
+FOUL = 10
+BREAK_ENDED = 11
+FREE_BALL = 12
+RE_RACK = 13
+FRAME_CONCEDED = 14
+STATUS_UPDATED = 22
+
+ACTION_TYPES: dict[int, str] = {
+    MATCH_CONDITIONS: "Match Conditions",
+    TEAM_COLOURS: "Team Colours",
+    LINEUPS: "Lineups",
+    MATCH_STARTED: "Match Started",
+    MATCH_ENDED: "Match Ended",
+    FRAME_STARTED: "Frame Started",
+    FRAME_ENDED: "Frame Ended",
+    STRIKER: "Striker",
+    BALL_POTTED: "Ball Potted",
+    FOUL: "Foul",
+    BREAK_ENDED: "Break Ended",
+    FREE_BALL: "Free Ball",
+    RE_RACK: "Re-rack",
+    FRAME_CONCEDED: "Frame Conceded",
+    STATUS_UPDATED: "Status Updated",
+}
+
+# sendTypeId -> sendType: how a packet changes its action (the latest packet of an action wins)
+PENDING, UPDATED, CANCELLED, DELETED, CONFIRMED, RESTORED = 1, 2, 3, 4, 5, 6
+SEND_TYPES: dict[int, str] = {
+    PENDING: "Pending",
+    UPDATED: "Updated",
+    CANCELLED: "Cancelled",
+    DELETED: "Deleted",
+    CONFIRMED: "Confirmed",
+    RESTORED: "Restored",
+}
+VOIDING_SEND_TYPES = (CANCELLED, DELETED)  # an action whose latest packet is one counts nowhere
+
+# fixtureSummary.collectionStatus
+COLLECTION_SCHEDULED = "CollectionScheduled"
+COLLECTING_LIVE = "CollectingLive"
+COLLECTION_SUSPENDED = "CollectionSuspended"
+COLLECTION_DROPPED = "CollectionDropped"  # the provider gave the match up: it will not finish
+
+Side = Literal["home", "away"]
+SIDES: tuple[Side, Side] = ("home", "away")
+
+
+def lineup_counts(send_type_id: int | None) -> bool:
+    """The home/away rule: the Lineups in effect is the fixture's latest Lineups packet that was
+    not Cancelled or Deleted (as in the ``fixture_lineups`` view)."""
+    return send_type_id not in VOIDING_SEND_TYPES
+
+
+def side_map(home: str | None, away: str | None) -> dict[str, Side]:
+    """Team id -> its side, from the Lineups in effect (a team not named has no side)."""
+    sides: dict[str, Side] = {}
+    if home is not None:
+        sides[home] = "home"
+    if away is not None:
+        sides[away] = "away"
+    return sides
