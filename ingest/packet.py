@@ -18,15 +18,7 @@ from typing import Any
 
 import orjson
 
-LINEUPS = 3  # fixtureActionTypeId of the packet that says which team is home
-SEND_TYPES = {
-    1: "Pending",
-    2: "Updated",
-    3: "Cancelled",
-    4: "Deleted",
-    5: "Confirmed",
-    6: "Restored",
-}
+from ingest.vocabulary import LINEUPS, SEND_TYPES
 
 
 @dataclass(slots=True)

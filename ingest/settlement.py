@@ -30,10 +30,20 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-FRAME_STARTED, FRAME_ENDED, BREAK_ENDED, STATUS_UPDATED = 6, 7, 11, 22
-PENDING, CANCELLED, DELETED = 1, 3, 4
+from ingest.vocabulary import (
+    BREAK_ENDED,
+    CANCELLED,
+    COLLECTING_LIVE,
+    COLLECTION_DROPPED,
+    DELETED,
+    FRAME_ENDED,
+    FRAME_STARTED,
+    PENDING,
+    STATUS_UPDATED,
+)
+
 RELEVANT_TYPES = (FRAME_STARTED, FRAME_ENDED, BREAK_ENDED, STATUS_UPDATED)
-DROPPED, LIVE = "CollectionDropped", "CollectingLive"
+DROPPED, LIVE = COLLECTION_DROPPED, COLLECTING_LIVE
 
 MATCH_MARKETS = (
     "match_winner",

@@ -48,7 +48,34 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
+
+from ingest.vocabulary import (
+    ACTION_TYPES,
+    BALL_POTTED,
+    BREAK_ENDED,
+    CANCELLED,
+    CONFIRMED,
+    DELETED,
+    FOUL,
+    FRAME_CONCEDED,
+    FRAME_ENDED,
+    FRAME_STARTED,
+    FREE_BALL,
+    LINEUPS,
+    MATCH_CONDITIONS,
+    MATCH_ENDED,
+    MATCH_STARTED,
+    PENDING,
+    RE_RACK,
+    RESTORED,
+    SEND_TYPES,
+    STATUS_UPDATED,
+    STRIKER,
+    TEAM_COLOURS,
+    UPDATED,
+    Side,
+)
 
 __all__ = [
     "BALL_NAMES",
@@ -59,52 +86,6 @@ __all__ = [
     "to_jsonl",
 ]
 
-Side = Literal["home", "away"]
-
-# fixtureActionTypeId -> fixtureActionType (SPEC section 2)
-MATCH_CONDITIONS = 1
-TEAM_COLOURS = 2
-LINEUPS = 3
-MATCH_STARTED = 4
-MATCH_ENDED = 5
-FRAME_STARTED = 6
-FRAME_ENDED = 7
-STRIKER = 8
-BALL_POTTED = 9
-FOUL = 10
-BREAK_ENDED = 11
-FREE_BALL = 12
-RE_RACK = 13
-FRAME_CONCEDED = 14
-STATUS_UPDATED = 22
-
-ACTION_TYPES: dict[int, str] = {
-    MATCH_CONDITIONS: "Match Conditions",
-    TEAM_COLOURS: "Team Colours",
-    LINEUPS: "Lineups",
-    MATCH_STARTED: "Match Started",
-    MATCH_ENDED: "Match Ended",
-    FRAME_STARTED: "Frame Started",
-    FRAME_ENDED: "Frame Ended",
-    STRIKER: "Striker",
-    BALL_POTTED: "Ball Potted",
-    FOUL: "Foul",
-    BREAK_ENDED: "Break Ended",
-    FREE_BALL: "Free Ball",
-    RE_RACK: "Re-rack",
-    FRAME_CONCEDED: "Frame Conceded",
-    STATUS_UPDATED: "Status Updated",
-}
-
-PENDING, UPDATED, CANCELLED, DELETED, CONFIRMED, RESTORED = 1, 2, 3, 4, 5, 6
-SEND_TYPES: dict[int, str] = {
-    PENDING: "Pending",
-    UPDATED: "Updated",
-    CANCELLED: "Cancelled",
-    DELETED: "Deleted",
-    CONFIRMED: "Confirmed",
-    RESTORED: "Restored",
-}
 
 BALL_NAMES: dict[int, str] = {
     1: "Red",
