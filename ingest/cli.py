@@ -17,42 +17,32 @@ import sys
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ingest import __version__, commands, embedded
+from ingest import __version__
 from ingest.config import Settings, load_settings
 from ingest.errors import EX_OK, EX_USAGE, IngestError
-from ingest.notify import Notifier
-from ingest.simulator.recording import Recording
-from ingest.simulator.server import SimulatorOptions
-from ingest.worker import RunOptions
+
+# Everything else is imported by the command that needs it: `ingest --help` loads no driver,
+# no web framework and no simulator.
 
 log = logging.getLogger("ingest")
 
 
-def _env_default(env: str, default: Any = None) -> Any:
-    return os.environ.get(env, default)
-
-
 def _add(parser: argparse.ArgumentParser, *flags: str, env: str, **kwargs: Any) -> None:
-    """An option that also reads an environment variable (the flag wins)."""
-    default = kwargs.pop("default", None)
-    if kwargs.get("action") == "store_true":
-        value = os.environ.get(env)
-        kwargs["default"] = value.lower() in ("1", "true", "yes", "on") if value else bool(default)
-    else:
-        kwargs["default"] = _env_default(env, default)
-    help_text = kwargs.pop("help", "")
-    kwargs["help"] = f"{help_text} [env {env}]" if help_text else f"[env {env}]"
-    parser.add_argument(*flags, **kwargs)
+    """An option whose environment variable is not ``INGEST_<DEST>`` (see _environment_defaults)."""
+    action = parser.add_argument(*flags, **kwargs)
+    action.env = env  # type: ignore[attr-defined]
 
 
 _NO_ENV = {"help", "version", "token_file"}  # the token file is ordered by config.py
+_TRUE = ("1", "true", "yes", "on")
 
 
 def _environment_defaults(parser: argparse.ArgumentParser) -> None:
-    """Every option reads an environment variable: ``--some-flag`` reads INGEST_SOME_FLAG
-    unless it names its own (shown as ``[env ...]`` in its help)."""
+    """The one place the command line reads the environment: every option's default comes from
+    ``INGEST_<DEST>`` (``--some-flag``: INGEST_SOME_FLAG) or the variable :func:`_add` named,
+    shown as ``[env ...]`` in its help; a flag on the command line wins."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
@@ -61,12 +51,12 @@ def _environment_defaults(parser: argparse.ArgumentParser) -> None:
         if not action.option_strings or action.dest in _NO_ENV:
             continue
         if action.help and "[env " in action.help:
-            continue
-        env = "INGEST_" + action.dest.upper()
+            continue  # a shared parent, seen already through another command
+        env = getattr(action, "env", None) or "INGEST_" + action.dest.upper()
         value = os.environ.get(env)
         if value is not None:
             if action.nargs == 0:  # a switch
-                action.default = value.lower() in ("1", "true", "yes", "on")
+                action.default = value.lower() in _TRUE
             elif action.nargs in ("+", "*") or isinstance(action.nargs, int):
                 action.default = value.split()
             else:
@@ -89,11 +79,36 @@ def _positive(value: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: one function per command (or family) below."""
     parser = argparse.ArgumentParser(
         prog="ingest",
         description="Stream live snooker actions from the DDE feed into PostgreSQL, exactly once.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parents = _parents()
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_run, _add_registry_commands, _add_feed, _add_reading_commands, _add_settle):
+        add(sub, parents)
+    sub.add_parser(
+        "demo", parents=[parents.common], help="simulator + embedded database + worker + report"
+    )
+    _environment_defaults(parser)
+    return parser
+
+
+class _Parents(NamedTuple):
+    """Option groups several commands share."""
+
+    logs: argparse.ArgumentParser  # --log-level, --log-format
+    common: argparse.ArgumentParser  # the logs, and where the database is
+    feed: argparse.ArgumentParser  # where the feed is, and the token
+
+
+if TYPE_CHECKING:
+    _Sub = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def _parents() -> _Parents:
     logs = argparse.ArgumentParser(add_help=False)
     _add(
         logs,
@@ -136,8 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
         "systemd credential ingest-token. Never pass the token itself on the command line",
     )
 
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    return _Parents(logs, common, feed)
 
+
+def _add_run(sub: _Sub, parents: _Parents) -> None:
+    """``ingest run``: the worker's options."""
+    common, feed = parents.common, parents.feed
     p = sub.add_parser("run", parents=[common, feed], help="stream fixtures into the database")
     p.add_argument("fixture_ids", nargs="*", type=_fixture_id, metavar="FIXTURE_ID")
     p.add_argument(
@@ -275,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="write metrics for node_exporter's textfile collector (atomically)",
     )
 
+
+def _add_registry_commands(sub: _Sub, parents: _Parents) -> None:
+    """``check``, ``status``, ``migrate`` and ``fixtures ...``."""
+    common, feed = parents.common, parents.feed
     p = sub.add_parser(
         "check",
         parents=[common],
@@ -312,8 +335,18 @@ def build_parser() -> argparse.ArgumentParser:
     q = fsub.add_parser("disable", parents=[common], help="stop streaming a fixture")
     q.add_argument("fixture_id", type=_fixture_id, metavar="FIXTURE_ID")
 
+
+def _add_feed(sub: _Sub, parents: _Parents) -> None:
+    """``ingest feed serve`` and ``ingest feed generate``."""
     p = sub.add_parser("feed", help="the local feed simulator")
     fsub = p.add_subparsers(dest="feed_command", required=True, metavar="ACTION")
+    _add_feed_serve(fsub, parents)
+    _add_feed_generate(fsub, parents)
+
+
+def _add_feed_serve(fsub: _Sub, parents: _Parents) -> None:
+    """``ingest feed serve``: the simulator, its recordings and its faults."""
+    common = parents.common
     q = fsub.add_parser("serve", parents=[common], help="serve fixtures like the provider does")
     _add(q, "--host", env="INGEST_SIM_HOST", default="127.0.0.1")
     _add(q, "--port", env="INGEST_SIM_PORT", type=int, default=8765)
@@ -428,6 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
         "unset: any non-empty token",
     )
 
+
+def _add_feed_generate(fsub: _Sub, parents: _Parents) -> None:
+    """``ingest feed generate``: a match as JSON lines."""
+    logs = parents.logs
     q = fsub.add_parser("generate", parents=[logs], help="write a generated match as JSON lines")
     q.add_argument("--seed", type=int, default=1, help="same seed, same bytes")
     q.add_argument("--best-of", type=int, default=7, help="frames (odd)")
@@ -439,6 +476,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-corrections", action="store_true", help="no Pending/Deleted/... packets")
     q.add_argument("--no-suspensions", action="store_true", help="no collection suspensions")
 
+
+def _add_reading_commands(sub: _Sub, parents: _Parents) -> None:
+    """``export``, ``report`` and ``verify``: what is stored."""
+    common = parents.common
     p = sub.add_parser(
         "export", parents=[common], help="write stored matches as JSON-lines recordings"
     )
@@ -460,6 +501,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", parents=[common], help="gaps, conflicts, rejected messages")
     p.add_argument("fixture_id", nargs="?", type=_fixture_id, metavar="FIXTURE_ID")
 
+
+def _add_settle(sub: _Sub, parents: _Parents) -> None:
+    """``ingest settle``: settlement events."""
+    common = parents.common
     p = sub.add_parser(
         "settle", parents=[common], help="settlement events: settle, roll back and void markets"
     )
@@ -486,10 +531,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p, "--metrics-port", env="INGEST_METRICS_PORT", type=int, help="/metrics and health")
     _add(p, "--metrics-host", env="INGEST_METRICS_HOST", default="127.0.0.1")
     _add(p, "--metrics-file", env="INGEST_METRICS_FILE", help="textfile-collector metrics")
-
-    sub.add_parser("demo", parents=[common], help="simulator + embedded database + worker + report")
-    _environment_defaults(parser)
-    return parser
 
 
 class _JsonFormatter(logging.Formatter):
@@ -521,6 +562,8 @@ def configure_logging(level: str, fmt: str) -> None:
 def _database_url(settings: Settings) -> str:
     if settings.database_url is not None:
         return settings.database_url
+    from ingest import embedded
+
     return embedded.start(settings.embedded_pgdata)
 
 
@@ -545,58 +588,111 @@ def _run_async(make: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int
     return asyncio.run(main())
 
 
+def _feed(args: argparse.Namespace, settings: Settings) -> int:
+    """``ingest feed serve`` / ``generate``."""
+    from ingest import commands
+    from ingest.simulator.recording import Recording
+    from ingest.simulator.server import SimulatorOptions
+
+    if args.feed_command == "serve":
+        recordings = [Recording.load(spec) for spec in args.recording]
+        recordings += [
+            Recording.generated(args.seed + i, best_of=args.best_of) for i in range(args.generate)
+        ]
+        sim_options = SimulatorOptions(
+            token=settings.token.reveal() if settings.token else None,
+            heartbeat_interval=args.heartbeat_interval,
+            one_based=args.one_based,
+            time_scale=args.time_scale,
+            max_gap=args.max_gap,
+            live=args.live,
+            live_offset=float(args.live_offset),
+        )
+        sim_options.faults.update(
+            {
+                "drop_after": args.drop_after,
+                "drop_mode": args.drop_mode,
+                "stall_after": args.stall_after,
+                "stall_seconds": args.stall_seconds,
+                "malformed_every": args.malformed_every,
+                "hostile_every": args.hostile_every,
+                "refuse_seconds": args.refuse_seconds,
+                "refuse_token": args.refuse_token,
+            }
+        )
+        stored = None
+        if args.from_database is not None:
+            stored = (_database_url(settings), args.from_database)
+        elif not recordings:
+            recordings = [Recording.demo()]
+        return _run_async(
+            lambda stop: commands.serve_feed(
+                recordings, sim_options, args.host, args.port, stop, from_database=stored
+            )
+        )
+    return commands.generate_feed(
+        seed=args.seed,
+        best_of=args.best_of,
+        reds=args.reds,
+        players=tuple(args.players) if args.players else None,
+        fixture_id=args.fixture_id,
+        corrections=not args.no_corrections,
+        suspensions=not args.no_suspensions,
+        output=args.output,
+        truth=args.truth,
+    )
+
+
+def _run(args: argparse.Namespace, settings: Settings, url: str) -> int:
+    """``ingest run``."""
+    from ingest import commands
+    from ingest.notify import Notifier
+    from ingest.worker import RunOptions
+
+    options = RunOptions(
+        until_finished=args.until_finished,
+        max_runtime=float(args.max_runtime) if args.max_runtime else None,
+        speed=args.speed,
+        batch_size=int(args.batch_size),
+        connect_rate=float(args.connect_rate),
+        writers=int(args.writers),
+        registry_poll=float(args.registry_poll),
+        progress_interval=float(args.progress_interval),
+        worker_id=args.worker_id,
+        lease_ttl=float(args.lease_ttl),
+        max_fixtures=int(args.max_fixtures) if args.max_fixtures else None,
+    )
+
+    async def run(stop: asyncio.Event) -> int:
+        await commands.run(
+            settings,
+            url,
+            args.fixture_ids,
+            options,
+            stop,
+            run_all=args.run_all,
+            liveness_timeout=float(args.liveness_timeout),
+            pool_size=int(args.pool_size),
+            ops=commands.Operations(
+                metrics_port=int(args.metrics_port) if args.metrics_port else None,
+                metrics_host=args.metrics_host,
+                metrics_file=args.metrics_file,
+                notifier=Notifier(),
+                discover_every=float(args.discover_every) if args.discover_every else None,
+            ),
+        )
+        return EX_OK
+
+    return _run_async(run)
+
+
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest import commands
+    from ingest.notify import Notifier
+
     cmd = args.command
     if cmd == "feed":
-        if args.feed_command == "serve":
-            recordings = [Recording.load(spec) for spec in args.recording]
-            recordings += [
-                Recording.generated(args.seed + i, best_of=args.best_of)
-                for i in range(args.generate)
-            ]
-            sim_options = SimulatorOptions(
-                token=settings.token.reveal() if settings.token else None,
-                heartbeat_interval=args.heartbeat_interval,
-                one_based=args.one_based,
-                time_scale=args.time_scale,
-                max_gap=args.max_gap,
-                live=args.live,
-                live_offset=float(args.live_offset),
-            )
-            sim_options.faults.update(
-                {
-                    "drop_after": args.drop_after,
-                    "drop_mode": args.drop_mode,
-                    "stall_after": args.stall_after,
-                    "stall_seconds": args.stall_seconds,
-                    "malformed_every": args.malformed_every,
-                    "hostile_every": args.hostile_every,
-                    "refuse_seconds": args.refuse_seconds,
-                    "refuse_token": args.refuse_token,
-                }
-            )
-            stored = None
-            if args.from_database is not None:
-                stored = (_database_url(settings), args.from_database)
-            elif not recordings:
-                recordings = [Recording.demo()]
-            return _run_async(
-                lambda stop: commands.serve_feed(
-                    recordings, sim_options, args.host, args.port, stop, from_database=stored
-                )
-            )
-        return commands.generate_feed(
-            seed=args.seed,
-            best_of=args.best_of,
-            reds=args.reds,
-            players=tuple(args.players) if args.players else None,
-            fixture_id=args.fixture_id,
-            corrections=not args.no_corrections,
-            suspensions=not args.no_suspensions,
-            output=args.output,
-            truth=args.truth,
-        )
-
+        return _feed(args, settings)
     if cmd == "settle" and not args.fixture_ids and not args.settle_all:
         raise _Usage("ingest settle: give FIXTURE_ID ... or --all")
     if cmd == "run" and not args.fixture_ids and not args.run_all:
@@ -605,41 +701,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         settings.require_token()  # before starting anything
     url = _database_url(settings)
     if cmd == "run":
-        options = RunOptions(
-            until_finished=args.until_finished,
-            max_runtime=float(args.max_runtime) if args.max_runtime else None,
-            speed=args.speed,
-            batch_size=int(args.batch_size),
-            connect_rate=float(args.connect_rate),
-            writers=int(args.writers),
-            registry_poll=float(args.registry_poll),
-            progress_interval=float(args.progress_interval),
-            worker_id=args.worker_id,
-            lease_ttl=float(args.lease_ttl),
-            max_fixtures=int(args.max_fixtures) if args.max_fixtures else None,
-        )
-
-        async def run(stop: asyncio.Event) -> int:
-            await commands.run(
-                settings,
-                url,
-                args.fixture_ids,
-                options,
-                stop,
-                run_all=args.run_all,
-                liveness_timeout=float(args.liveness_timeout),
-                pool_size=int(args.pool_size),
-                ops=commands.Operations(
-                    metrics_port=int(args.metrics_port) if args.metrics_port else None,
-                    metrics_host=args.metrics_host,
-                    metrics_file=args.metrics_file,
-                    notifier=Notifier(),
-                    discover_every=float(args.discover_every) if args.discover_every else None,
-                ),
-            )
-            return EX_OK
-
-        return _run_async(run)
+        return _run(args, settings, url)
     if cmd == "migrate":
         return _run_async(
             lambda stop: commands.migrate(url, revision=args.revision, downgrade=args.downgrade)

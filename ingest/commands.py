@@ -70,7 +70,7 @@ class Operations:
     """How a run shows itself to operators: metrics, health, systemd."""
 
     metrics_port: int | None = None
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str = "127.0.0.1"  # as --metrics-host: 0.0.0.0 only when asked (a container)
     metrics_file: str | None = None
     notifier: Notifier | None = None
     status_interval: float = 10.0
