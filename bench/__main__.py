@@ -39,10 +39,10 @@ from bench.harness import (
     simulator_process,
     worker_process,
 )
-from ingest.config import Secret
+from ingest.config import RunOptions, Secret
 from ingest.db.store import Store
 from ingest.source import FeedSource, feed_session
-from ingest.worker import RunOptions, Worker
+from ingest.worker import Worker
 
 
 @dataclass

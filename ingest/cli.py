@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ingest import __version__
-from ingest.config import Settings, load_settings
+from ingest.config import RunOptions, Settings, load_settings
 from ingest.errors import EX_OK, EX_USAGE, IngestError
 
 # Everything else is imported by the command that needs it: `ingest --help` loads no driver,
@@ -154,6 +154,9 @@ def _parents() -> _Parents:
     return _Parents(logs, common, feed)
 
 
+_RUN = RunOptions()  # the run's defaults, written once (in ingest.config)
+
+
 def _add_run(sub: _Sub, parents: _Parents) -> None:
     """``ingest run``: the worker's options."""
     common, feed = parents.common, parents.feed
@@ -191,7 +194,7 @@ def _add_run(sub: _Sub, parents: _Parents) -> None:
         "--batch-size",
         env="INGEST_BATCH_SIZE",
         type=int,
-        default=500,
+        default=_RUN.batch_size,
         help="most packets per database transaction",
     )
     _add(
@@ -208,7 +211,7 @@ def _add_run(sub: _Sub, parents: _Parents) -> None:
         "--connect-rate",
         env="INGEST_CONNECT_RATE",
         type=float,
-        default=4.0,
+        default=_RUN.connect_rate,
         help="connection attempts per second across all fixtures (0: no limit)",
     )
     _add(
@@ -216,7 +219,7 @@ def _add_run(sub: _Sub, parents: _Parents) -> None:
         "--registry-poll",
         env="INGEST_REGISTRY_POLL",
         type=_positive,
-        default=10.0,
+        default=_RUN.registry_poll,
         help="with --all: seconds between looks for newly registered fixtures",
     )
     _add(
@@ -224,7 +227,7 @@ def _add_run(sub: _Sub, parents: _Parents) -> None:
         "--progress-interval",
         env="INGEST_PROGRESS_INTERVAL",
         type=_positive,
-        default=60.0,
+        default=_RUN.progress_interval,
         help="seconds between progress lines per fixture",
     )
     _add(
@@ -232,7 +235,7 @@ def _add_run(sub: _Sub, parents: _Parents) -> None:
         "--writers",
         env="INGEST_WRITERS",
         type=int,
-        default=2,
+        default=_RUN.writers,
         help="batches in flight at once (each fixture always goes through the same writer)",
     )
     _add(
@@ -263,7 +266,7 @@ def _add_run(sub: _Sub, parents: _Parents) -> None:
         "--lease-ttl",
         env="INGEST_LEASE_TTL",
         type=_positive,
-        default=30.0,
+        default=_RUN.lease_ttl,
         help="with --all: seconds a fixture's lease lasts unless renewed",
     )
     _add(
@@ -647,7 +650,6 @@ def _run(args: argparse.Namespace, settings: Settings, url: str) -> int:
     """``ingest run``."""
     from ingest import commands
     from ingest.notify import Notifier
-    from ingest.worker import RunOptions
 
     options = RunOptions(
         until_finished=args.until_finished,

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from ingest import report as match_report
 from ingest import status as fixture_status
-from ingest.config import DEFAULT_FEED_URL, LEGACY_FEED_HOST, Secret, Settings
+from ingest.config import DEFAULT_FEED_URL, LEGACY_FEED_HOST, RunOptions, Secret, Settings
 from ingest.db.store import Store
 from ingest.discovery import list_fixtures
 from ingest.errors import EX_OK, ConfigError, IngestError
@@ -33,11 +33,13 @@ from ingest.export import stored_recordings, write_recordings
 from ingest.metrics import Metrics, SettlerMetrics
 from ingest.monitor import Monitor
 from ingest.notify import Notifier
+from ingest.retry import with_database_retries
 from ingest.simulator.generator import MatchSpec, generate_match, to_jsonl
 from ingest.simulator.recording import Recording
 from ingest.simulator.server import Simulator, SimulatorOptions
 from ingest.source import FeedSource, feed_session
-from ingest.worker import RunOptions, RunResult, Worker, with_database_retries
+from ingest.stats import RunResult
+from ingest.worker import Worker
 
 log = logging.getLogger(__name__)
 

@@ -272,3 +272,32 @@ def redact_url(raw: str) -> str:
     secret = ("password", "sslpassword")
     query = "&".join(f"{k}={'***' if k in secret else v}" for k, v in pairs)
     return urllib.parse.urlunsplit((parts.scheme, f"{userinfo}{at}{hosts}", parts.path, query, ""))
+
+
+@dataclass
+class RunOptions:
+    """How one run behaves: built once, in the CLI, from these defaults, the environment and the
+    flags (``ingest run --help`` shows its defaults from here)."""
+
+    until_finished: bool = False
+    max_runtime: float | None = None
+    speed: str | None = None
+    batch_size: int = 500
+    writers: int = 2  # batches in flight at once (each fixture always uses the same writer)
+    queue_size: int = 10_000
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    db_give_up_after: float = 600.0  # a database outage longer than this ends the run (exit 75)
+    shutdown_timeout: float = 3.0  # how long a stop may spend flushing (all steps: < 5 s)
+    connect_rate: float = 4.0  # connection attempts per second, all fixtures together (0: no limit)
+    auth_retries: int = 2  # a refused token is tried again this many times, spaced out ...
+    auth_retry_delay: float = 2.0  # ... by this many seconds times the attempt number
+    registry_poll: float = 10.0  # --all: how often to look for new fixtures
+    progress_interval: float = 60.0  # how often to log a progress line per fixture
+    state_interval: float = 2.0  # how often changed fixture states are saved
+    worker_id: str = "worker"  # the lease owner name, with --all (host:pid by default)
+    lease_ttl: float = 30.0  # a lease lasts this long unless renewed (every third of it)
+    max_fixtures: int | None = None  # with --all: claim at most this many
+    rejected_burst: int = 100  # rejected frames stored per fixture at once ...
+    rejected_per_minute: float = 1.0  # ... then this many a minute; the rest are only counted
+    summary_interval: float = 10.0  # how often fixtures with new packets are reconciled

@@ -18,94 +18,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
 import orjson
 
+from ingest.config import RunOptions
 from ingest.errors import (
     AuthError,
-    DatabaseUnavailable,
     FeedUnavailable,
     FixtureNotFound,
     FrameTooLarge,
     IngestError,
-    TemporaryError,
 )
+from ingest.leases import AllFixtures, Balancer, LeasedFixtures
 from ingest.metrics import Metrics
 from ingest.packet import Action, Rejected
-from ingest.ports import FixtureState, Leases, Reconciler, Sink, Source, WriteResult
+from ingest.ports import FixtureState, Leases, Reconciler, Sink, Source
+from ingest.retry import RateLimiter, backoff_delay, with_database_retries
+from ingest.stats import FixtureStats, RunResult
+from ingest.writer import Writer
 
 log = logging.getLogger(__name__)
 
-_Item = tuple[uuid.UUID, Action | Rejected]
 T = TypeVar("T")
-
-
-@dataclass
-class RunOptions:
-    until_finished: bool = False
-    max_runtime: float | None = None
-    speed: str | None = None
-    batch_size: int = 500
-    writers: int = 2  # batches in flight at once (each fixture always uses the same writer)
-    queue_size: int = 10_000
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-    db_give_up_after: float = 600.0  # a database outage longer than this ends the run (exit 75)
-    shutdown_timeout: float = 3.0  # how long a stop may spend flushing (all steps: < 5 s)
-    connect_rate: float = 4.0  # connection attempts per second, all fixtures together (0: no limit)
-    auth_retries: int = 2  # a refused token is tried again this many times, spaced out ...
-    auth_retry_delay: float = 2.0  # ... by this many seconds times the attempt number
-    registry_poll: float = 10.0  # --all: how often to look for new fixtures
-    progress_interval: float = 60.0  # how often to log a progress line per fixture
-    state_interval: float = 2.0  # how often changed fixture states are saved
-    worker_id: str = "worker"  # the lease owner name, with --all (host:pid by default)
-    lease_ttl: float = 30.0  # a lease lasts this long unless renewed (every third of it)
-    max_fixtures: int | None = None  # with --all: claim at most this many
-    rejected_burst: int = 100  # rejected frames stored per fixture at once ...
-    rejected_per_minute: float = 1.0  # ... then this many a minute; the rest are only counted
-    summary_interval: float = 10.0  # how often fixtures with new packets are reconciled
-
-
-@dataclass
-class FixtureStats:
-    received: int = 0
-    stored: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    rejected_unstored: int = 0  # over the rate: counted, not stored
-    unstored_saved: int = 0  # of rejected_unstored, how many the registry has counted
-    rejected_allowance: float = -1.0  # stored rejected frames still allowed (-1: a full burst)
-    rejected_refilled: float = 0.0  # monotonic time of the allowance's last refill
-    rejected_throttled: bool = False  # the last rejected frame was only counted
-    numbered: bool = False  # the feed sends fixtureSeqNum: unnumbered packets are rejected
-    conflicts: int = 0
-    gaps: int = 0
-    connects: int = 0
-    last_seq: int = 0
-    finished: bool = False
-    # starting, connecting, connected, backing off, blocked (a frame over the size limit),
-    # finished, not found, stopped, released (to another worker)
-    state: str = "starting"
-    state_since: float = field(default_factory=time.time)
-    last_error: str | None = None
-    state_saved: bool = False
-
-
-@dataclass
-class RunResult:
-    fixtures: dict[uuid.UUID, FixtureStats] = field(default_factory=dict)
-    stopped: bool = False  # by a signal or --max-runtime, rather than by every fixture finishing
-
-    @property
-    def all_finished(self) -> bool:
-        return all(s.finished for s in self.fixtures.values())
 
 
 def _done_task() -> asyncio.Task[None]:
@@ -115,257 +54,8 @@ def _done_task() -> asyncio.Task[None]:
     return asyncio.create_task(nothing())
 
 
-async def with_database_retries(
-    call: Callable[[], Awaitable[T]],
-    options: RunOptions,
-    *,
-    what: str,
-    on_outage: Callable[[float | None], None] | None = None,
-) -> T:
-    """Call, retrying with backoff while the database is unavailable; give up (exit 75) after
-    ``db_give_up_after`` seconds. ``on_outage`` hears when an outage starts (monotonic time)
-    and ends (None)."""
-    attempt = 0
-    started: float | None = None
-    while True:
-        try:
-            result = await call()
-        except DatabaseUnavailable as exc:
-            now = time.monotonic()
-            if started is None:
-                started = now
-                log.warning("%s: database unavailable, retrying: %s", what, exc)
-                if on_outage is not None:
-                    on_outage(now)
-            elif now - started > options.db_give_up_after:
-                raise TemporaryError(
-                    f"the database has been unavailable for {now - started:.0f} s: {exc}"
-                ) from None
-            await asyncio.sleep(
-                backoff_delay(attempt, options.backoff_initial, options.backoff_max)
-            )
-            attempt += 1
-            continue
-        if started is not None:
-            log.info("%s: database back after %.1f s", what, time.monotonic() - started)
-            if on_outage is not None:
-                on_outage(None)
-        return result
-
-
-def backoff_delay(attempt: int, initial: float, cap: float) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, initial * 2**attempt)]."""
-    return random.uniform(0, min(cap, initial * (2 ** min(attempt, 30))))
-
-
-class Writer:
-    """Commits what the fixture tasks received, in order, in batches.
-
-    A batch is whatever is queued when the writer gets to it, up to ``batch_size``: under load
-    batches grow, and a lone packet on an idle socket is committed at once (no timer on the
-    latency path). While the database is down the queue fills up and ``put`` blocks, which stops
-    the fixture tasks reading their sockets: backpressure instead of unbounded memory.
-    """
-
-    def __init__(
-        self,
-        sink: Sink,
-        stats: dict[uuid.UUID, FixtureStats],
-        options: RunOptions,
-        metrics: Metrics | None = None,
-        on_rewind: Callable[[uuid.UUID], None] | None = None,
-    ):
-        self._sink = sink
-        self._stats = stats
-        self._options = options
-        self._metrics = metrics
-        self.outage_since: float | None = None  # monotonic time the database went away
-        # Failover: the database that answers after an outage may lack the last commits (a
-        # standby promoted under asynchronous replication). What this writer committed is
-        # checked against it before anything else is written (see _check_rewind).
-        self._committed: dict[uuid.UUID, int] = {}  # fixture -> highest seq committed
-        self.suspect = False  # an outage was seen: check what survived before writing
-        self._discarding: set[uuid.UUID] = set()  # rewound: drop their packets until resumed
-        self._on_rewind = on_rewind
-        self.refetched = 0  # packets the database lost or this writer dropped: fetched again
-        self._queue: asyncio.Queue[_Item | asyncio.Future[None] | None] = asyncio.Queue(
-            options.queue_size
-        )
-
-    async def put(self, fixture_id: uuid.UUID, frame: Action | Rejected) -> None:
-        await self._queue.put((fixture_id, frame))
-
-    async def barrier(self) -> None:
-        """Return once everything put before this call is committed."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._queue.put(done)
-        await done
-
-    async def close(self) -> None:
-        await self._queue.put(None)
-
-    def resume(self, fixture_id: uuid.UUID) -> None:
-        """The fixture reconnects from the stored ``MAX(seq)``: take its packets again."""
-        self._discarding.discard(fixture_id)
-
-    @property
-    def pending(self) -> int:
-        return self._queue.qsize()
-
-    async def run(self) -> None:
-        closing = False
-        while not closing:
-            items: list[_Item] = []
-            waiters: list[asyncio.Future[None]] = []
-            entry = await self._queue.get()
-            while True:
-                if entry is None:
-                    closing = True
-                elif isinstance(entry, asyncio.Future):
-                    waiters.append(entry)
-                else:
-                    items.append(entry)
-                if closing or len(items) >= self._options.batch_size or self._queue.empty():
-                    break
-                entry = self._queue.get_nowait()
-            try:
-                if items:
-                    await self._flush(items)
-            except BaseException as exc:
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_exception(
-                            exc if isinstance(exc, Exception) else asyncio.CancelledError()
-                        )
-                raise
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-
-    async def _flush(self, items: Sequence[_Item]) -> None:
-        rejected = [(f, r) for f, r in items if isinstance(r, Rejected)]
-        started = time.monotonic()
-        result, actions = await self._write(
-            [(f, a) for f, a in items if isinstance(a, Action)], rejected
-        )
-        for fixture_id, action in actions:
-            if action.seq > self._committed.get(fixture_id, 0):
-                self._committed[fixture_id] = action.seq
-        if self._metrics is not None:
-            self._observe(items, actions, result, time.monotonic() - started)
-        received: dict[uuid.UUID, int] = {}
-        for fixture_id, _ in actions:
-            received[fixture_id] = received.get(fixture_id, 0) + 1
-        for fixture_id, count in received.items():
-            stats = self._stats[fixture_id]
-            inserted = result.inserted.get(fixture_id, 0)
-            stats.stored += inserted
-            stats.duplicates += count - inserted
-        for fixture_id, frame in rejected:
-            self._stats[fixture_id].rejected += 1
-            log.warning("fixture %s: rejected a frame: %s", fixture_id, frame.reason)
-        for fixture_id, seq in result.conflicts:
-            self._stats[fixture_id].conflicts += 1
-            log.warning(
-                "fixture %s: seq %d arrived again with a different payload; the stored row is "
-                "kept and the newcomer is recorded in action_conflicts",
-                fixture_id,
-                seq,
-            )
-
-    def _observe(
-        self,
-        items: Sequence[_Item],
-        actions: Sequence[tuple[uuid.UUID, Action]],
-        result: WriteResult,
-        seconds: float,
-    ) -> None:
-        m = self._metrics
-        assert m is not None
-        inserted = sum(result.inserted.values())
-        m.packets_stored.inc(inserted)
-        m.duplicates.inc(len(actions) - inserted)
-        m.rejected.inc(result.rejected)
-        m.conflicts.inc(len(result.conflicts))
-        m.batch_size.observe(len(items))
-        m.commit_seconds.observe(seconds)
-        now = datetime.now(UTC)
-        for _, action in actions:
-            m.lag_seconds.observe((now - action.received_at).total_seconds())
-        if actions:
-            m.last_packet.set(now.timestamp())
-
-    async def _write(
-        self,
-        actions: list[tuple[uuid.UUID, Action]],
-        rejected: Sequence[tuple[uuid.UUID, Rejected]],
-    ) -> tuple[WriteResult, list[tuple[uuid.UUID, Action]]]:
-        """Write (retrying through outages); returns the result and the actions written."""
-
-        def outage(since: float | None) -> None:
-            self.outage_since = since
-            if since is not None:
-                self.suspect = True
-
-        async def attempt() -> tuple[WriteResult, list[tuple[uuid.UUID, Action]]]:
-            if self.suspect:
-                await self._check_rewind()
-            kept = [(f, a) for f, a in actions if f not in self._discarding]
-            self.refetched += len(actions) - len(kept)
-            return await self._sink.write(kept, rejected), kept
-
-        return await with_database_retries(
-            attempt, self._options, what=f"storing {len(actions)} packets", on_outage=outage
-        )
-
-    async def _check_rewind(self) -> None:
-        """After an outage: did the database lose commits (a failover)? Those fixtures restart.
-
-        With asynchronous replication a promoted standby may lack the last transactions the old
-        primary acknowledged. Writing on would leave a hole below the new packets, so instead the
-        fixture's queued packets are dropped and it reconnects from ``MAX(seq)`` as stored now:
-        the lost packets are simply fetched again from the feed.
-        """
-        stored = await self._sink.max_seqs(list(self._committed))
-        self.suspect = False
-        for fixture_id, committed in self._committed.items():
-            now = stored.get(fixture_id, 0)
-            if now >= committed:
-                continue
-            log.warning(
-                "fixture %s: the database no longer has seq %d-%d that were committed before "
-                "the outage (a failover to a standby that had not received them); fetching them "
-                "again from the feed",
-                fixture_id,
-                now + 1,
-                committed,
-            )
-            self.refetched += committed - now
-            self._committed[fixture_id] = now
-            self._discarding.add(fixture_id)
-            if self._on_rewind is not None:
-                self._on_rewind(fixture_id)
-
-
 class _Stopped(Exception):
     """A stop was asked for while the run waited on something else."""
-
-
-class RateLimiter:
-    """Spaces out connection attempts across every fixture (the provider asks for <= 5/s)."""
-
-    def __init__(self, per_second: float) -> None:
-        self._interval = 1.0 / per_second if per_second > 0 else 0.0
-        self._next = 0.0
-
-    async def wait(self) -> None:
-        if not self._interval:
-            return
-        now = time.monotonic()
-        slot = max(now, self._next)
-        self._next = slot + self._interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
 
 
 class Worker:
@@ -386,9 +76,14 @@ class Worker:
         self._reconciled: dict[uuid.UUID, int] = {}  # fixture -> packets stored when compared
         self._disagreeing: set[uuid.UUID] = set()
         self._sink = sink
-        self._leases = leases  # with leases, the registry is shared with other workers
-        self._leased: set[uuid.UUID] = set()
         self._options = options or RunOptions()
+        # with leases, the registry is shared with other workers
+        self._leased = (
+            LeasedFixtures(leases, self._options, self._db_retry, self._drop)
+            if leases is not None
+            else None
+        )
+        self._balancer: Balancer = self._leased or AllFixtures(sink, self._options, self._db_retry)
         self._metrics = metrics
         self._stop = asyncio.Event()
         self._stats: dict[uuid.UUID, FixtureStats] = {}
@@ -416,9 +111,7 @@ class Worker:
         reconciler = asyncio.create_task(self._reconcile_forever(), name="reconciler")
         stop_wait = asyncio.create_task(self._stop.wait(), name="stop")
         deadline = None if opts.max_runtime is None else time.monotonic() + opts.max_runtime
-        poll_every = opts.registry_poll
-        if self._leases is not None:
-            poll_every = min(poll_every, opts.lease_ttl / 3)
+        poll_every = self._balancer.poll_every
         next_poll = time.monotonic() + poll_every
         next_progress = time.monotonic() + opts.progress_interval
         error: BaseException | None = None
@@ -497,11 +190,9 @@ class Worker:
             with contextlib.suppress(Exception):  # the last packets' summary, once
                 async with asyncio.timeout(1.0):
                     await self._reconcile()
-            if self._leases is not None:
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(0.5):
-                        await self._leases.release_leases(opts.worker_id)
-                        log.info("leases released")
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(0.5):
+                    await self._balancer.release()
         if error is not None:
             raise error
         return result
@@ -543,51 +234,17 @@ class Worker:
         return bool(await self._db_retry(self._sink.runnable_fixtures))
 
     async def _poll_registry(self) -> None:
-        if self._leases is None:
-            await self._start(await self._db_retry(self._sink.runnable_fixtures))
-            return
-        opts, leases = self._options, self._leases
-        held = [f for f in self._leased if not self._followers[f].done()]
-        done = [f for f in self._leased if self._followers[f].done()]
-        if done:  # finished: give them back (they are no longer runnable anyway)
-            await self._db_retry(lambda: leases.release_leases(opts.worker_id, done))
-            self._leased.difference_update(done)
-        if held:
-            kept = set(
-                await self._db_retry(
-                    lambda: leases.renew_leases(opts.worker_id, opts.lease_ttl, held)
-                )
-            )
-            for fixture_id in held:
-                if fixture_id not in kept:
-                    log.warning("fixture %s: lease lost to another worker; stopping", fixture_id)
-                    self._drop(fixture_id)
-            held = [f for f in held if f in kept]
-            share = await self._db_retry(lambda: leases.fair_share(opts.worker_id, opts.lease_ttl))
-            cap = min(share, opts.max_fixtures or share)
-            excess = held[cap:] if len(held) > cap + 1 else []
-            if excess:  # others joined: hand some over so that the work spreads evenly
-                log.info("releasing %d fixture(s) to other workers", len(excess))
-                for fixture_id in excess:
-                    self._drop(fixture_id)
-                await self._db_retry(lambda: leases.release_leases(opts.worker_id, excess))
-                held = held[:cap]
-        claimed = await self._db_retry(
-            lambda: leases.claim_fixtures(
-                opts.worker_id, opts.lease_ttl, opts.max_fixtures, len(held)
-            )
-        )
-        if claimed:
-            log.info("claimed %d fixture(s)", len(claimed))
-            self._leased.update(claimed)
-            await self._start(claimed)
+        running = {f for f, t in self._followers.items() if not t.done()}
+        done = {f for f, t in self._followers.items() if t.done()}
+        await self._start(await self._balancer.poll(running, done))
 
     def _drop(self, fixture_id: uuid.UUID) -> None:
         """Stop streaming a fixture now (its packets already received are still stored)."""
         task = self._followers.pop(fixture_id, None)
         if task is not None:
             task.cancel()
-        self._leased.discard(fixture_id)
+        if self._leased is not None:
+            self._leased.forget(fixture_id)
         self._set_state(fixture_id, "released")
 
     def _restart(self, fixture_id: uuid.UUID) -> None:

@@ -22,13 +22,13 @@ import asyncpg
 import pytest
 
 from ingest import commands
-from ingest.config import Secret
+from ingest.config import RunOptions, Secret
 from ingest.db.store import Store
 from ingest.metrics import Metrics
 from ingest.simulator.generator import GeneratedMatch, MatchSpec, generate_match, to_jsonl
 from ingest.simulator.recording import Recording
 from ingest.source import FeedSource, feed_session
-from ingest.worker import RunOptions, Worker
+from ingest.worker import Worker
 from tests.conftest import TOKEN, StartFeed
 from tests.integration.test_views import parse
 

@@ -1,0 +1,216 @@
+"""The writer: commits what the fixture tasks received, in order, in batches, and checks after a
+database outage that what it committed survived (a failover may lose the last commits).
+
+A fixture always goes to the same writer, which commits batches in the order packets were
+received, so ``MAX(seq)`` never runs ahead of a packet that is not stored; a *barrier* through
+the queue tells a fixture task that everything it put before is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from ingest.config import RunOptions
+from ingest.metrics import Metrics
+from ingest.packet import Action, Rejected
+from ingest.ports import Sink, WriteResult
+from ingest.retry import with_database_retries
+from ingest.stats import FixtureStats
+
+log = logging.getLogger(__name__)
+
+_Item = tuple[uuid.UUID, Action | Rejected]
+
+
+class Writer:
+    """Commits what the fixture tasks received, in order, in batches.
+
+    A batch is whatever is queued when the writer gets to it, up to ``batch_size``: under load
+    batches grow, and a lone packet on an idle socket is committed at once (no timer on the
+    latency path). While the database is down the queue fills up and ``put`` blocks, which stops
+    the fixture tasks reading their sockets: backpressure instead of unbounded memory.
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        stats: dict[uuid.UUID, FixtureStats],
+        options: RunOptions,
+        metrics: Metrics | None = None,
+        on_rewind: Callable[[uuid.UUID], None] | None = None,
+    ):
+        self._sink = sink
+        self._stats = stats
+        self._options = options
+        self._metrics = metrics
+        self.outage_since: float | None = None  # monotonic time the database went away
+        # Failover: the database that answers after an outage may lack the last commits (a
+        # standby promoted under asynchronous replication). What this writer committed is
+        # checked against it before anything else is written (see _check_rewind).
+        self._committed: dict[uuid.UUID, int] = {}  # fixture -> highest seq committed
+        self.suspect = False  # an outage was seen: check what survived before writing
+        self._discarding: set[uuid.UUID] = set()  # rewound: drop their packets until resumed
+        self._on_rewind = on_rewind
+        self.refetched = 0  # packets the database lost or this writer dropped: fetched again
+        self._queue: asyncio.Queue[_Item | asyncio.Future[None] | None] = asyncio.Queue(
+            options.queue_size
+        )
+
+    async def put(self, fixture_id: uuid.UUID, frame: Action | Rejected) -> None:
+        await self._queue.put((fixture_id, frame))
+
+    async def barrier(self) -> None:
+        """Return once everything put before this call is committed."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._queue.put(done)
+        await done
+
+    async def close(self) -> None:
+        await self._queue.put(None)
+
+    def resume(self, fixture_id: uuid.UUID) -> None:
+        """The fixture reconnects from the stored ``MAX(seq)``: take its packets again."""
+        self._discarding.discard(fixture_id)
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def run(self) -> None:
+        closing = False
+        while not closing:
+            items: list[_Item] = []
+            waiters: list[asyncio.Future[None]] = []
+            entry = await self._queue.get()
+            while True:
+                if entry is None:
+                    closing = True
+                elif isinstance(entry, asyncio.Future):
+                    waiters.append(entry)
+                else:
+                    items.append(entry)
+                if closing or len(items) >= self._options.batch_size or self._queue.empty():
+                    break
+                entry = self._queue.get_nowait()
+            try:
+                if items:
+                    await self._flush(items)
+            except BaseException as exc:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(
+                            exc if isinstance(exc, Exception) else asyncio.CancelledError()
+                        )
+                raise
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def _flush(self, items: Sequence[_Item]) -> None:
+        rejected = [(f, r) for f, r in items if isinstance(r, Rejected)]
+        started = time.monotonic()
+        result, actions = await self._write(
+            [(f, a) for f, a in items if isinstance(a, Action)], rejected
+        )
+        for fixture_id, action in actions:
+            if action.seq > self._committed.get(fixture_id, 0):
+                self._committed[fixture_id] = action.seq
+        if self._metrics is not None:
+            self._observe(items, actions, result, time.monotonic() - started)
+        received: dict[uuid.UUID, int] = {}
+        for fixture_id, _ in actions:
+            received[fixture_id] = received.get(fixture_id, 0) + 1
+        for fixture_id, count in received.items():
+            stats = self._stats[fixture_id]
+            inserted = result.inserted.get(fixture_id, 0)
+            stats.stored += inserted
+            stats.duplicates += count - inserted
+        for fixture_id, frame in rejected:
+            self._stats[fixture_id].rejected += 1
+            log.warning("fixture %s: rejected a frame: %s", fixture_id, frame.reason)
+        for fixture_id, seq in result.conflicts:
+            self._stats[fixture_id].conflicts += 1
+            log.warning(
+                "fixture %s: seq %d arrived again with a different payload; the stored row is "
+                "kept and the newcomer is recorded in action_conflicts",
+                fixture_id,
+                seq,
+            )
+
+    def _observe(
+        self,
+        items: Sequence[_Item],
+        actions: Sequence[tuple[uuid.UUID, Action]],
+        result: WriteResult,
+        seconds: float,
+    ) -> None:
+        m = self._metrics
+        assert m is not None
+        inserted = sum(result.inserted.values())
+        m.packets_stored.inc(inserted)
+        m.duplicates.inc(len(actions) - inserted)
+        m.rejected.inc(result.rejected)
+        m.conflicts.inc(len(result.conflicts))
+        m.batch_size.observe(len(items))
+        m.commit_seconds.observe(seconds)
+        now = datetime.now(UTC)
+        for _, action in actions:
+            m.lag_seconds.observe((now - action.received_at).total_seconds())
+        if actions:
+            m.last_packet.set(now.timestamp())
+
+    async def _write(
+        self,
+        actions: list[tuple[uuid.UUID, Action]],
+        rejected: Sequence[tuple[uuid.UUID, Rejected]],
+    ) -> tuple[WriteResult, list[tuple[uuid.UUID, Action]]]:
+        """Write (retrying through outages); returns the result and the actions written."""
+
+        def outage(since: float | None) -> None:
+            self.outage_since = since
+            if since is not None:
+                self.suspect = True
+
+        async def attempt() -> tuple[WriteResult, list[tuple[uuid.UUID, Action]]]:
+            if self.suspect:
+                await self._check_rewind()
+            kept = [(f, a) for f, a in actions if f not in self._discarding]
+            self.refetched += len(actions) - len(kept)
+            return await self._sink.write(kept, rejected), kept
+
+        return await with_database_retries(
+            attempt, self._options, what=f"storing {len(actions)} packets", on_outage=outage
+        )
+
+    async def _check_rewind(self) -> None:
+        """After an outage: did the database lose commits (a failover)? Those fixtures restart.
+
+        With asynchronous replication a promoted standby may lack the last transactions the old
+        primary acknowledged. Writing on would leave a hole below the new packets, so instead the
+        fixture's queued packets are dropped and it reconnects from ``MAX(seq)`` as stored now:
+        the lost packets are simply fetched again from the feed.
+        """
+        stored = await self._sink.max_seqs(list(self._committed))
+        self.suspect = False
+        for fixture_id, committed in self._committed.items():
+            now = stored.get(fixture_id, 0)
+            if now >= committed:
+                continue
+            log.warning(
+                "fixture %s: the database no longer has seq %d-%d that were committed before "
+                "the outage (a failover to a standby that had not received them); fetching them "
+                "again from the feed",
+                fixture_id,
+                now + 1,
+                committed,
+            )
+            self.refetched += committed - now
+            self._committed[fixture_id] = now
+            self._discarding.add(fixture_id)
+            if self._on_rewind is not None:
+                self._on_rewind(fixture_id)
