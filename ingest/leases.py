@@ -83,8 +83,9 @@ class LeasedFixtures:
         self.held: set[uuid.UUID] = set()
         self.poll_every = min(options.registry_poll, options.lease_ttl / 3)
 
-    def forget(self, fixture_id: uuid.UUID) -> None:
+    def _hand_back(self, fixture_id: uuid.UUID) -> None:
         self.held.discard(fixture_id)
+        self._drop(fixture_id)
 
     async def poll(
         self, running: Collection[uuid.UUID], done: Collection[uuid.UUID]
@@ -100,14 +101,14 @@ class LeasedFixtures:
             for fixture_id in held:
                 if fixture_id not in kept:
                     log.warning("fixture %s: lease lost to another worker; stopping", fixture_id)
-                    self._drop(fixture_id)
+                    self._hand_back(fixture_id)
             held = [f for f in held if f in kept]
             share = await self._retry(lambda: leases.fair_share(owner, opts.lease_ttl))
             handed = excess(held, share, opts.max_fixtures)
             if handed:  # others joined: hand some over so that the work spreads evenly
                 log.info("releasing %d fixture(s) to other workers", len(handed))
                 for fixture_id in handed:
-                    self._drop(fixture_id)
+                    self._hand_back(fixture_id)
                 await self._retry(lambda: leases.release_leases(owner, handed))
                 held = held[: len(held) - len(handed)]
         claimed = await self._retry(

@@ -78,12 +78,12 @@ class Worker:
         self._sink = sink
         self._options = options or RunOptions()
         # with leases, the registry is shared with other workers
-        self._leased = (
+        # which fixtures are this worker's: with leases, its share of a registry others share
+        self._balancer: Balancer = (
             LeasedFixtures(leases, self._options, self._db_retry, self._drop)
             if leases is not None
-            else None
+            else AllFixtures(sink, self._options, self._db_retry)
         )
-        self._balancer: Balancer = self._leased or AllFixtures(sink, self._options, self._db_retry)
         self._metrics = metrics
         self._stop = asyncio.Event()
         self._stats: dict[uuid.UUID, FixtureStats] = {}
@@ -243,8 +243,6 @@ class Worker:
         task = self._followers.pop(fixture_id, None)
         if task is not None:
             task.cancel()
-        if self._leased is not None:
-            self._leased.forget(fixture_id)
         self._set_state(fixture_id, "released")
 
     def _restart(self, fixture_id: uuid.UUID) -> None:

@@ -1,0 +1,107 @@
+"""One contract, two implementations each: the in-memory twins of tests/twins.py and the real
+parts (the PostgreSQL store, the websocket client on a real feed). A unit test on a twin is only
+worth what this file proves: that the twin keeps the promises the worker relies on."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from ingest.config import Secret
+from ingest.db.store import Store
+from ingest.packet import Action, Rejected, classify
+from ingest.ports import FixtureState, Sink, Source
+from ingest.simulator.generator import GeneratedMatch
+from ingest.simulator.recording import Recording
+from ingest.source import FeedSource, feed_session
+from tests.conftest import TOKEN, StartFeed
+from tests.twins import MemorySink, MemorySource
+
+FIXTURE = uuid.UUID("7d1f3e52-55a4-4b4e-9a43-0b2f2b6a9c11")
+
+
+def _action(seq: int, body: dict[str, object] | None = None, *, finished: bool = False) -> Action:
+    packet = {
+        "finished": finished,
+        "fixtureAction": {"fixtureSeqNum": seq, "actionId": str(uuid.UUID(int=seq)), **(body or {})},
+    }
+    frame = classify(
+        json.dumps(packet).encode(), binary=False, position=seq, received_at=datetime.now(UTC)
+    )
+    assert isinstance(frame, Action)
+    return frame
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def sink(request: pytest.FixtureRequest, store: Store) -> Sink:
+    return MemorySink() if request.param == "memory" else store
+
+
+async def test_a_sink_stores_each_seq_once_and_records_a_differing_replay(sink: Sink) -> None:
+    first = await sink.write([(FIXTURE, _action(1)), (FIXTURE, _action(2))])
+    assert first.inserted == {FIXTURE: 2} and first.conflicts == []
+    again = await sink.write([(FIXTURE, _action(2)), (FIXTURE, _action(3, finished=True))])
+    assert again.inserted == {FIXTURE: 1} and again.conflicts == []
+    changed = await sink.write([(FIXTURE, _action(2, {"period": 9}))])
+    assert changed.inserted == {} and changed.conflicts == [(FIXTURE, 2)]
+    assert await sink.max_seq(FIXTURE) == 3
+    assert await sink.max_seqs([FIXTURE, uuid.UUID(int=5)]) == {FIXTURE: 3, uuid.UUID(int=5): 0}
+    stored = await sink.payload_at(FIXTURE, 2)
+    assert stored is not None and "period" not in json.loads(stored)["fixtureAction"]
+    assert await sink.payload_at(FIXTURE, 9) is None
+    assert await sink.is_numbered(FIXTURE)
+    (row,) = await sink.fixtures([FIXTURE])
+    assert (row.finished, row.last_seq, row.packets) == (True, 3, 3)
+
+
+async def test_a_sink_counts_rejected_frames(sink: Sink) -> None:
+    bad = Rejected(b"not json", "invalid JSON", datetime.now(UTC))
+    result = await sink.write([], [(FIXTURE, bad)])
+    assert result.rejected == 1 and result.inserted == {}
+
+
+async def test_a_sink_keeps_the_registry(sink: Sink) -> None:
+    ids = [uuid.UUID(int=1), uuid.UUID(int=2), uuid.UUID(int=3)]
+    assert await sink.register([*ids, ids[0]]) == 3
+    assert await sink.register(ids) == 0
+    await sink.write([(ids[1], _action(1, finished=True))])
+    assert await sink.runnable_fixtures() == [ids[0], ids[2]]
+    since = datetime.now(UTC)
+    await sink.save_states([FixtureState(ids[0], "connected", since, 2, None)])
+    (row,) = await sink.fixtures([ids[0]])
+    assert (row.state, row.connects, row.last_error) == ("connected", 2, None)
+
+
+@pytest.fixture(params=["memory", "feed"])
+async def source(
+    request: pytest.FixtureRequest, match: GeneratedMatch, recording: Recording,
+    start_feed: StartFeed,
+) -> AsyncIterator[Source]:
+    if request.param == "memory":
+        lines = [line.encode() for line in recording.lines]
+        yield MemorySource({match.fixture_id: lines})
+        return
+    url = await start_feed([recording])
+    async with feed_session() as session:
+        yield FeedSource(session, url, Secret(TOKEN), liveness_timeout=5)
+
+
+@pytest.mark.parametrize("start", [0, 17])
+async def test_a_source_yields_from_the_start_position_to_the_finished_packet(
+    source: Source, match: GeneratedMatch, start: int
+) -> None:
+    connected: list[bool] = []
+    seqs = []
+    async for frame in source.stream(
+        match.fixture_id, start, speed="fast", on_connected=lambda: connected.append(True)
+    ):
+        assert isinstance(frame, Action)
+        seqs.append(frame.seq)
+        last = frame
+    assert connected == [True]
+    assert seqs == list(range(start + 1, len(match.packets) + 1))
+    assert last.finished

@@ -1,0 +1,229 @@
+"""In-memory twins of the worker's ports, for unit tests of pure orchestration logic.
+
+They are held to the same contract tests as the real parts
+(``tests/integration/test_ports_contract.py``: :class:`MemorySink` beside the PostgreSQL store,
+:class:`MemorySource` beside the websocket client on a real feed), so a unit test that passes on
+a twin says something about the real thing. They keep only what the contract promises: a sink
+absorbs duplicates and records a differing replay as a conflict; a source yields the packets from
+``startPosition`` on and returns after the finished one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+
+from ingest.errors import FeedUnavailable
+from ingest.packet import Action, Control, Rejected, classify
+from ingest.ports import FixtureRow, FixtureState, WriteResult
+
+
+@dataclass
+class _Fixture:
+    enabled: bool = True
+    finished: bool = False
+    added: int = 0
+    state: FixtureState | None = None
+    owner: str | None = None
+
+
+@dataclass
+class MemorySink:
+    """A :class:`ingest.ports.Sink` in a dict. ``fail_writes``: raise this on the next writes."""
+
+    rows: dict[tuple[uuid.UUID, int], Action] = field(default_factory=dict)
+    conflicts: list[tuple[uuid.UUID, int]] = field(default_factory=list)
+    rejected: list[tuple[uuid.UUID, Rejected]] = field(default_factory=list)
+    registry: dict[uuid.UUID, _Fixture] = field(default_factory=dict)
+    batches: list[int] = field(default_factory=list)  # the size of every write
+    fail_writes: list[BaseException] = field(default_factory=list)
+
+    async def write(
+        self,
+        actions: Sequence[tuple[uuid.UUID, Action]],
+        rejected: Sequence[tuple[uuid.UUID, Rejected]] = (),
+    ) -> WriteResult:
+        await asyncio.sleep(0)  # a write is a suspension point, as a round trip is
+        if self.fail_writes:
+            raise self.fail_writes.pop(0)
+        self.batches.append(len(actions) + len(rejected))
+        result = WriteResult()
+        for fixture_id, action in actions:
+            key = (fixture_id, action.seq)
+            stored = self.rows.get(key)
+            if stored is None:
+                self.rows[key] = action
+                result.inserted[fixture_id] = result.inserted.get(fixture_id, 0) + 1
+                entry = self.registry.setdefault(fixture_id, _Fixture(added=len(self.registry)))
+                entry.finished = entry.finished or action.finished
+            elif (
+                orjson.loads(stored.payload) != orjson.loads(action.payload)
+                and key not in self.conflicts
+            ):
+                self.conflicts.append(key)
+                result.conflicts.append(key)
+        self.rejected.extend(rejected)
+        result.rejected = len(rejected)
+        return result
+
+    def seqs(self, fixture_id: uuid.UUID) -> list[int]:
+        return sorted(seq for f, seq in self.rows if f == fixture_id)
+
+    async def max_seq(self, fixture_id: uuid.UUID) -> int:
+        return max(self.seqs(fixture_id), default=0)
+
+    async def max_seqs(self, fixture_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        return {f: await self.max_seq(f) for f in fixture_ids}
+
+    async def payload_at(self, fixture_id: uuid.UUID, seq: int) -> str | None:
+        action = self.rows.get((fixture_id, seq))
+        return action.payload if action is not None else None
+
+    async def is_numbered(self, fixture_id: uuid.UUID) -> bool:
+        seqs = self.seqs(fixture_id)
+        return bool(seqs) and self.rows[(fixture_id, seqs[-1])].fixture_seq_num is not None
+
+    async def register(self, fixture_ids: Sequence[uuid.UUID], *, enable: bool = False) -> int:
+        added = 0
+        for fixture_id in dict.fromkeys(fixture_ids):
+            entry = self.registry.get(fixture_id)
+            if entry is None:
+                self.registry[fixture_id] = _Fixture(added=len(self.registry))
+                added += 1
+            elif enable and not entry.enabled:
+                entry.enabled = True
+                added += 1
+        return added
+
+    async def fixtures(self, fixture_ids: Sequence[uuid.UUID] | None = None) -> list[FixtureRow]:
+        chosen = [f for f in self.registry if fixture_ids is None or f in fixture_ids]
+        rows = []
+        for fixture_id in sorted(chosen, key=lambda f: (self.registry[f].added, f)):
+            entry, seqs = self.registry[fixture_id], self.seqs(fixture_id)
+            state = entry.state
+            rows.append(
+                FixtureRow(
+                    fixture_id,
+                    entry.enabled,
+                    entry.finished,
+                    max(seqs, default=0),
+                    len(seqs),
+                    None,
+                    state.state if state else None,
+                    state.since if state else None,
+                    state.connects if state else 0,
+                    state.last_error if state else None,
+                    entry.owner,
+                )
+            )
+        return rows
+
+    async def runnable_fixtures(self) -> list[uuid.UUID]:
+        return [row.fixture_id for row in await self.fixtures() if row.enabled and not row.finished]
+
+    async def save_states(self, states: Sequence[FixtureState]) -> None:
+        for state in states:
+            if state.fixture_id in self.registry:
+                self.registry[state.fixture_id].state = state
+
+
+@dataclass
+class MemoryLeases:
+    """A :class:`ingest.ports.Leases` for several workers over one :class:`MemorySink`: the
+    same fair share as the database (runnable fixtures over live workers, rounded up)."""
+
+    sink: MemorySink
+    workers: set[str] = field(default_factory=set)
+
+    def _runnable(self) -> list[uuid.UUID]:
+        return [f for f, e in self.sink.registry.items() if e.enabled and not e.finished]
+
+    async def fair_share(self, owner: str, ttl: float) -> int:
+        live = len(self.workers | {owner})
+        return -(-len(self._runnable()) // live)
+
+    async def claim_fixtures(
+        self, owner: str, ttl: float, max_fixtures: int | None, held: int
+    ) -> list[uuid.UUID]:
+        self.workers.add(owner)
+        room = min(max_fixtures or 2**31, await self.fair_share(owner, ttl)) - held
+        free = [f for f in self._runnable() if self.sink.registry[f].owner is None]
+        claimed = free[: max(0, room)]
+        for fixture_id in claimed:
+            self.sink.registry[fixture_id].owner = owner
+        return claimed
+
+    async def renew_leases(
+        self, owner: str, ttl: float, fixture_ids: Sequence[uuid.UUID]
+    ) -> list[uuid.UUID]:
+        self.workers.add(owner)
+        return [f for f in fixture_ids if self.sink.registry[f].owner == owner]
+
+    async def release_leases(
+        self, owner: str, fixture_ids: Sequence[uuid.UUID] | None = None
+    ) -> None:
+        for fixture_id, entry in self.sink.registry.items():
+            if entry.owner == owner and (fixture_ids is None or fixture_id in fixture_ids):
+                entry.owner = None
+        if fixture_ids is None:
+            self.workers.discard(owner)
+
+
+@dataclass
+class MemorySource:
+    """A :class:`ingest.ports.Source` over recorded packets (JSON text, as the feed sends them).
+
+    Each connection yields the fixture's packets from ``start_position`` on, numbered as the real
+    client numbers them, and returns after the finished one. ``drop_after``: a connection ends
+    (:class:`FeedUnavailable`) after this many packets. ``script``: per fixture, the positions
+    each successive connection serves instead (to replay or skip packets); ``connects`` records
+    every ``start_position`` asked for. Past the last packet of an unfinished match it waits, as
+    a live feed does.
+    """
+
+    packets: dict[uuid.UUID, list[bytes]]
+    drop_after: int | None = None
+    script: dict[uuid.UUID, list[list[int]]] = field(default_factory=dict)
+    connects: list[tuple[uuid.UUID, int]] = field(default_factory=list)
+
+    async def stream(
+        self,
+        fixture_id: uuid.UUID,
+        start_position: int,
+        *,
+        speed: str | None = None,
+        on_connected: Callable[[], None] | None = None,
+    ) -> AsyncIterator[Action | Rejected]:
+        self.connects.append((fixture_id, start_position))
+        packets = self.packets.get(fixture_id)
+        if packets is None:
+            raise FeedUnavailable(f"no such fixture {fixture_id}", reason="http")
+        plan = self.script.get(fixture_id)
+        positions = plan.pop(0) if plan else list(range(start_position + 1, len(packets) + 1))
+        if on_connected is not None:
+            on_connected()
+        position = start_position
+        for sent, index in enumerate(positions):
+            if self.drop_after is not None and sent >= self.drop_after:
+                raise FeedUnavailable("dropped by the twin", reason="closed")
+            await asyncio.sleep(0)
+            frame = classify(
+                packets[index - 1], binary=False, position=position + 1, received_at=_now()
+            )
+            if isinstance(frame, Control):
+                continue
+            if isinstance(frame, Action):
+                position += 1
+            yield frame
+            if isinstance(frame, Action) and frame.finished:
+                return
+        await asyncio.Event().wait()  # a live match with nothing new yet
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

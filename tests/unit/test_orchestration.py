@@ -1,0 +1,146 @@
+"""The worker's orchestration on in-memory twins of its ports (tests/twins.py, held to the same
+contract as the real source and store): the batch barrier, gaps, replays, conflicts and lease
+balancing, in milliseconds. The end-to-end versions, on a real feed and PostgreSQL, are in
+tests/integration."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+
+from ingest.config import RunOptions
+from ingest.leases import AllFixtures, LeasedFixtures, excess
+from ingest.simulator.generator import GeneratedMatch, MatchSpec, generate_match
+from ingest.stats import RunResult
+from ingest.worker import Worker
+from tests.twins import MemoryLeases, MemorySink, MemorySource
+
+
+@pytest.fixture(scope="module")
+def small_match() -> GeneratedMatch:
+    return generate_match(MatchSpec(seed=3, best_of=1, players=("Home", "Away")))
+
+
+def _lines(match: GeneratedMatch) -> list[bytes]:
+    return [json.dumps(p, separators=(",", ":")).encode() for p in match.packets]
+
+
+def _options(**changes: object) -> RunOptions:
+    options = RunOptions(until_finished=True, backoff_initial=0.0, backoff_max=0.0, connect_rate=0)
+    for key, value in changes.items():
+        setattr(options, key, value)
+    return options
+
+
+async def _run(source: MemorySource, sink: MemorySink, fixtures: list[uuid.UUID],
+               **options: object) -> RunResult:  # fmt: skip
+    async with asyncio.timeout(10):
+        return await Worker(source, sink, _options(**options)).run(fixtures)
+
+
+async def test_a_match_is_stored_once_and_finishes(small_match: GeneratedMatch) -> None:
+    fixture, lines = small_match.fixture_id, _lines(small_match)
+    sink = MemorySink()
+    result = await _run(MemorySource({fixture: lines}), sink, [fixture])
+    assert sink.seqs(fixture) == list(range(1, len(lines) + 1))
+    assert result.all_finished and not result.stopped
+    assert result.fixtures[fixture].stored == len(lines)
+    assert (await sink.fixtures([fixture]))[0].finished
+
+
+async def test_every_reconnect_starts_after_everything_received_is_committed(
+    small_match: GeneratedMatch,
+) -> None:
+    """The barrier: MAX(seq) is read only once the writer has committed all that came before,
+    so each reconnect asks for exactly the next packet (never one already received, never past
+    one that is not stored)."""
+    fixture, lines = small_match.fixture_id, _lines(small_match)
+    sink, source = MemorySink(), MemorySource({fixture: lines}, drop_after=7)
+    result = await _run(source, sink, [fixture], batch_size=3)
+    starts = [start for _, start in source.connects]
+    assert starts == list(range(0, len(lines), 7))
+    assert sink.seqs(fixture) == list(range(1, len(lines) + 1))
+    assert result.fixtures[fixture].duplicates == 0
+
+
+async def test_a_gap_is_counted_and_the_rest_stored(small_match: GeneratedMatch) -> None:
+    fixture, lines = small_match.fixture_id, _lines(small_match)
+    served = [p for p in range(1, len(lines) + 1) if p != 5]
+    source = MemorySource({fixture: lines}, script={fixture: [served]})
+    sink = MemorySink()
+    result = await _run(source, sink, [fixture])
+    assert result.fixtures[fixture].gaps == 1
+    assert 5 not in sink.seqs(fixture)
+    assert len(sink.seqs(fixture)) == len(lines) - 1
+
+
+async def test_a_replay_is_absorbed_and_a_differing_one_recorded(
+    small_match: GeneratedMatch,
+) -> None:
+    fixture, lines = small_match.fixture_id, list(_lines(small_match))
+    changed = json.loads(lines[2])
+    changed["traceId"] = "a different copy"
+    lines.append(json.dumps(changed).encode())  # position len+1 carries seq 3 again, changed
+    served = [1, 2, 3, 4, 2, 3, len(lines), *range(5, len(lines))]
+    source = MemorySource({fixture: lines}, script={fixture: [served]})
+    sink = MemorySink()
+    result = await _run(source, sink, [fixture])
+    assert sink.seqs(fixture) == list(range(1, len(lines)))
+    assert result.fixtures[fixture].duplicates == 3
+    assert sink.conflicts == [(fixture, 3)]
+    assert json.loads(sink.rows[(fixture, 3)].payload) == json.loads(lines[2])  # first kept
+
+
+def test_excess_hands_over_what_is_held_beyond_the_share() -> None:
+    held = [uuid.UUID(int=i) for i in range(10)]
+    assert excess(held, share=5, max_fixtures=None) == held[5:]
+    assert excess(held, share=9, max_fixtures=None) == []  # one over: not worth moving
+    assert excess(held, share=10, max_fixtures=4) == held[4:]
+
+
+async def test_leases_spread_the_fixtures_when_a_second_worker_joins() -> None:
+    sink = MemorySink()
+    fixtures = [uuid.UUID(int=i) for i in range(1, 11)]
+    await sink.register(fixtures)
+    leases = MemoryLeases(sink)
+    dropped: dict[str, list[uuid.UUID]] = {"a": [], "b": []}
+
+    async def retry(call):  # type: ignore[no-untyped-def]
+        return await call()
+
+    def balancer(name: str) -> LeasedFixtures:
+        return LeasedFixtures(leases, _options(worker_id=name), retry, dropped[name].append)
+
+    a, b = balancer("a"), balancer("b")
+    assert len(await a.poll(running=set(), done=set())) == 10  # alone: everything
+    assert await b.poll(running=set(), done=set()) == []  # joins: nothing free yet
+    await a.poll(running=set(a.held), done=set())  # sees b: hands over its excess
+    assert len(dropped["a"]) == 5 and len(a.held) == 5
+    assert len(await b.poll(running=set(), done=set())) == 5
+    assert a.held.isdisjoint(b.held) and a.held | b.held == set(fixtures)
+
+    sink.registry[next(iter(b.held))].owner = "c"  # b's lease expired and was taken
+    lost = next(f for f in b.held if sink.registry[f].owner == "c")
+    await b.poll(running=set(b.held), done=set())
+    assert dropped["b"] == [lost]
+
+    await a.release()
+    assert all(sink.registry[f].owner != "a" for f in fixtures)
+
+
+async def test_without_leases_every_runnable_fixture_is_followed() -> None:
+    sink = MemorySink()
+    fixtures = [uuid.UUID(int=i) for i in range(1, 4)]
+    await sink.register(fixtures)
+    sink.registry[fixtures[1]].finished = True
+
+    async def retry(call):  # type: ignore[no-untyped-def]
+        return await call()
+
+    assert await AllFixtures(sink, _options(), retry).poll(set(), set()) == [
+        fixtures[0],
+        fixtures[2],
+    ]
