@@ -27,7 +27,11 @@ FIXTURE = uuid.UUID("7d1f3e52-55a4-4b4e-9a43-0b2f2b6a9c11")
 def _action(seq: int, body: dict[str, object] | None = None, *, finished: bool = False) -> Action:
     packet = {
         "finished": finished,
-        "fixtureAction": {"fixtureSeqNum": seq, "actionId": str(uuid.UUID(int=seq)), **(body or {})},
+        "fixtureAction": {
+            "fixtureSeqNum": seq,
+            "actionId": str(uuid.UUID(int=seq)),
+            **(body or {}),
+        },
     }
     frame = classify(
         json.dumps(packet).encode(), binary=False, position=seq, received_at=datetime.now(UTC)
@@ -78,7 +82,9 @@ async def test_a_sink_keeps_the_registry(sink: Sink) -> None:
 
 @pytest.fixture(params=["memory", "feed"])
 async def source(
-    request: pytest.FixtureRequest, match: GeneratedMatch, recording: Recording,
+    request: pytest.FixtureRequest,
+    match: GeneratedMatch,
+    recording: Recording,
     start_feed: StartFeed,
 ) -> AsyncIterator[Source]:
     if request.param == "memory":

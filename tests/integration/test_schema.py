@@ -27,8 +27,7 @@ async def test_the_schema_module_matches_the_migrated_database(sql: asyncpg.Conn
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     described = {
         table.name: [
-            (c.name, c.type.compile(dialect=dialect).lower(), not c.nullable)
-            for c in table.columns
+            (c.name, c.type.compile(dialect=dialect).lower(), not c.nullable) for c in table.columns
         ]
         for table in schema.metadata.sorted_tables
     }
