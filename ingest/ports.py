@@ -1,7 +1,8 @@
 """The small interfaces between the worker and its drivers.
 
 The worker depends on these protocols, not on aiohttp or SQLAlchemy: ``source.FeedSource``
-implements :class:`Source`, ``store.Store`` implements :class:`Sink`.
+implements :class:`Source`, ``db.store.Store`` implements :class:`Sink` and :class:`Leases`;
+``tests/twins.py`` holds in-memory twins of each, held to the same contract tests.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class FixtureState:
     """What a worker is doing with a fixture, saved for ``ingest status`` and operators."""
 
     fixture_id: uuid.UUID
-    state: str  # see worker.FixtureStats.state
+    state: str  # one of ingest.stats.STATES
     since: datetime
     connects: int
     last_error: str | None

@@ -6,6 +6,19 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+# What a worker is doing with a fixture (fixtures.state, `ingest status`), all of them:
+STATES = {
+    "starting": "registered with this run, not yet connecting",
+    "connecting": "reading MAX(seq) and opening the stream",
+    "connected": "streaming",
+    "backing off": "disconnected (or the token refused), waiting to reconnect",
+    "blocked": "a frame over the size limit stops the stream; retried slowly",
+    "finished": "its finished packet is stored",
+    "not found": "the feed does not know the fixture (HTTP 404)",
+    "stopped": "the run ended before the fixture finished",
+    "released": "handed over to another worker (leases)",
+}
+
 
 @dataclass
 class FixtureStats:
@@ -24,8 +37,7 @@ class FixtureStats:
     connects: int = 0
     last_seq: int = 0
     finished: bool = False
-    # starting, connecting, connected, backing off, blocked (a frame over the size limit),
-    # finished, not found, stopped, released (to another worker)
+    # one of STATES
     state: str = "starting"
     state_since: float = field(default_factory=time.time)
     last_error: str | None = None

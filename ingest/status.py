@@ -17,12 +17,16 @@ from rich.table import Table
 
 from ingest.ports import FixtureRow
 
-STATE_STYLE = {
-    "connected": "green",
+STATE_STYLE = {  # every state of ingest.stats.STATES
+    "starting": "cyan",
     "connecting": "cyan",
+    "connected": "green",
     "backing off": "yellow",
+    "blocked": "bold red",
     "finished": "dim",
+    "not found": "red",
     "stopped": "red",
+    "released": "dim",
 }
 
 

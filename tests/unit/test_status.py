@@ -88,3 +88,10 @@ def test_the_json_fields() -> None:
     assert (blocked["current_frame"], blocked["frame_home_points"]) == (9, 45)
     assert blocked["summary_agrees"] is True and other["summary_agrees"] is False
     assert blocked["reconnects"] == 2 and blocked["last_error"] == ERROR  # JSON: never shortened
+
+
+def test_every_fixture_state_has_a_style() -> None:
+    from ingest.stats import STATES
+    from ingest.status import STATE_STYLE
+
+    assert set(STATE_STYLE) == set(STATES)
