@@ -118,6 +118,7 @@ class FixtureCounters:
     auth_refused: int = 0
     packets_sent: int = 0
     hostile_sent: int = 0
+    heartbeats_sent: int = 0
 
 
 class Simulator:
@@ -311,7 +312,7 @@ class Simulator:
         skip = max(start - 1, 0) if self.options.one_based else start
         tasks = {
             asyncio.create_task(self._drain(ws)),  # ends when the client goes away
-            asyncio.create_task(self._heartbeats(connection)),
+            asyncio.create_task(self._heartbeats(connection, counters)),
             asyncio.create_task(
                 self._serve(connection, recording, counters, skip, fast=speed == "fast")
             ),
@@ -409,7 +410,7 @@ class Simulator:
             previous = at if at is not None else previous
             yield line, delay
 
-    async def _heartbeats(self, conn: _Connection) -> None:
+    async def _heartbeats(self, conn: _Connection, counters: FixtureCounters) -> None:
         while not conn.ws.closed:
             await asyncio.sleep(self.options.heartbeat_interval)
             await conn.stalled()
@@ -418,6 +419,7 @@ class Simulator:
                 await conn.ws.send_str(
                     json.dumps({"message": f"Heartbeat sent at {stamp}", "level": "INFO"})
                 )
+                counters.heartbeats_sent += 1
 
     @staticmethod
     async def _drain(ws: web.WebSocketResponse) -> None:

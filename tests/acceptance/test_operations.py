@@ -7,6 +7,7 @@ import contextlib
 import json
 import random
 import signal
+import time
 import uuid
 from pathlib import Path
 
@@ -60,9 +61,21 @@ async def test_max_runtime_stops_cleanly(
 ) -> None:
     sim = await start_simulator([recording], time_scale=1.0)  # real pacing: far from finished
     env = cli_env(INGEST_DATABASE_URL=database_url, INGEST_FEED_URL=sim.url, INGEST_TOKEN=TOKEN)
+    started = time.monotonic()
     done = await cli("run", str(recording.fixture_id), "--max-runtime", "1", env=env)
+    elapsed = time.monotonic() - started
     assert done.code == 0
     assert "--max-runtime reached" in done.stderr
+    # 1 s of streaming, a stop within 5 s, and the interpreter's start on a loaded machine
+    assert elapsed < 15, elapsed
+    sql = await asyncpg.connect(plain(database_url))
+    try:
+        row = await sql.fetchrow("SELECT finished, state, packets FROM fixtures")
+        stored = await sql.fetchval("SELECT count(*) FROM actions")
+    finally:
+        await sql.close()
+    assert (row["finished"], row["state"]) == (False, "stopped")  # stopped, not finished
+    assert row["packets"] == stored < len(recording.lines)  # what came is stored and counted
 
 
 async def test_run_all_follows_the_registry_and_picks_up_new_fixtures(

@@ -192,8 +192,9 @@ async def test_live_mode_late_client_catches_up_then_follows(
     await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - began)))
     late = await session_collect(sim)
     assert late.seqs == list(range(1, 31))
-    caught_up = [t for t in late.times if t - late.times[0] < 0.05]
-    assert len(caught_up) >= 9  # everything that had happened arrives at once
+    # everything that had happened (about 10 packets, 0.9 s of match) arrives at once: in far
+    # less time than it took to happen, however loaded the machine
+    assert late.times[8] - late.times[0] < 0.45
     assert late.times[-1] - late.times[0] >= 1.5  # the rest as it happens
 
 
