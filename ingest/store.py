@@ -151,7 +151,6 @@ _INSERT_REJECTED_SQL = """
                          CAST($3 AS bytea[]), CAST($4 AS text[]), CAST($5 AS bigint[]),
                          CAST($6 AS bytea[]))
 """
-REJECTED_KEEP_BYTES = 4096  # of a rejected frame, the first bytes are kept (with length and hash)
 _REASON_CHARS = 500
 
 # Errors the server reports about one packet's content (22: data exception, such as \u0000 or a
@@ -500,15 +499,16 @@ class Store:
                                 await self._insert_round(raw, [item], result)
                         except _BAD_DATA as exc:
                             fixture_id, action = item
+                            result.unstorable[fixture_id] = result.unstorable.get(fixture_id, 0) + 1
                             reason = f"seq {action.seq} cannot be stored: {exc}"
-                            bad = Rejected(action.payload.encode(), reason, action.received_at)
+                            bad = Rejected.of(action.payload.encode(), reason, action.received_at)
                             rejected.append((fixture_id, bad))
             if rejected:
                 await raw.execute(
                     _INSERT_REJECTED_SQL,
                     [f for f, _ in rejected],
                     [r.received_at for _, r in rejected],
-                    [r.raw[:REJECTED_KEEP_BYTES] for _, r in rejected],
+                    [r.raw for _, r in rejected],  # at most REJECTED_KEEP_BYTES
                     [_safe_reason(r.reason) for _, r in rejected],
                     [r.length for _, r in rejected],
                     [r.sha256 for _, r in rejected],
@@ -598,15 +598,16 @@ class Store:
         )
         return str(rows[0][0]) if rows else None
 
-    async def is_numbered(self, fixture_id: uuid.UUID) -> bool:
-        """Does the fixture's latest stored packet carry the provider's ``fixtureSeqNum``?"""
+    async def is_numbered(self, fixture_id: uuid.UUID) -> bool | None:
+        """Does the fixture's latest stored packet carry the provider's ``fixtureSeqNum``?
+        None when nothing is stored."""
         rows = await self._fetch(
             "reading the resume position",
             "SELECT fixture_seq_num IS NOT NULL FROM actions WHERE fixture_id = :f "
             "ORDER BY seq DESC LIMIT 1",
             {"f": fixture_id},
         )
-        return bool(rows and rows[0][0])
+        return bool(rows[0][0]) if rows else None
 
     async def register(self, fixture_ids: Iterable[uuid.UUID], *, enable: bool = False) -> int:
         """Add fixtures to the registry; with ``enable``, re-enable ones that were disabled."""
