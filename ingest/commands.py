@@ -133,7 +133,7 @@ async def run(
                         await store.ping()
                 except (IngestError, TimeoutError) as exc:
                     return False, f"database unreachable: {exc}"
-                return worker.health()
+                return worker.readiness()
 
             monitor = Monitor(metrics, ready)
             if ops.metrics_port is not None:

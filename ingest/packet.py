@@ -14,6 +14,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -84,25 +85,33 @@ class Control:
         return self.level == "ERROR"
 
 
-@dataclass(slots=True)
-class Rejected:
-    """A frame that is not a valid packet: kept with its raw bytes and the reason.
+REJECTED_KEEP_BYTES = 4096  # of a rejected frame, the first bytes are kept (with length and hash)
 
-    The store keeps at most the first :data:`REJECTED_KEEP_BYTES` of ``raw``, with its full
-    ``length`` and ``sha256``, so a hostile feed cannot fill the disk.
+
+@dataclass(slots=True, frozen=True)
+class Rejected:
+    """A frame that is not a valid packet, with the reason.
+
+    Only the first :data:`REJECTED_KEEP_BYTES` are kept (``raw``), with the whole frame's
+    ``length`` and ``sha256``: a hostile feed can neither fill the disk nor, while the database is
+    away and rejected frames queue up, the memory.
     """
 
     raw: bytes
     reason: str
     received_at: datetime
+    length: int
+    sha256: bytes
 
-    @property
-    def length(self) -> int:
-        return len(self.raw)
-
-    @property
-    def sha256(self) -> bytes:
-        return hashlib.sha256(self.raw).digest()
+    @classmethod
+    def of(cls, data: bytes, reason: str, received_at: datetime) -> Rejected:
+        return cls(
+            data[:REJECTED_KEEP_BYTES],
+            reason,
+            received_at,
+            len(data),
+            hashlib.sha256(data).digest(),
+        )
 
 
 Frame = Action | Control | Rejected
@@ -125,45 +134,71 @@ def classify(data: bytes, *, binary: bool, position: int, received_at: datetime)
     try:
         return _classify(data, binary=binary, position=position, received_at=received_at)
     except Exception as exc:  # a bug here must cost one frame, never the worker
-        return Rejected(data, f"cannot read the frame ({type(exc).__name__})", received_at)
+        return Rejected.of(data, f"cannot read the frame ({type(exc).__name__})", received_at)
 
 
 def _classify(data: bytes, *, binary: bool, position: int, received_at: datetime) -> Frame:
     if binary:
-        return Rejected(data, "binary frame (the feed sends JSON text)", received_at)
+        return Rejected.of(data, "binary frame (the feed sends JSON text)", received_at)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return Rejected(data, f"invalid UTF-8 at byte {exc.start}", received_at)
+        return Rejected.of(data, f"invalid UTF-8 at byte {exc.start}", received_at)
+    lenient = False
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as strict:
+        lenient = True
         # orjson is strict and fast; the standard library takes what orjson does not
         # (integers beyond 64 bits, lone surrogate escapes) and says why it refuses the rest
         try:
-            value = json.loads(text, parse_constant=_reject_constant)
+            value = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
         except RecursionError:
-            return Rejected(data, f"invalid JSON: {strict} (nested too deeply)", received_at)
+            return Rejected.of(data, f"invalid JSON: {strict} (nested too deeply)", received_at)
         except ValueError as exc:
-            return Rejected(data, f"invalid JSON: {exc}", received_at)
+            return Rejected.of(data, f"invalid JSON: {exc}", received_at)
     if not isinstance(value, dict):
-        return Rejected(data, f"not a JSON object but a JSON {_json_kind(value)}", received_at)
+        return Rejected.of(data, f"not a JSON object but a JSON {_json_kind(value)}", received_at)
     if "fixtureAction" not in value:
         return Control(value)
+    unholdable = _unholdable(text, lenient=lenient)
+    if unholdable:
+        return Rejected.of(data, f"PostgreSQL's jsonb cannot hold {unholdable}", received_at)
     try:
         return parse_action(value, text, position=position, received_at=received_at)
     except InvalidAction as exc:
-        return Rejected(data, f"invalid action: {exc}", received_at)
+        return Rejected.of(data, f"invalid action: {exc}", received_at)
+
+
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # an escaped (not a literal) \u0000
+_SURROGATE_PAIR = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _unholdable(text: str, *, lenient: bool) -> str | None:
+    """What valid JSON PostgreSQL's jsonb refuses: the escape ``\\u0000`` and an unpaired
+    surrogate escape (only the standard library's lenient parser lets one through). Refused
+    here, such a packet is a rejected frame like any other, under the same rate limit."""
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
+        return "the escape \\u0000"
+    if lenient and _SURROGATE.search(_SURROGATE_PAIR.sub("", text)):
+        return "an unpaired surrogate escape"
+    return None
+
+
+def _parse_int(digits: str) -> int | Decimal:
+    """Integers of any length (the standard library refuses more than 4,300 digits)."""
+    return int(digits) if len(digits) <= 4000 else Decimal(digits)
 
 
 def _check_action(fa: object) -> int | None:
     """The packet's ``fixtureSeqNum`` if its ``fixtureAction`` is a valid action, else raise.
 
     Valid: an object whose ``fixtureSeqNum``, when present, is a positive integer (not a bool,
-    float, string or null), and whose ``actionId`` is a non-empty string. A packet numbered by
-    the provider is identified by its number, so ``actionId`` may be missing there (the
+    float, string or null), and whose ``actionId``, when present, is a string. A packet numbered
+    by the provider is identified by its number, so ``actionId`` may be missing there (the
     provider's own Status Updated sample has none); a packet keyed by its stream position must
-    have one.
+    have a non-empty one.
     """
     if not isinstance(fa, dict):
         raise InvalidAction(f"fixtureAction is a JSON {_json_kind(fa)}, not an object")
@@ -176,12 +211,10 @@ def _check_action(fa: object) -> int | None:
             )
         seq_num = raw
     action_id = fa.get("actionId")
-    if action_id is None and seq_num is None:
-        raise InvalidAction("no actionId and no fixtureSeqNum: nothing identifies the packet")
-    if action_id is not None and not (isinstance(action_id, str) and action_id.strip()):
-        raise InvalidAction(
-            f"actionId must be a non-empty string, not {_describe_value(action_id)}"
-        )
+    if action_id is not None and not isinstance(action_id, str):
+        raise InvalidAction(f"actionId must be a string, not {_describe_value(action_id)}")
+    if seq_num is None and not (action_id and action_id.strip()):
+        raise InvalidAction("no fixtureSeqNum and no actionId: nothing identifies the packet")
     return seq_num
 
 
@@ -325,3 +358,66 @@ def _timestamp(value: object) -> datetime | None:
     except ValueError:
         return None
     return ts if ts.tzinfo is not None else None
+
+
+MAX_SEQ_JUMP = 1_000_000  # a fixtureSeqNum this far beyond the last is not believed
+
+
+class Keying:
+    """How one fixture's packets are keyed (SPEC section 3), decided once, never by a later packet.
+
+    By ``fixtureSeqNum`` when the feed numbers its packets, else by stream position. ``numbered``
+    comes from the stored rows (None: nothing stored yet). On a fresh fixture the first packet
+    decides; an unnumbered first packet is held back until the next one shows which kind of feed
+    this is, so that a stray unnumbered packet cannot take a numbered packet's place. A packet of
+    the other kind is rejected, and so is a ``fixtureSeqNum`` more than :data:`MAX_SEQ_JUMP`
+    beyond the highest one seen: it would become the resume position, and no later packet would
+    ever be fetched.
+    """
+
+    def __init__(self, numbered: bool | None = None) -> None:
+        self.numbered = numbered
+        self._held: Action | None = None
+        self._high = 0
+
+    def begin(self, start_position: int) -> None:
+        """A new connection from ``start_position`` (a packet held on the last one comes again)."""
+        self._held = None
+        self._high = start_position
+
+    @property
+    def holding(self) -> bool:
+        return self._held is not None
+
+    def accept(self, action: Action) -> list[Action | Rejected]:
+        """The frames to pass on for this action: none (held back), one, or two."""
+        if self.numbered is None:
+            if action.fixture_seq_num is None and self._held is None and not action.finished:
+                self._held = action
+                return []
+            self.numbered = action.fixture_seq_num is not None
+            if self._held is not None:
+                held, self._held = self._held, None
+                return [self._check(held), self._check(action)]
+        return [self._check(action)]
+
+    def _check(self, action: Action) -> Action | Rejected:
+        reason = None
+        if self.numbered and action.fixture_seq_num is None:
+            reason = (
+                "no fixtureSeqNum in a feed that numbers its packets (keyed by position it "
+                "could take a real packet's place)"
+            )
+        elif not self.numbered and action.fixture_seq_num is not None:
+            reason = "a fixtureSeqNum in a feed whose packets are keyed by position"
+        elif action.seq > self._high + MAX_SEQ_JUMP:
+            reason = (
+                f"fixtureSeqNum {action.seq} is more than {MAX_SEQ_JUMP:,} beyond the last "
+                f"({self._high}): not believed (it would become the resume position)"
+            )
+        if reason is not None:
+            return Rejected.of(
+                action.payload.encode(), f"invalid action: {reason}", action.received_at
+            )
+        self._high = max(self._high, action.seq)
+        return action

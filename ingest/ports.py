@@ -8,12 +8,12 @@ implements :class:`Source`, ``db.store.Store`` implements :class:`Sink` and :cla
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from ingest.packet import Action, Rejected
+from ingest.packet import Action, Keying, Rejected
 
 
 @dataclass
@@ -23,6 +23,7 @@ class WriteResult:
     inserted: dict[uuid.UUID, int] = field(default_factory=dict)
     conflicts: list[tuple[uuid.UUID, int]] = field(default_factory=list)
     rejected: int = 0
+    unstorable: dict[uuid.UUID, int] = field(default_factory=dict)  # actions kept as rejected
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ class Source(Protocol):
         *,
         speed: str | None = None,
         on_connected: Callable[[], None] | None = None,
-    ) -> AsyncIterator[Action | Rejected]: ...
+        keying: Keying | None = None,
+    ) -> AsyncGenerator[Action | Rejected, None]: ...
 
 
 class Sink(Protocol):
@@ -77,7 +79,7 @@ class Sink(Protocol):
 
     async def payload_at(self, fixture_id: uuid.UUID, seq: int) -> str | None: ...
 
-    async def is_numbered(self, fixture_id: uuid.UUID) -> bool: ...
+    async def is_numbered(self, fixture_id: uuid.UUID) -> bool | None: ...
 
     async def fixtures(
         self, fixture_ids: Sequence[uuid.UUID] | None = None

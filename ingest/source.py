@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime
 
 import aiohttp
@@ -25,7 +25,7 @@ from ingest.errors import (
     FixtureNotFound,
     FrameTooLarge,
 )
-from ingest.packet import Action, Control, Rejected, classify
+from ingest.packet import Action, Control, Keying, Rejected, classify
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,13 @@ class FeedSource:
         *,
         speed: str | None = None,
         on_connected: Callable[[], None] | None = None,
-    ) -> AsyncIterator[Action | Rejected]:
-        """Yield the fixture's packets from ``start_position`` on; return after ``finished``.
+        keying: Keying | None = None,
+    ) -> AsyncGenerator[Action | Rejected, None]:
+        """Yield the fixture's packets from ``start_position`` on, and the frames to reject, until
+        the connection ends or the caller stops (the caller decides what ``finished`` ends).
+
+        ``keying`` is the fixture's :class:`Keying` (a fresh one when None): packets it turns
+        away are yielded as rejected, and do not count as signs of life.
 
         Raises :class:`AuthError` when the token is refused, :class:`ConfigError` when the
         feed rejects the request itself (HTTP 400, unknown fixture), and :class:`FeedUnavailable`
@@ -122,6 +127,8 @@ class FeedSource:
                 ) from None
             authenticated = False
             position = start_position
+            keying = keying or Keying()
+            keying.begin(start_position)
             loop = asyncio.get_running_loop()
             # Liveness counts packets and control messages only. A pong restarts aiohttp's own
             # receive timeout, so a stalled feed whose websocket layer still answers pings would
@@ -157,12 +164,15 @@ class FeedSource:
                         authenticated = True
                         if on_connected is not None:
                             on_connected()
-                    if isinstance(frame, Action):
+                    if isinstance(frame, Rejected):
+                        yield frame
+                        continue
+                    position += 1
+                    passed = keying.accept(frame)
+                    if keying.holding or any(isinstance(f, Action) for f in passed):
                         deadline = loop.time() + self._liveness
-                        position += 1
-                    yield frame
-                    if isinstance(frame, Action) and frame.finished:
-                        return
+                    for item in passed:
+                        yield item
                     continue
                 if msg.type is aiohttp.WSMsgType.ERROR:
                     error = msg.data if isinstance(msg.data, BaseException) else ws.exception()

@@ -6,6 +6,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from ingest.packet import Keying
+
 # What a worker is doing with a fixture (fixtures.state, `ingest status`), all of them:
 STATES = {
     "starting": "registered with this run, not yet connecting",
@@ -31,7 +33,7 @@ class FixtureStats:
     rejected_allowance: float = -1.0  # stored rejected frames still allowed (-1: a full burst)
     rejected_refilled: float = 0.0  # monotonic time of the allowance's last refill
     rejected_throttled: bool = False  # the last rejected frame was only counted
-    numbered: bool = False  # the feed sends fixtureSeqNum: unnumbered packets are rejected
+    keying: Keying | None = None  # by fixtureSeqNum or by position: decided once
     conflicts: int = 0
     gaps: int = 0
     connects: int = 0

@@ -36,7 +36,7 @@ from ingest.errors import (
 )
 from ingest.leases import AllFixtures, Balancer, LeasedFixtures
 from ingest.metrics import Metrics
-from ingest.packet import Action, Rejected
+from ingest.packet import Action, Keying, Rejected
 from ingest.ports import FixtureState, Leases, Reconciler, Sink, Source
 from ingest.retry import RateLimiter, backoff_delay, with_database_retries
 from ingest.stats import FixtureStats, RunResult
@@ -290,7 +290,7 @@ class Worker:
 
     def health(self) -> tuple[bool, str]:
         """Healthy unless a writer has been unable to commit for a minute, or a fixture has been
-        unable to connect for two minutes."""
+        unable to connect for two minutes (what the systemd watchdog hears: a restart may help)."""
         now = time.monotonic()
         for writer in self._writers:
             if writer.outage_since is not None and now - writer.outage_since > 60:
@@ -300,11 +300,17 @@ class Worker:
                 )
         wall = time.time()
         for fixture_id, stats in self._stats.items():
-            if stats.state == "blocked":
-                return False, f"fixture {fixture_id} is blocked: {stats.last_error}"
             if stats.state == "backing off" and wall - stats.state_since > 120:
                 return False, f"fixture {fixture_id} cannot connect: {stats.last_error}"
         return True, "ok"
+
+    def readiness(self) -> tuple[bool, str]:
+        """:meth:`health`, and no fixture blocked by a frame over the size limit (for /readyz:
+        a restart would not help a blocked fixture, so the watchdog does not hear of it)."""
+        for fixture_id, stats in self._stats.items():
+            if stats.state == "blocked":
+                return False, f"fixture {fixture_id} is blocked: {stats.last_error}"
+        return self.health()
 
     def _set_state(self, fixture_id: uuid.UUID, state: str, error: str | None = None) -> None:
         stats = self._stats[fixture_id]
@@ -337,7 +343,7 @@ class Worker:
         ]
         try:
             await self._sink.save_states(states)
-        except IngestError:
+        except BaseException:  # an error, or cancelled at shutdown: try again next time
             for fixture_id in changed:
                 self._stats[fixture_id].state_saved = False
             raise
@@ -445,40 +451,39 @@ class Worker:
         attempt = 0
         refusals = 0  # of this fixture's token: reset by any packet
         expected_id = str(fixture_id)
-        if not stats.numbered:
-            stats.numbered = await self._db_retry(lambda: self._sink.is_numbered(fixture_id))
+        if stats.keying is None:  # decided once per fixture: by what is stored, or the feed
+            numbered = await self._db_retry(lambda: self._sink.is_numbered(fixture_id))
+            stats.keying = Keying(numbered)
         while True:
             await writer.barrier()  # MAX(seq) must include everything received
             writer.resume(fixture_id)
             start = await self._db_retry(lambda: self._sink.max_seq(fixture_id))
             await self._limiter.wait()
             stats.connects += 1
-            self._set_state(fixture_id, "connecting")
+            if stats.state != "blocked":  # blocked until a packet gets past the frame
+                self._set_state(fixture_id, "connecting")
             log.info("fixture %s: connecting at startPosition=%d", fixture_id, start)
             last = stats.last_seq = start
             shift = 0  # -1 when a 1-based feed replays the last stored packet (see _replayed)
             first = True
             try:
-                async for frame in self._source.stream(
+                frames = self._source.stream(
                     fixture_id,
                     start,
                     speed=self._options.speed,
-                    on_connected=lambda: self._set_state(fixture_id, "connected"),
-                ):
-                    attempt = 0
-                    refusals = 0
-                    if isinstance(frame, Action) and frame.fixture_seq_num is not None:
-                        stats.numbered = True
-                    elif isinstance(frame, Action) and stats.numbered:
-                        frame = Rejected(
-                            frame.payload.encode(),
-                            "invalid action: no fixtureSeqNum in a feed that numbers its "
-                            "packets (keyed by position it could take a real packet's place)",
-                            frame.received_at,
-                        )
-                    if isinstance(frame, Rejected) and not self._keep_rejected(fixture_id):
-                        continue
-                    if isinstance(frame, Action):
+                    on_connected=lambda: self._connected(fixture_id),
+                    keying=stats.keying,
+                )
+                async with contextlib.aclosing(frames):
+                    async for frame in frames:
+                        refusals = 0  # whatever it sends, the feed took the token
+                        if isinstance(frame, Rejected):
+                            if self._keep_rejected(fixture_id):
+                                await writer.put(fixture_id, frame)
+                            continue
+                        attempt = 0  # a packet: this connection works (junk does not count)
+                        if stats.state == "blocked":
+                            self._set_state(fixture_id, "connected")
                         if frame.fixture_seq_num is None:
                             if (
                                 first
@@ -496,6 +501,7 @@ class Worker:
                             )
                         first = False
                         stats.received += 1
+                        new = frame.seq > last
                         if frame.seq > last + 1:
                             stats.gaps += 1
                             if self._metrics is not None:
@@ -508,26 +514,17 @@ class Worker:
                                 frame.seq - last - 1,
                             )
                         last = stats.last_seq = max(last, frame.seq)
-                    await writer.put(fixture_id, frame)
-                    if isinstance(frame, Action) and frame.finished:
-                        await writer.barrier()
-                        stats.finished = True
-                        self._set_state(fixture_id, "finished")
-                        if '"CollectionDropped"' in frame.payload:
+                        await writer.put(fixture_id, frame)
+                        if frame.finished and new:
+                            await self._finish(fixture_id, frame)
+                            return
+                        if frame.finished:
                             log.warning(
-                                "fixture %s: the provider dropped the collection "
-                                "(CollectionDropped); the fixture ends unfinished at seq %d",
+                                "fixture %s: seq %d, sent again, says the fixture finished; "
+                                "only a new packet can end it: reading on",
                                 fixture_id,
                                 frame.seq,
                             )
-                        else:
-                            log.info(
-                                "fixture %s: finished at seq %d (%d packets this run)",
-                                fixture_id,
-                                frame.seq,
-                                stats.received,
-                            )
-                        return
                 raise FeedUnavailable("the stream ended before the fixture finished")
             except FixtureNotFound as exc:
                 self._set_state(fixture_id, "not found", str(exc))
@@ -609,6 +606,30 @@ class Worker:
         if self._metrics is not None:
             self._metrics.rejected_unstored.inc()
         return False
+
+    def _connected(self, fixture_id: uuid.UUID) -> None:
+        if self._stats[fixture_id].state != "blocked":
+            self._set_state(fixture_id, "connected")
+
+    async def _finish(self, fixture_id: uuid.UUID, frame: Action) -> None:
+        stats = self._stats[fixture_id]
+        await self._writer_for(fixture_id).barrier()
+        stats.finished = True
+        self._set_state(fixture_id, "finished")
+        if '"CollectionDropped"' in frame.payload:
+            log.warning(
+                "fixture %s: the provider dropped the collection (CollectionDropped); the "
+                "fixture ends unfinished at seq %d",
+                fixture_id,
+                frame.seq,
+            )
+        else:
+            log.info(
+                "fixture %s: finished at seq %d (%d packets this run)",
+                fixture_id,
+                frame.seq,
+                stats.received,
+            )
 
     async def _db_retry(self, call: Callable[[], Awaitable[T]]) -> T:
         def outage(since: float | None) -> None:

@@ -128,8 +128,10 @@ class Writer:
         for fixture_id, count in received.items():
             stats = self._stats[fixture_id]
             inserted = result.inserted.get(fixture_id, 0)
+            unstorable = result.unstorable.get(fixture_id, 0)
             stats.stored += inserted
-            stats.duplicates += count - inserted
+            stats.rejected += unstorable
+            stats.duplicates += count - inserted - unstorable
         for fixture_id, frame in rejected:
             self._stats[fixture_id].rejected += 1
             log.warning("fixture %s: rejected a frame: %s", fixture_id, frame.reason)
@@ -153,7 +155,7 @@ class Writer:
         assert m is not None
         inserted = sum(result.inserted.values())
         m.packets_stored.inc(inserted)
-        m.duplicates.inc(len(actions) - inserted)
+        m.duplicates.inc(len(actions) - inserted - sum(result.unstorable.values()))
         m.rejected.inc(result.rejected)
         m.conflicts.inc(len(result.conflicts))
         m.batch_size.observe(len(items))

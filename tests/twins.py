@@ -5,21 +5,21 @@ They are held to the same contract tests as the real parts
 :class:`MemorySource` beside the websocket client on a real feed), so a unit test that passes on
 a twin says something about the real thing. They keep only what the contract promises: a sink
 absorbs duplicates and records a differing replay as a conflict; a source yields the packets from
-``startPosition`` on and returns after the finished one.
+``startPosition`` on, keyed as the real client keys them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
 
 from ingest.errors import FeedUnavailable
-from ingest.packet import Action, Control, Rejected, classify
+from ingest.packet import Action, Control, Keying, Rejected, classify
 from ingest.ports import FixtureRow, FixtureState, WriteResult
 
 
@@ -84,9 +84,11 @@ class MemorySink:
         action = self.rows.get((fixture_id, seq))
         return action.payload if action is not None else None
 
-    async def is_numbered(self, fixture_id: uuid.UUID) -> bool:
+    async def is_numbered(self, fixture_id: uuid.UUID) -> bool | None:
         seqs = self.seqs(fixture_id)
-        return bool(seqs) and self.rows[(fixture_id, seqs[-1])].fixture_seq_num is not None
+        if not seqs:
+            return None
+        return self.rows[(fixture_id, seqs[-1])].fixture_seq_num is not None
 
     async def register(self, fixture_ids: Sequence[uuid.UUID], *, enable: bool = False) -> int:
         added = 0
@@ -178,12 +180,12 @@ class MemoryLeases:
 class MemorySource:
     """A :class:`ingest.ports.Source` over recorded packets (JSON text, as the feed sends them).
 
-    Each connection yields the fixture's packets from ``start_position`` on, numbered as the real
-    client numbers them, and returns after the finished one. ``drop_after``: a connection ends
+    Each connection yields the fixture's packets from ``start_position`` on, numbered and keyed
+    as the real client does (:class:`Keying`), and stays open after the last one (the caller
+    decides what a finished packet ends). ``drop_after``: a connection ends
     (:class:`FeedUnavailable`) after this many packets. ``script``: per fixture, the positions
     each successive connection serves instead (to replay or skip packets); ``connects`` records
-    every ``start_position`` asked for. Past the last packet of an unfinished match it waits, as
-    a live feed does.
+    every ``start_position`` asked for.
     """
 
     packets: dict[uuid.UUID, list[bytes]]
@@ -198,7 +200,8 @@ class MemorySource:
         *,
         speed: str | None = None,
         on_connected: Callable[[], None] | None = None,
-    ) -> AsyncIterator[Action | Rejected]:
+        keying: Keying | None = None,
+    ) -> AsyncGenerator[Action | Rejected, None]:
         self.connects.append((fixture_id, start_position))
         packets = self.packets.get(fixture_id)
         if packets is None:
@@ -207,6 +210,8 @@ class MemorySource:
         positions = plan.pop(0) if plan else list(range(start_position + 1, len(packets) + 1))
         if on_connected is not None:
             on_connected()
+        keying = keying or Keying()
+        keying.begin(start_position)
         position = start_position
         for sent, index in enumerate(positions):
             if self.drop_after is not None and sent >= self.drop_after:
@@ -217,12 +222,13 @@ class MemorySource:
             )
             if isinstance(frame, Control):
                 continue
-            if isinstance(frame, Action):
-                position += 1
-            yield frame
-            if isinstance(frame, Action) and frame.finished:
-                return
-        await asyncio.Event().wait()  # a live match with nothing new yet
+            if isinstance(frame, Rejected):
+                yield frame
+                continue
+            position += 1
+            for item in keying.accept(frame):
+                yield item
+        await asyncio.Event().wait()  # a live connection with nothing new (yet)
 
 
 def _now() -> datetime:

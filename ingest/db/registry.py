@@ -44,15 +44,16 @@ class Registry(Database):
         )
         return str(rows[0][0]) if rows else None
 
-    async def is_numbered(self, fixture_id: uuid.UUID) -> bool:
-        """Does the fixture's latest stored packet carry the provider's ``fixtureSeqNum``?"""
+    async def is_numbered(self, fixture_id: uuid.UUID) -> bool | None:
+        """Does the fixture's latest stored packet carry the provider's ``fixtureSeqNum``?
+        None when nothing is stored."""
         rows = await self._fetch(
             "reading the resume position",
             "SELECT fixture_seq_num IS NOT NULL FROM actions WHERE fixture_id = :f "
             "ORDER BY seq DESC LIMIT 1",
             {"f": fixture_id},
         )
-        return bool(rows and rows[0][0])
+        return bool(rows[0][0]) if rows else None
 
     async def register(self, fixture_ids: Iterable[uuid.UUID], *, enable: bool = False) -> int:
         """Add fixtures to the registry; with ``enable``, re-enable ones that were disabled."""

@@ -102,7 +102,6 @@ _INSERT_REJECTED_SQL = """
                          CAST($3 AS bytea[]), CAST($4 AS text[]), CAST($5 AS bigint[]),
                          CAST($6 AS bytea[]))
 """
-REJECTED_KEEP_BYTES = 4096  # of a rejected frame, the first bytes are kept (with length and hash)
 _REASON_CHARS = 500
 
 
@@ -201,15 +200,16 @@ class Writes(Database):
                                 await self._insert_round(raw, [item], result)
                         except BAD_DATA as exc:
                             fixture_id, action = item
+                            result.unstorable[fixture_id] = result.unstorable.get(fixture_id, 0) + 1
                             reason = f"seq {action.seq} cannot be stored: {exc}"
-                            bad = Rejected(action.payload.encode(), reason, action.received_at)
+                            bad = Rejected.of(action.payload.encode(), reason, action.received_at)
                             rejected.append((fixture_id, bad))
             if rejected:
                 await raw.execute(
                     _INSERT_REJECTED_SQL,
                     [f for f, _ in rejected],
                     [r.received_at for _, r in rejected],
-                    [r.raw[:REJECTED_KEEP_BYTES] for _, r in rejected],
+                    [r.raw for _, r in rejected],  # at most REJECTED_KEEP_BYTES
                     [safe_reason(r.reason) for _, r in rejected],
                     [r.length for _, r in rejected],
                     [r.sha256 for _, r in rejected],

@@ -219,3 +219,20 @@ async def test_a_worker_started_while_the_database_is_down_waits_then_ingests_ev
         await assert_stored_exactly(sql, recording)
     finally:
         await sql.close()
+
+
+async def test_sigterm_while_waiting_for_the_database_stops_at_once(
+    start_simulator: StartSimulator, own_server: tuple[str, Path], recording: Recording
+) -> None:
+    url, pgdata = own_server
+    sim = await start_simulator([recording])
+    env = cli_env(INGEST_DATABASE_URL=url, INGEST_FEED_URL=sim.url, INGEST_TOKEN=TOKEN)
+    await asyncio.to_thread(pg_ctl, pgdata, "stop")
+    proc = await start_cli("run", str(recording.fixture_id), env=env)
+    assert proc.stderr is not None
+    waiting = await asyncio.wait_for(proc.stderr.readline(), 20)
+    assert b"database unavailable, retrying" in waiting, waiting
+    proc.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(proc.communicate(), 5)
+    assert proc.returncode == 0, err.decode()
+    assert b"stopped while waiting for the database" in err

@@ -8,6 +8,7 @@ websocket pings on its own, whatever the application is doing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Event
 
@@ -36,7 +38,8 @@ class _Connection(ServerConnection):
 class IndependentFeed:
     """Serves ``lines`` (JSON text, one packet each) for one fixture, 0-based ``startPosition``.
 
-    ``after``: raw frames (bytes, binary?) sent after the packet at that 1-based position.
+    ``after``: raw frames (bytes, binary?) sent after the packet at that 1-based position (0:
+    before the first packet).
     ``stall_at``: on the first connection only, after that position, send nothing more (and
     keep answering pings) until the client goes away.
     """
@@ -46,6 +49,9 @@ class IndependentFeed:
     token: str
     after: dict[int, list[tuple[bytes, bool]]] = field(default_factory=dict)
     stall_at: int | None = None
+    trickle: bytes | None = None  # while stalled, send this frame ...
+    trickle_every: float = 1.0  # ... this often (a stuck feed that still sends junk)
+    junk_then_close: bytes | None = None  # every connection: send this, then close at once
     finished: bool = True
     starts: list[int] = field(default_factory=list)
     pings: int = 0
@@ -87,16 +93,28 @@ class IndependentFeed:
             await conn.close(1008, "authentication failed")
             return
         await conn.send(json.dumps({"message": "Authorisation accepted", "level": "INFO"}))
+        if self.junk_then_close is not None:
+            self.starts.append(start)
+            await conn.send(self.junk_then_close)
+            await conn.close(1011, "broken")
+            return
         loop = asyncio.get_running_loop()
         if self.stalled_at is not None and self.reconnected_at is None:
             self.reconnected_at = loop.time()
         self.starts.append(start)
+        for data, binary in self.after.get(0, []) if start == 0 else []:  # before packet 1
+            await conn.send(data, text=not binary)
         for position, line in enumerate(self.lines[start:], start + 1):
             await conn.send(line)
             for data, binary in self.after.get(position, []):
                 await conn.send(data, text=not binary)
             if position == self.stall_at and len(self.starts) == 1:
                 self.stalled_at = loop.time()
+                if self.trickle is not None:
+                    with contextlib.suppress(ConnectionClosed):
+                        while True:
+                            await asyncio.sleep(self.trickle_every)  # the feed's own pace
+                            await conn.send(self.trickle, text=True)
                 await conn.wait_closed()  # silent, but pings are answered
                 return
         if self.finished:

@@ -20,8 +20,8 @@ import pytest
 
 from ingest.config import RunOptions, Secret
 from ingest.db.store import Store
-from ingest.db.writes import REJECTED_KEEP_BYTES
 from ingest.metrics import Metrics
+from ingest.packet import REJECTED_KEEP_BYTES
 from ingest.simulator.recording import Recording
 from ingest.simulator.server import HOSTILE
 from ingest.source import MAX_FRAME_BYTES, FeedSource, feed_session
@@ -192,20 +192,116 @@ async def test_rejected_frames_beyond_the_rate_are_counted_not_stored(
 async def test_an_unnumbered_packet_never_takes_a_numbered_packets_place(
     independent: IndependentFeed, store: Store, sql: asyncpg.Connection, recording: Recording
 ) -> None:
-    # the worker restarts after a drop: "numbered" must come from what is stored
+    junk = (b'{"fixtureAction": {"actionId": "no-seq"}}', False)
+    # on a fresh fixture the junk comes first: held back until packet 1 shows the feed numbers
+    independent.after = {0: [junk], 4: [junk]}
     independent.stall_at = 4
-    independent.after = {4: [(b'{"fixtureAction": {"actionId": "no-seq"}}', False)]}
     url = await independent.start()
-    await run(url, store, recording.fixture_id, options(max_runtime=LIVENESS / 2))
-    assert [seq for seq, _ in await stored(sql, recording.fixture_id)] == [1, 2, 3, 4]
-    independent.after = {5: [(b'{"fixtureAction": {"actionId": "no-seq"}}', False)]}
+    async with feed_session() as session:
+        source = FeedSource(session, url, Secret(TOKEN), liveness_timeout=LIVENESS)
+        worker = Worker(source, store, options())
+        task = asyncio.create_task(worker.run([recording.fixture_id]))
+
+        async def four_stored_two_rejected() -> bool:
+            return (
+                await sql.fetchval("SELECT count(*) FROM actions") == 4
+                and await sql.fetchval("SELECT count(*) FROM rejected_messages") == 2
+            )
+
+        await wait_until(four_stored_two_rejected, timeout=30)
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+    # a new process: the keying comes from the stored rows
+    independent.after = {5: [junk]}
     await run(url, store, recording.fixture_id, options())
     assert await stored(sql, recording.fixture_id) == stream(recording)
     reasons = await sql.fetch("SELECT reason FROM rejected_messages ORDER BY id")
     assert [r["reason"] for r in reasons] == [
         "invalid action: no fixtureSeqNum in a feed that numbers its packets (keyed by "
         "position it could take a real packet's place)"
-    ] * 2
+    ] * 3
+
+
+def unnumbered(recording: Recording) -> list[str]:
+    lines = []
+    for line in recording.lines:
+        packet = json.loads(line)
+        del packet["fixtureAction"]["fixtureSeqNum"]
+        lines.append(json.dumps(packet))
+    return lines
+
+
+async def test_one_numbered_packet_cannot_turn_a_position_keyed_feed(
+    independent: IndependentFeed, store: Store, sql: asyncpg.Connection, recording: Recording
+) -> None:
+    independent.lines = lines = unnumbered(recording)
+    independent.after = {3: [(b'{"fixtureAction": {"actionId": "h", "fixtureSeqNum": 1}}', False)]}
+    url = await independent.start()
+    result = await run(url, store, recording.fixture_id, options())
+    stats = result.fixtures[recording.fixture_id]
+    assert stats.finished and stats.connects == 1 and stats.rejected == 1
+    # the rejected packet keeps its place in the stream (a server counts it in startPosition):
+    # the packets after it stay where the server puts them, and verify shows the hole
+    assert await stored(sql, recording.fixture_id) == [
+        (i if i <= 3 else i + 1, json.loads(line)) for i, line in enumerate(lines, 1)
+    ]
+    assert stats.gaps == 1
+    reason = await sql.fetchval("SELECT reason FROM rejected_messages")
+    assert reason == "invalid action: a fixtureSeqNum in a feed whose packets are keyed by position"
+
+
+async def test_an_implausible_seq_is_rejected_and_cannot_become_the_resume_position(
+    independent: IndependentFeed, store: Store, sql: asyncpg.Connection, recording: Recording
+) -> None:
+    huge = b'{"fixtureAction": {"actionId": "h", "fixtureSeqNum": 9223372036854775807}}'
+    independent.after = {3: [(huge, False)]}
+    independent.stall_at = 3  # and a reconnect right after it
+    url = await independent.start()
+    await run(url, store, recording.fixture_id, options())
+    assert independent.starts == [0, 3]
+    assert await stored(sql, recording.fixture_id) == stream(recording)
+    reason = await sql.fetchval("SELECT reason FROM rejected_messages")
+    assert "more than 1,000,000 beyond the last (3): not believed" in reason
+
+
+async def test_a_replayed_packet_saying_finished_does_not_end_the_fixture(
+    independent: IndependentFeed, store: Store, sql: asyncpg.Connection, recording: Recording
+) -> None:
+    replay = json.loads(recording.lines[1])
+    replay["finished"] = True
+    independent.after = {5: [(json.dumps(replay).encode(), False)]}
+    url = await independent.start()
+    result = await run(url, store, recording.fixture_id, options())
+    assert result.fixtures[recording.fixture_id].finished
+    assert await stored(sql, recording.fixture_id) == stream(recording)
+    assert await sql.fetchval("SELECT finished FROM fixtures")
+    # the differing replay is kept for inspection, as any conflict
+    assert await sql.fetchval("SELECT seq FROM action_conflicts") == 2
+
+
+async def test_junk_does_not_reset_the_reconnect_backoff(
+    independent: IndependentFeed, store: Store, recording: Recording
+) -> None:
+    independent.junk_then_close = b"not json"
+    url = await independent.start()
+    production = RunOptions(until_finished=True, connect_rate=0, max_runtime=6.0)
+    await run(url, store, recording.fixture_id, production)
+    # backoff 0.5 s doubling with full jitter: about 5 attempts in 6 s; reset by junk, 25 or more
+    assert 2 <= len(independent.starts) <= 10
+
+
+async def test_junk_from_a_stuck_feed_does_not_keep_it_alive(
+    independent: IndependentFeed, store: Store, sql: asyncpg.Connection, recording: Recording
+) -> None:
+    independent.stall_at = 4
+    independent.trickle = b'{"fixtureAction": {"actionId": "junk"}}'  # rejected: numbered feed
+    independent.trickle_every = LIVENESS / 4
+    url = await independent.start()
+    await run(url, store, recording.fixture_id, options())
+    assert independent.starts == [0, 4]
+    assert independent.stalled_at is not None and independent.reconnected_at is not None
+    assert independent.reconnected_at - independent.stalled_at < LIVENESS + 2.0
+    assert await stored(sql, recording.fixture_id) == stream(recording)
 
 
 # -- a frame over the size limit ---------------------------------------------------------------
@@ -232,8 +328,9 @@ async def test_a_frame_over_the_limit_blocks_its_fixture_visibly_without_a_hot_l
         await wait_until(blocked_in_the_registry, timeout=30)
         error = await sql.fetchval("SELECT last_error FROM fixtures")
         assert f"Message size {size}" in error and "67,108,864-byte limit" in error
-        healthy, why = worker.health()
-        assert not healthy and "blocked" in why
+        ready, why = worker.readiness()
+        assert not ready and "blocked" in why  # /readyz says so ...
+        assert worker.health() == (True, "ok")  # ... the watchdog does not: a restart won't help
         assert metrics.blocked._value.get() == 1
         assert independent.starts == [0]  # waiting the slowest backoff, not reconnecting
         worker.stop()

@@ -4,6 +4,7 @@ worth what this file proves: that the twin keeps the promises the worker relies 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -58,12 +59,13 @@ async def test_a_sink_stores_each_seq_once_and_records_a_differing_replay(sink: 
     assert stored is not None and "period" not in json.loads(stored)["fixtureAction"]
     assert await sink.payload_at(FIXTURE, 9) is None
     assert await sink.is_numbered(FIXTURE)
+    assert await sink.is_numbered(uuid.UUID(int=5)) is None  # nothing stored: undecided
     (row,) = await sink.fixtures([FIXTURE])
     assert (row.finished, row.last_seq, row.packets) == (True, 3, 3)
 
 
 async def test_a_sink_counts_rejected_frames(sink: Sink) -> None:
-    bad = Rejected(b"not json", "invalid JSON", datetime.now(UTC))
+    bad = Rejected.of(b"not json", "invalid JSON", datetime.now(UTC))
     result = await sink.write([], [(FIXTURE, bad)])
     assert result.rejected == 1 and result.inserted == {}
 
@@ -102,12 +104,14 @@ async def test_a_source_yields_from_the_start_position_to_the_finished_packet(
 ) -> None:
     connected: list[bool] = []
     seqs = []
-    async for frame in source.stream(
+    frames = source.stream(
         match.fixture_id, start, speed="fast", on_connected=lambda: connected.append(True)
-    ):
-        assert isinstance(frame, Action)
-        seqs.append(frame.seq)
-        last = frame
+    )
+    async with contextlib.aclosing(frames):
+        async for frame in frames:
+            assert isinstance(frame, Action)
+            seqs.append(frame.seq)
+            if frame.finished:  # the caller decides what a finished packet ends
+                break
     assert connected == [True]
     assert seqs == list(range(start + 1, len(match.packets) + 1))
-    assert last.finished

@@ -7,6 +7,7 @@ deliberately plain reading of the rule.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ import orjson
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ingest.packet import Action, Control, Rejected, classify
+from ingest.packet import REJECTED_KEEP_BYTES, Action, Control, Rejected, classify
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 INT64_MAX = 2**63 - 1
@@ -91,9 +92,9 @@ def is_valid_action(data: bytes) -> bool:
     ):
         return False
     action_id = fa.get("actionId")
-    if action_id is None:
-        return numbered  # a numbered packet is identified by its number
-    return isinstance(action_id, str) and action_id.strip() != ""
+    if action_id is not None and not isinstance(action_id, str):
+        return False
+    return numbered or bool(action_id and action_id.strip())  # a number identifies it too
 
 
 def _no_constants(name: str) -> Any:
@@ -104,8 +105,10 @@ def check(data: bytes, *, binary: bool = False, position: int = 7) -> None:
     frame = classify(data, binary=binary, position=position, received_at=NOW)
     assert isinstance(frame, Action | Control | Rejected)
     if isinstance(frame, Rejected):
-        assert frame.raw == data and frame.reason
-        assert frame.length == len(data) and len(frame.sha256) == 32
+        assert frame.raw == data[:REJECTED_KEEP_BYTES] and frame.reason
+        assert frame.length == len(data) and frame.sha256 == hashlib.sha256(data).digest()
+        if not frame.reason.startswith("PostgreSQL's jsonb cannot hold"):
+            assert not is_valid_action(data), frame.reason  # nothing valid is turned away
         return
     assert not binary
     if isinstance(frame, Control):

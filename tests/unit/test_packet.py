@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.packet import Action, Control, Rejected, classify
+from ingest.packet import MAX_SEQ_JUMP, Action, Control, Keying, Rejected, classify
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"  # copied from shared/samples
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
@@ -193,3 +193,63 @@ def test_what_a_log_shows_of_a_control_message_is_bounded_and_never_the_token() 
     assert isinstance(echoed, Control)
     shown = _shown(echoed, token)
     assert "s3cret" not in shown and "***" in shown and len(shown) < 400
+
+
+def test_what_jsonb_cannot_hold_is_rejected_before_the_database() -> None:
+    nul = frame(b'{"fixtureAction": {"fixtureSeqNum": 3, "x": "a\\u0000b"}}')
+    assert isinstance(nul, Rejected) and "cannot hold the escape \\u0000" in nul.reason
+    lone = frame(b'{"fixtureAction": {"fixtureSeqNum": 3, "x": "\\ud800"}}')
+    assert isinstance(lone, Rejected) and "unpaired surrogate" in lone.reason
+    # a literal backslash before u0000, and a proper surrogate pair, are fine
+    assert isinstance(frame(b'{"fixtureAction": {"fixtureSeqNum": 3, "x": "\\\\u0000"}}'), Action)
+    assert isinstance(
+        frame(b'{"fixtureAction": {"fixtureSeqNum": 3, "x": "\\ud83c\\udfb1"}}'), Action
+    )
+
+
+def test_integers_of_any_length_are_kept() -> None:
+    action = frame(b'{"fixtureAction": {"fixtureSeqNum": 3}, "n": ' + b"7" * 5000 + b"}")
+    assert isinstance(action, Action) and action.seq == 3
+
+
+def _action(seq_num: int | None, position: int, *, finished: bool = False) -> Action:
+    fields = f'"fixtureSeqNum": {seq_num}' if seq_num is not None else '"actionId": "a"'
+    text = f'{{"finished": {str(finished).lower()}, "fixtureAction": {{{fields}}}}}'
+    result = frame(text.encode(), position=position)
+    assert isinstance(result, Action)
+    return result
+
+
+def test_keying_on_a_fresh_fixture_the_first_packets_decide() -> None:
+    numbered = Keying()
+    numbered.begin(0)
+    assert numbered.accept(_action(None, 1)) == [] and numbered.holding  # held back
+    first, second = numbered.accept(_action(1, 2))
+    assert isinstance(first, Rejected) and "no fixtureSeqNum" in first.reason
+    assert isinstance(second, Action) and second.seq == 1 and numbered.numbered is True
+
+    positional = Keying()
+    positional.begin(0)
+    assert positional.accept(_action(None, 1)) == []
+    one, two = positional.accept(_action(None, 2))
+    assert (one.seq, two.seq) == (1, 2) and positional.numbered is False
+    (turned_away,) = positional.accept(_action(7, 3))  # never flips the mode
+    assert isinstance(turned_away, Rejected) and positional.numbered is False
+
+
+def test_keying_from_the_stored_rows_holds_nothing_back() -> None:
+    keying = Keying(numbered=True)
+    keying.begin(10)
+    (rejected,) = keying.accept(_action(None, 11))
+    assert isinstance(rejected, Rejected) and not keying.holding
+    (jump,) = keying.accept(_action(10 + MAX_SEQ_JUMP + 1, 12))
+    assert isinstance(jump, Rejected) and "not believed" in jump.reason
+    (ok,) = keying.accept(_action(11, 13))
+    assert isinstance(ok, Action)
+
+
+def test_keying_a_lone_finished_packet_is_not_held() -> None:
+    keying = Keying()
+    keying.begin(0)
+    (only,) = keying.accept(_action(None, 1, finished=True))
+    assert isinstance(only, Action) and keying.numbered is False
