@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+import orjson
+
 # fixtureActionTypeId -> fixtureActionType (SPEC section 2)
 MATCH_CONDITIONS = 1
 TEAM_COLOURS = 2
@@ -81,3 +83,22 @@ def side_map(home: str | None, away: str | None) -> dict[str, Side]:
     if away is not None:
         sides[away] = "away"
     return sides
+
+
+def is_dropped(payload: str) -> bool:
+    """Does this packet say the provider dropped the collection? The same JSON paths as the
+    ``match_results`` view: ``fixtureSummary.collectionStatus`` or the action's
+    ``metadata.collectionStatus``."""
+    try:
+        packet = orjson.loads(payload)
+    except orjson.JSONDecodeError:  # nested beyond orjson's limit, or beyond 64-bit integers
+        return False
+    if not isinstance(packet, dict):
+        return False
+    for outer, inner in (("fixtureSummary", None), ("fixtureAction", "metadata")):
+        node = packet.get(outer)
+        if inner is not None and isinstance(node, dict):
+            node = node.get(inner)
+        if isinstance(node, dict) and node.get("collectionStatus") == COLLECTION_DROPPED:
+            return True
+    return False

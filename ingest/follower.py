@@ -1,0 +1,302 @@
+"""One fixture's connect / read / resume loop, until its finished packet is stored.
+
+Each connection starts at ``startPosition = MAX(seq)``, read only after the fixture's writer has
+committed everything received before (the *barrier*); packets go to that writer in the order
+received. A disconnect is retried with backoff (:mod:`ingest.retry`), a refused token a few times,
+a frame over the size limit slowly (the fixture is *blocked*); a fixture the feed does not know
+ends alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from ingest.config import RunOptions
+from ingest.errors import AuthError, FeedUnavailable, FixtureNotFound, FrameTooLarge
+from ingest.fixture_states import FixtureStates
+from ingest.metrics import Metrics
+from ingest.packet import Action, Keying, Rejected
+from ingest.ports import Sink, Source
+from ingest.retry import RateLimiter, backoff_delay
+from ingest.vocabulary import is_dropped
+from ingest.writer import Writer
+
+log = logging.getLogger(__name__)
+
+Retry = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
+
+
+class Follower:
+    """Streams one fixture: :meth:`run` returns once it has finished (or is unknown to the feed),
+    and raises what should end the whole run (a token refused for good, a database outage
+    outlasting its retries)."""
+
+    def __init__(
+        self,
+        fixture_id: uuid.UUID,
+        *,
+        source: Source,
+        sink: Sink,
+        writer: Writer,
+        states: FixtureStates,
+        options: RunOptions,
+        limiter: RateLimiter,
+        retry: Retry,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.fixture_id = fixture_id
+        self._source = source
+        self._sink = sink
+        self._writer = writer
+        self._states = states
+        self._stats = states[fixture_id]
+        self._options = options
+        self._limiter = limiter
+        self._retry = retry
+        self._metrics = metrics
+        self._attempt = 0  # reconnects since the last packet: the backoff's exponent
+        self._refusals = 0  # of this fixture's token: reset by anything the feed sends
+        self._last = 0  # the highest seq received on this connection (or the start)
+
+    async def run(self) -> None:
+        """Keep the fixture streaming until its finished packet is stored."""
+        stats, fixture_id = self._stats, self.fixture_id
+        if stats.keying is None:  # decided once per fixture: by what is stored, or the feed
+            numbered = await self._retry(lambda: self._sink.is_numbered(fixture_id))
+            stats.keying = Keying(numbered)
+        while True:
+            start = await self._resume_position()
+            try:
+                if await self._stream_from(start):
+                    return
+                raise FeedUnavailable("the stream ended before the fixture finished")
+            except FixtureNotFound as exc:
+                self._states.set(fixture_id, "not found", str(exc))
+                log.error("fixture %s: %s; the other fixtures go on", fixture_id, exc)
+                return
+            except FrameTooLarge as exc:
+                await self._blocked(exc)
+            except AuthError as exc:
+                await self._refused(exc)
+            except FeedUnavailable as exc:
+                await self._disconnected(exc)
+
+    async def _resume_position(self) -> int:
+        """``MAX(seq)`` once everything received is committed; then wait for a connect slot."""
+        await self._writer.barrier()  # MAX(seq) must include everything received
+        self._writer.resume(self.fixture_id)
+        start: int = await self._retry(lambda: self._sink.max_seq(self.fixture_id))
+        await self._limiter.wait()
+        self._stats.connects += 1
+        if self._stats.state != "blocked":  # blocked until a packet gets past the frame
+            self._states.set(self.fixture_id, "connecting")
+        log.info("fixture %s: connecting at startPosition=%d", self.fixture_id, start)
+        self._last = self._stats.last_seq = start
+        return start
+
+    async def _stream_from(self, start: int) -> bool:
+        """One connection: hand every frame to the writer; True once the finished packet is
+        stored, False when the stream ends before it."""
+        fixture_id, stats, writer = self.fixture_id, self._stats, self._writer
+        numbering = _Numbering(start)
+        frames = self._source.stream(
+            fixture_id,
+            start,
+            speed=self._options.speed,
+            on_connected=self._connected,
+            keying=stats.keying,
+        )
+        async with contextlib.aclosing(frames):
+            async for frame in frames:
+                self._refusals = 0  # whatever it sends, the feed took the token
+                if isinstance(frame, Rejected):
+                    if self._keep_rejected():
+                        await writer.put(fixture_id, frame)
+                    continue
+                self._attempt = 0  # a packet: this connection works (junk does not count)
+                if stats.state == "blocked":
+                    self._states.set(fixture_id, "connected")
+                new = await self._receive(frame, numbering)
+                await writer.put(fixture_id, frame)
+                if frame.finished and new:
+                    await self._finish(frame)
+                    return True
+                if frame.finished:
+                    log.warning(
+                        "fixture %s: seq %d, sent again, says the fixture finished; "
+                        "only a new packet can end it: reading on",
+                        fixture_id,
+                        frame.seq,
+                    )
+        return False
+
+    async def _receive(self, frame: Action, numbering: _Numbering) -> bool:
+        """Number a packet (by position, a 1-based feed's replay shifts it), count a gap; True
+        when it is beyond everything received so far."""
+        fixture_id, stats = self.fixture_id, self._stats
+        if frame.fixture_seq_num is None:
+            if (
+                numbering.first
+                and numbering.start > 0
+                and await self._replayed(numbering.start, frame)
+            ):
+                numbering.shift = -1
+            frame.seq += numbering.shift
+        if numbering.first and frame.packet_fixture_id not in (None, str(fixture_id)):
+            log.warning(
+                "fixture %s: the feed sends packets of fixture %s; they are stored under the "
+                "fixture subscribed to",
+                fixture_id,
+                frame.packet_fixture_id,
+            )
+        numbering.first = False
+        stats.received += 1
+        last = self._last
+        if frame.seq > last + 1:
+            stats.gaps += 1
+            if self._metrics is not None:
+                self._metrics.gaps.inc()
+            log.warning(
+                "fixture %s: gap: seq %d follows %d (%d missing)",
+                fixture_id,
+                frame.seq,
+                last,
+                frame.seq - last - 1,
+            )
+        self._last = stats.last_seq = max(last, frame.seq)
+        return frame.seq > last
+
+    async def _replayed(self, start: int, frame: Action) -> bool:
+        """Is this first packet, without a fixtureSeqNum, the stored packet at ``start``?
+
+        A 1-based feed answers ``startPosition=N`` with packet N again: numbered by position
+        it would be stored as N + 1, a duplicate, and every later packet one off.
+        """
+        stored = await self._retry(lambda: self._sink.payload_at(self.fixture_id, start))
+        if stored is None:
+            return False
+        try:
+            return bool(orjson.loads(stored) == orjson.loads(frame.payload))
+        except (orjson.JSONDecodeError, RecursionError):  # nested beyond what Python compares
+            return False
+
+    def _keep_rejected(self) -> bool:
+        """Store this rejected frame, or only count it? A burst, then a steady trickle, per
+        fixture: enough to diagnose, never enough to fill the disk."""
+        opts, stats = self._options, self._stats
+        now = time.monotonic()
+        if stats.rejected_allowance < 0:
+            stats.rejected_allowance, stats.rejected_refilled = float(opts.rejected_burst), now
+        refill = (now - stats.rejected_refilled) * opts.rejected_per_minute / 60
+        stats.rejected_allowance = min(opts.rejected_burst, stats.rejected_allowance + refill)
+        stats.rejected_refilled = now
+        if stats.rejected_allowance >= 1:
+            stats.rejected_allowance -= 1
+            stats.rejected_throttled = False
+            return True
+        if not stats.rejected_throttled:  # the first of a run of them
+            stats.rejected_throttled = True
+            log.warning(
+                "fixture %s: more rejected frames than %d at once (then %g a minute): the rest "
+                "are counted (fixtures.rejected_unstored), not stored",
+                self.fixture_id,
+                opts.rejected_burst,
+                opts.rejected_per_minute,
+            )
+        stats.rejected_unstored += 1
+        stats.state_saved = False
+        if self._metrics is not None:
+            self._metrics.rejected_unstored.inc()
+        return False
+
+    def _connected(self) -> None:
+        if self._stats.state != "blocked":
+            self._states.set(self.fixture_id, "connected")
+
+    async def _finish(self, frame: Action) -> None:
+        await self._writer.barrier()
+        self._stats.finished = True
+        self._states.set(self.fixture_id, "finished")
+        if is_dropped(frame.payload):
+            log.warning(
+                "fixture %s: the provider dropped the collection (CollectionDropped); the "
+                "fixture ends unfinished at seq %d",
+                self.fixture_id,
+                frame.seq,
+            )
+        else:
+            log.info(
+                "fixture %s: finished at seq %d (%d packets this run)",
+                self.fixture_id,
+                frame.seq,
+                self._stats.received,
+            )
+
+    async def _blocked(self, exc: FrameTooLarge) -> None:
+        # every reconnect from MAX(seq) meets the same frame: say so, where operators look
+        # (state, /readyz, metrics), and retry at the slowest pace, in case the provider fixes
+        # the packet
+        self._states.set(self.fixture_id, "blocked", str(exc))
+        if self._metrics is not None:
+            self._metrics.reconnects.labels(exc.reason).inc()
+        delay = self._options.backoff_max
+        log.error(
+            "fixture %s: blocked at seq %d: %s; trying again in %.0f s",
+            self.fixture_id,
+            self._last,
+            exc,
+            delay,
+        )
+        await asyncio.sleep(delay)
+
+    async def _refused(self, exc: AuthError) -> None:
+        self._states.set(self.fixture_id, "backing off", str(exc))
+        self._refusals += 1
+        if self._refusals > self._options.auth_retries:
+            raise exc
+        delay = self._options.auth_retry_delay * self._refusals
+        log.warning(
+            "fixture %s: %s; trying again in %.0f s (%d of %d)",
+            self.fixture_id,
+            exc,
+            delay,
+            self._refusals,
+            self._options.auth_retries,
+        )
+        await asyncio.sleep(delay)
+
+    async def _disconnected(self, exc: FeedUnavailable) -> None:
+        self._states.set(self.fixture_id, "backing off", str(exc))
+        if self._metrics is not None:
+            self._metrics.reconnects.labels(exc.reason).inc()
+        opts = self._options
+        delay = backoff_delay(self._attempt, opts.backoff_initial, opts.backoff_max)
+        self._attempt += 1
+        log.warning(
+            "fixture %s: disconnected at seq %d: %s; reconnecting in %.1f s",
+            self.fixture_id,
+            self._last,
+            exc,
+            delay,
+        )
+        await asyncio.sleep(delay)
+
+
+class _Numbering:
+    """Per connection: where it started, whether the first packet is still to come, and the
+    shift of a 1-based feed's replay (see :meth:`Follower._replayed`)."""
+
+    __slots__ = ("first", "shift", "start")
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.first = True
+        self.shift = 0
