@@ -8,6 +8,8 @@ apply the same rule in SQL; ``tests/integration/test_views.py`` holds them to it
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal
 
 import orjson
@@ -70,9 +72,26 @@ SIDES: tuple[Side, Side] = ("home", "away")
 
 
 def lineup_counts(send_type_id: int | None) -> bool:
-    """The home/away rule: the Lineups in effect is the fixture's latest Lineups packet that was
-    not Cancelled or Deleted (as in the ``fixture_lineups`` view)."""
+    """Does a Lineups action whose latest packet has this send type count (see below)?"""
     return send_type_id not in VOIDING_SEND_TYPES
+
+
+@dataclass(frozen=True)
+class LineupPacket:
+    """The latest packet of one Lineups action: its seq, home and away team ids, send type."""
+
+    seq: int
+    home: str | None
+    away: str | None
+    send_type_id: int | None
+
+
+def lineup_in_effect(latest: Iterable[LineupPacket]) -> LineupPacket | None:
+    """The home/away rule, as the ``fixture_lineups`` view applies it: of a fixture's Lineups
+    actions, each in its latest packet, those not Cancelled or Deleted count, and the one sent
+    last (highest seq) is in effect."""
+    counting = [p for p in latest if lineup_counts(p.send_type_id)]
+    return max(counting, key=lambda p: p.seq, default=None)
 
 
 def side_map(home: str | None, away: str | None) -> dict[str, Side]:

@@ -34,7 +34,7 @@ from ingest.db.schema import actions as _actions
 from ingest.db.translate import BAD_DATA, DRIVER_ERRORS, is_unavailable, translate
 from ingest.packet import Action, Rejected
 from ingest.ports import WriteResult
-from ingest.vocabulary import Side, lineup_counts, side_map
+from ingest.vocabulary import LINEUPS, LineupPacket, Side, lineup_in_effect, side_map
 
 _INSERT_ACTIONS_TEMPLATE = """
     WITH input AS (
@@ -91,10 +91,13 @@ _INSERT_ACTIONS_TEMPLATE = """
     """
 
 
-_LATEST_LINEUPS = """
-    SELECT fixture_id, home_team_id::text, away_team_id::text
-    FROM fixture_lineups WHERE fixture_id = ANY(CAST($1 AS uuid[]))
-    """  # the home/away rule in SQL (ingest.vocabulary.lineup_counts), as the views apply it
+_LINEUP_PACKETS = """
+    SELECT DISTINCT ON (fixture_id, action_id) fixture_id, action_id::text, seq,
+           payload #>> '{fixtureAction,metadata,home,teamId}',
+           payload #>> '{fixtureAction,metadata,away,teamId}', send_type_id
+    FROM actions WHERE fixture_id = ANY(CAST($1 AS uuid[])) AND action_type_id = $2
+    ORDER BY fixture_id, action_id, seq DESC
+    """  # each stored Lineups action in its latest packet: ingest.vocabulary.lineup_in_effect
 
 _INSERT_REJECTED_SQL = """
     INSERT INTO rejected_messages (fixture_id, received_at, raw, reason, length, sha256)
@@ -134,7 +137,9 @@ class Writes(Database):
 
     def __init__(self, engine: AsyncEngine, target: DatabaseTarget | None = None) -> None:
         super().__init__(engine, target)
-        # fixture -> {team id: "home"/"away"}, from its Lineups packet, to fill actions.side
+        # fixture -> its Lineups actions (action id -> latest packet), and the sides they give:
+        # {team id: "home"/"away"}, to fill actions.side
+        self._lineups: dict[uuid.UUID, dict[str | None, LineupPacket]] = {}
         self._sides: dict[uuid.UUID, dict[str, Side]] = {}
 
     async def write(
@@ -220,24 +225,38 @@ class Writes(Database):
     async def _assign_sides(
         self, raw: asyncpg.Connection, actions: Sequence[tuple[uuid.UUID, Action]]
     ) -> None:
-        """Fill ``Action.side`` from the fixture's Lineups (seen in this batch or stored)."""
+        """Fill ``Action.side`` from the fixture's Lineups in effect (stored, or earlier in this
+        batch), by the rule of :func:`ingest.vocabulary.lineup_in_effect`."""
         unknown = {
-            f for f, a in actions if f not in self._sides and a.team_id is not None and not a.lineup
+            f
+            for f, a in actions
+            if f not in self._lineups and (a.team_id is not None or a.lineup is not None)
         }
         if unknown:
-            rows = await raw.fetch(_LATEST_LINEUPS, list(unknown))
-            for fixture_id, home, away in rows:
-                self._sides[fixture_id] = side_map(_uuid_text(home), _uuid_text(away))
-            for fixture_id in unknown - self._sides.keys():
-                self._sides[fixture_id] = {}  # no Lineups yet: sides stay NULL until one comes
+            for fixture_id in unknown:
+                self._lineups[fixture_id] = {}  # no Lineups yet: sides stay NULL until one comes
+            for fixture_id, action_id, seq, home, away, send in await raw.fetch(
+                _LINEUP_PACKETS, list(unknown), LINEUPS
+            ):
+                packet = LineupPacket(seq, _uuid_text(home), _uuid_text(away), send)
+                self._lineups[fixture_id][action_id] = packet
+            for fixture_id in unknown:
+                self._update_sides(fixture_id)
         for fixture_id, action in actions:
             if action.lineup is not None:
-                if lineup_counts(action.send_type_id):
-                    self._sides[fixture_id] = side_map(*action.lineup)
-                else:  # a Cancelled / Deleted Lineups: the one before it is back in effect
-                    self._sides.pop(fixture_id, None)
+                known = self._lineups[fixture_id].get(action.action_id)
+                if known is None or known.seq <= action.seq:
+                    home, away = action.lineup
+                    self._lineups[fixture_id][action.action_id] = LineupPacket(
+                        action.seq, home, away, action.send_type_id
+                    )
+                    self._update_sides(fixture_id)
             elif action.team_id is not None:
-                action.side = self._sides.get(fixture_id, {}).get(action.team_id)
+                action.side = self._sides[fixture_id].get(action.team_id)
+
+    def _update_sides(self, fixture_id: uuid.UUID) -> None:
+        effect = lineup_in_effect(self._lineups[fixture_id].values())
+        self._sides[fixture_id] = side_map(effect.home, effect.away) if effect else {}
 
     async def _insert_round(
         self,

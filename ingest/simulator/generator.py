@@ -141,6 +141,9 @@ class MatchSpec:
     start: datetime | None = None
     corrections: bool = True
     suspensions: bool = True
+    # frames whose Frame Ended the scorer takes back (Cancelled) and then Restores; the
+    # fixtureSummary follows (the frame is unfinished in between)
+    frame_end_corrections: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.best_of < 1 or self.best_of % 2 == 0:
@@ -627,14 +630,28 @@ class _MatchBuilder:
         if interval is not None:  # shown on the packet where the interval starts
             st.status = "Interval"
             st.reason = interval
-        self._emit(
+        ended = self._emit(
             FRAME_ENDED,
             side=winner,
             metadata={"homePoints": points["home"], "awayPoints": points["away"]},
             related=[started["actionId"]],
         )
+        if number in self.spec.frame_end_corrections:
+            self._take_back_frame_end(ended, period, winner)
         if interval is not None:
             self._sit_out_interval(interval, number)
+
+    def _take_back_frame_end(
+        self, ended: dict[str, Any], period: dict[str, Any], winner: Side
+    ) -> None:
+        """Frame Ended, Cancelled (the summary shows the frame unfinished), then Restored."""
+        st, step = self.state, {"home": (1, 0), "away": (0, 1)}[winner]
+        period["isFinished"], period["winner"] = False, None
+        st.home_frames, st.away_frames = st.home_frames - step[0], st.away_frames - step[1]
+        self._resend(ended, CANCELLED)
+        period["isFinished"], period["winner"] = True, winner
+        st.home_frames, st.away_frames = st.home_frames + step[0], st.away_frames + step[1]
+        self._resend(ended, RESTORED)
 
     def _choose_ball(self, table: _Table, maximum_on: bool = False) -> int:
         if table.respot:

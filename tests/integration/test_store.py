@@ -196,6 +196,50 @@ async def test_side_comes_from_the_lineups_even_across_restarts(
     assert [(r["seq"], r["side"]) for r in rows] == [(2, None), (3, None), (4, "away"), (5, "home")]
 
 
+async def test_a_cancelled_lineups_gives_way_to_the_one_before_as_in_the_views(
+    database_url: str, sql: asyncpg.Connection
+) -> None:
+    """The store's side follows the fixture_lineups view's rule: a Lineups whose latest packet is
+    Cancelled (or Deleted) does not count, so the one before it is in effect again; in the same
+    batch, and in a new process reading what is stored."""
+    fixture, one, two = uuid.uuid4(), str(uuid.uuid4()), str(uuid.uuid4())
+
+    def lineups(seq: int, home: str, away: str, action_id: str, send: int = 5) -> Action:
+        return packet(
+            seq,
+            fixtureActionTypeId=3,
+            sendTypeId=send,
+            actionId=action_id,
+            metadata={"home": {"teamId": home}, "away": {"teamId": away}},
+        )
+
+    first_id, swapped_id = str(uuid.uuid4()), str(uuid.uuid4())
+    batch = [
+        lineups(1, one, two, first_id),
+        lineups(2, two, one, swapped_id),  # sides swapped ...
+        packet(3, team={"id": one}),  # ... so team one is away
+        lineups(4, two, one, swapped_id, send=3),  # the swap Cancelled: team one is home again
+        packet(5, team={"id": one}),
+    ]
+    store = Store.connect(database_url)
+    try:
+        await store.write([(fixture, a) for a in batch])
+    finally:
+        await store.close()
+    store = Store.connect(database_url)  # a new process: the Lineups come from the table
+    try:
+        await store.write([(fixture, packet(6, team={"id": two}))])
+    finally:
+        await store.close()
+    rows = await sql.fetch("SELECT seq, side FROM actions WHERE team_id IS NOT NULL ORDER BY seq")
+    assert [(r["seq"], r["side"]) for r in rows] == [(3, "away"), (5, "home"), (6, "away")]
+    view = await sql.fetchrow(
+        "SELECT home_team_id::text, away_team_id::text FROM fixture_lineups WHERE fixture_id = $1",
+        fixture,
+    )
+    assert tuple(view) == (one, two)  # the view agrees
+
+
 async def test_a_differing_replay_is_recorded_once(store: Store, sql: asyncpg.Connection) -> None:
     fixture = uuid.uuid4()
     await store.write([(fixture, packet(5, period=1))])

@@ -28,11 +28,11 @@ from ingest.metrics import Metrics
 from ingest.simulator.generator import GeneratedMatch, MatchSpec, generate_match, to_jsonl
 from ingest.simulator.recording import Recording
 from ingest.source import FeedSource, feed_session
+from ingest.vocabulary import BALL_POTTED, FRAME_ENDED, FRAME_STARTED
 from ingest.worker import Worker
 from tests.conftest import TOKEN, StartFeed
 from tests.integration.test_views import parse
 
-FRAME_STARTED, FRAME_ENDED, BALL_POTTED = 6, 7, 9
 CORRECTIONS = {1, 2, 3, 4, 6}  # Pending, Updated, Cancelled, Deleted, Restored
 
 Packets = list[dict[str, Any]]

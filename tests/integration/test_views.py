@@ -32,15 +32,29 @@ from ingest.simulator.generator import (
     generate_match,
     to_jsonl,
 )
+from ingest.vocabulary import (  # checked against the SPEC in tests/unit/test_vocabulary.py
+    BALL_POTTED,
+    BREAK_ENDED,
+    CANCELLED,
+    CONFIRMED,
+    DELETED,
+    FOUL,
+    FRAME_CONCEDED,
+    FRAME_ENDED,
+    FRAME_STARTED,
+    LINEUPS,
+    MATCH_CONDITIONS,
+    MATCH_ENDED,
+    MATCH_STARTED,
+    PENDING,
+    RESTORED,
+    STATUS_UPDATED,
+    UPDATED,
+)
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 README = Path(__file__).resolve().parents[2] / "README.md"
 
-# sendTypeId and fixtureActionTypeId (SPEC sections 1 and 2)
-PENDING, UPDATED, CANCELLED, DELETED, CONFIRMED, RESTORED = 1, 2, 3, 4, 5, 6
-MATCH_CONDITIONS, LINEUPS, MATCH_STARTED, MATCH_ENDED = 1, 3, 4, 5
-FRAME_STARTED, FRAME_ENDED, BALL_POTTED, FOUL, BREAK_ENDED = 6, 7, 9, 10, 11
-FRAME_CONCEDED, STATUS_UPDATED = 14, 22
 
 VIEWS = (
     "fixture_lineups",
@@ -420,6 +434,40 @@ async def test_the_views_follow_the_feed_summary_at_every_step(
         assert [r["break_score"] for r in scores] == [
             b["break_score"] for b in match.truth["breaks"][:ended]
         ]
+
+
+async def test_a_frame_end_cancelled_then_restored(store: Store, sql: asyncpg.Connection) -> None:
+    """The scorer takes a Frame Ended back and then restores it: in between the frame is in play
+    again (no winner, not counted in the match), as the provider's summary says; then as before."""
+    match = generate_match(MatchSpec(seed=5, best_of=3, frame_end_corrections=(1,)))
+    packets, f = match.packets, match.fixture_id
+    ends = [
+        (i, p["fixtureAction"]["sendTypeId"])
+        for i, p in enumerate(packets, 1)
+        if p["fixtureAction"]["fixtureActionTypeId"] == FRAME_ENDED
+        and p["fixtureAction"]["period"] == 1
+    ]
+    assert [send for _, send in ends] == [CONFIRMED, CANCELLED, RESTORED]
+    (ended, _), (cancelled, _), (restored, _) = ends
+    winner = match.truth["frames"][0]["winner"]
+    stored = 0
+    for cut, frame_winner in ((ended, winner), (cancelled, None), (restored, winner)):
+        await store.write([(f, a) for a in parse(packets[stored:cut], first_position=stored + 1)])
+        stored = cut
+        summary = packets[cut - 1]["fixtureSummary"]
+        first = (await frames(sql, f))[0]
+        assert (first["winner"], first["finished"]) == (frame_winner, frame_winner is not None)
+        result = await one(sql, "SELECT * FROM match_results WHERE fixture_id = $1", f)
+        assert (result["home_frames"], result["away_frames"]) == (
+            summary["homeTeamScore"],
+            summary["awayTeamScore"],
+        )
+        assert (result["home_frames"] + result["away_frames"] == 1) == (frame_winner is not None)
+        assert await store.summary_mismatches([f]) == [], f"after seq {cut}"
+    await store.write([(f, a) for a in parse(packets[stored:], first_position=stored + 1)])
+    assert [r["winner"] for r in await frames(sql, f)] == [
+        t["winner"] for t in match.truth["frames"]
+    ]
 
 
 # -- corrections -------------------------------------------------------------------------------
