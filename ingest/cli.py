@@ -202,7 +202,7 @@ def _add_run(sub: _Sub, parents: _Parents) -> None:
         "--liveness-timeout",
         env="INGEST_LIVENESS_TIMEOUT",
         type=_positive,
-        default=30.0,
+        default=_RUN.liveness_timeout,
         help="seconds without packets or heartbeats before a connection is replaced",
     )
 
@@ -243,7 +243,7 @@ def _add_run(sub: _Sub, parents: _Parents) -> None:
         "--pool-size",
         env="INGEST_POOL_SIZE",
         type=int,
-        default=4,
+        default=_RUN.pool_size,
         help="database connections (shared by every fixture)",
     )
 
@@ -663,6 +663,8 @@ def _run(args: argparse.Namespace, settings: Settings, url: str) -> int:
         worker_id=args.worker_id,
         lease_ttl=float(args.lease_ttl),
         max_fixtures=int(args.max_fixtures) if args.max_fixtures else None,
+        liveness_timeout=float(args.liveness_timeout),
+        pool_size=int(args.pool_size),
     )
 
     async def run(stop: asyncio.Event) -> int:
@@ -673,8 +675,6 @@ def _run(args: argparse.Namespace, settings: Settings, url: str) -> int:
             options,
             stop,
             run_all=args.run_all,
-            liveness_timeout=float(args.liveness_timeout),
-            pool_size=int(args.pool_size),
             ops=commands.Operations(
                 metrics_port=int(args.metrics_port) if args.metrics_port else None,
                 metrics_host=args.metrics_host,

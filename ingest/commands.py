@@ -88,8 +88,6 @@ async def run(
     *,
     run_all: bool = False,
     token: Secret | None = None,
-    liveness_timeout: float = 30.0,
-    pool_size: int = 4,
     ops: Operations | None = None,
 ) -> RunResult:
     token = token or settings.require_token()
@@ -103,7 +101,7 @@ async def run(
     ops = ops or Operations()
     notifier = ops.notifier or Notifier({})
     metrics = Metrics()
-    async with open_store(database_url, pool_size=pool_size) as store:
+    async with open_store(database_url, pool_size=options.pool_size) as store:
         if not await _wait_for_database(store, options, stop):
             return RunResult(stopped=True)
         log.info(
@@ -116,7 +114,7 @@ async def run(
         )
         async with feed_session() as session:
             source = FeedSource(
-                session, settings.feed_url, token, liveness_timeout=liveness_timeout
+                session, settings.feed_url, token, liveness_timeout=options.liveness_timeout
             )
             worker = Worker(
                 source,

@@ -301,3 +301,5 @@ class RunOptions:
     rejected_burst: int = 100  # rejected frames stored per fixture at once ...
     rejected_per_minute: float = 1.0  # ... then this many a minute; the rest are only counted
     summary_interval: float = 10.0  # how often fixtures with new packets are reconciled
+    liveness_timeout: float = 30.0  # no packet or heartbeat this long: the connection is dead
+    pool_size: int = 4  # database connections, shared by every fixture
