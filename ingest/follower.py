@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -124,7 +125,7 @@ class Follower:
                 self._attempt = 0  # a packet: this connection works (junk does not count)
                 if stats.state == "blocked":
                     self._states.set(fixture_id, "connected")
-                new = await self._receive(frame, numbering)
+                frame, new = await self._receive(frame, numbering)
                 await writer.put(fixture_id, frame)
                 if frame.finished and new:
                     await self._finish(frame)
@@ -138,9 +139,9 @@ class Follower:
                     )
         return False
 
-    async def _receive(self, frame: Action, numbering: _Numbering) -> bool:
-        """Number a packet (by position, a 1-based feed's replay shifts it), count a gap; True
-        when it is beyond everything received so far."""
+    async def _receive(self, frame: Action, numbering: _Numbering) -> tuple[Action, bool]:
+        """Number a packet (by position, a 1-based feed's replay shifts it), count a gap; the
+        packet as numbered, and whether it is beyond everything received so far."""
         fixture_id, stats = self.fixture_id, self._stats
         if frame.fixture_seq_num is None:
             if (
@@ -149,7 +150,8 @@ class Follower:
                 and await self._replayed(numbering.start, frame)
             ):
                 numbering.shift = -1
-            frame.seq += numbering.shift
+            if numbering.shift:  # a new Action: a parsed packet is never changed in place
+                frame = dataclasses.replace(frame, seq=frame.seq + numbering.shift)
         if numbering.first and frame.packet_fixture_id not in (None, str(fixture_id)):
             log.warning(
                 "fixture %s: the feed sends packets of fixture %s; they are stored under the "
@@ -172,7 +174,7 @@ class Follower:
                 frame.seq - last - 1,
             )
         self._last = stats.last_seq = max(last, frame.seq)
-        return frame.seq > last
+        return frame, frame.seq > last
 
     async def _replayed(self, start: int, frame: Action) -> bool:
         """Is this first packet, without a fixtureSeqNum, the stored packet at ``start``?
