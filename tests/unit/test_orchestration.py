@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 from ingest.config import RunOptions
+from ingest.errors import DatabaseUnavailable
 from ingest.leases import AllFixtures, LeasedFixtures, excess
 from ingest.simulator.generator import GeneratedMatch, MatchSpec, generate_match
 from ingest.stats import RunResult
@@ -144,3 +145,35 @@ async def test_without_leases_every_runnable_fixture_is_followed() -> None:
         fixtures[0],
         fixtures[2],
     ]
+
+
+async def test_max_runtime_stops_the_run_and_keeps_what_was_received(
+    small_match: GeneratedMatch,
+) -> None:
+    fixture, lines = small_match.fixture_id, _lines(small_match)
+    unfinished = lines[:-1]  # the feed stays open after these: a live match
+    sink = MemorySink()
+    result = await _run(MemorySource({fixture: unfinished}), sink, [fixture], max_runtime=0.2)
+    assert result.stopped and not result.all_finished
+    assert sink.seqs(fixture) == list(range(1, len(unfinished) + 1))
+    assert sink.registry[fixture].state is not None
+    assert sink.registry[fixture].state.state == "stopped"
+
+
+async def test_a_database_outage_is_retried_and_nothing_is_lost(
+    small_match: GeneratedMatch,
+) -> None:
+    fixture, lines = small_match.fixture_id, _lines(small_match)
+    sink = MemorySink(fail_writes=[DatabaseUnavailable("the database went away")] * 3)
+    result = await _run(MemorySource({fixture: lines}), sink, [fixture])
+    assert sink.seqs(fixture) == list(range(1, len(lines) + 1))
+    assert result.all_finished and result.fixtures[fixture].duplicates == 0
+
+
+async def test_a_writer_that_fails_ends_the_run_with_its_error(
+    small_match: GeneratedMatch,
+) -> None:
+    fixture, lines = small_match.fixture_id, _lines(small_match)
+    sink = MemorySink(fail_writes=[RuntimeError("a bug in the write path")])
+    with pytest.raises(RuntimeError, match="a bug in the write path"):
+        await _run(MemorySource({fixture: lines}), sink, [fixture])
