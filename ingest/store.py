@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
@@ -33,7 +34,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ingest.config import POOLER_PARAM, DatabaseTarget, parse_database_url
 from ingest.errors import ConfigError, DatabaseUnavailable, IngestError, SchemaError
@@ -305,6 +306,9 @@ RETURNING f.fixture_id
 """
 
 
+_WRITE_RECYCLE = 1800.0  # seconds a pooled (or kept write-path) connection is used
+
+
 def _unnamed() -> str:
     return ""  # asyncpg's name for the unnamed statement: it lives until the next one
 
@@ -345,7 +349,7 @@ def create_engine(
         pool_size=pool_size,
         max_overflow=2,
         pool_pre_ping=False,  # a ping per checkout is a round trip per batch; see write()
-        pool_recycle=1800,
+        pool_recycle=_WRITE_RECYCLE,
     )
 
     @event.listens_for(engine.sync_engine, "handle_error")
@@ -377,12 +381,20 @@ class Store:
         self._pooler = target is not None and target.pooler
         # fixture -> {team id: "home"/"away"}, from its Lineups packet, to fill actions.side
         self._sides: dict[uuid.UUID, dict[str, str]] = {}
+        # Write-path connections stay checked out between batches (at most one per concurrent
+        # write, so no more than before): a SQLAlchemy checkout and return costs more client
+        # CPU than a one-packet batch statement itself. (connection, driver connection, since)
+        self._writing: list[tuple[AsyncConnection, asyncpg.Connection, float]] = []
 
     def __repr__(self) -> str:
         shown = self._target.display if self._target is not None else "engine"
         return f"Store({shown!r})"
 
     async def close(self) -> None:
+        held, self._writing = self._writing, []
+        for conn, _, _ in held:
+            with contextlib.suppress(Exception):
+                await conn.close()
         await self._engine.dispose()
 
     # -- schema -------------------------------------------------------------------------
@@ -443,22 +455,26 @@ class Store:
         is parsed and executed in two steps, which must reach the same server connection.
         """
         try:
-            async with self._engine.connect() as conn:
-                raw = (await conn.get_raw_connection()).driver_connection
-                assert raw is not None
-                try:
-                    if not self._pooler:
-                        return await self._write(raw, actions, list(rejected))
+            conn, raw, since = await self._write_connection()
+            try:
+                if not self._pooler:
+                    result = await self._write(raw, actions, list(rejected))
+                else:
                     async with raw.transaction():
-                        return await self._write(raw, actions, list(rejected))
-                except BaseException as exc:
-                    # An error the server reported leaves the connection usable; anything else
-                    # (a network error, a cancellation mid-statement, a confused protocol
-                    # state) leaves it suspect: never hand it out again.
-                    if not isinstance(exc, asyncpg.PostgresError) or is_unavailable(exc):
-                        raw.terminate()  # at once: a graceful close could wait on a dead peer
-                        await conn.invalidate()
-                    raise
+                        result = await self._write(raw, actions, list(rejected))
+            except BaseException as exc:
+                # An error the server reported leaves the connection usable; anything else
+                # (a network error, a cancellation mid-statement, a confused protocol state)
+                # leaves it suspect: never hand it out again.
+                if not isinstance(exc, asyncpg.PostgresError) or is_unavailable(exc):
+                    raw.terminate()  # at once: a graceful close could wait on a dead peer
+                    await conn.invalidate()
+                    await conn.close()
+                else:
+                    self._writing.append((conn, raw, since))
+                raise
+            self._writing.append((conn, raw, since))
+            return result
         except (
             sa_exc.SQLAlchemyError,
             OSError,
@@ -467,6 +483,27 @@ class Store:
             asyncpg.InternalClientError,
         ) as exc:
             raise translate(exc, "writing a batch") from exc
+
+    async def _write_connection(self) -> tuple[AsyncConnection, asyncpg.Connection, float]:
+        """A write-path connection: one kept from an earlier batch, else one from the pool.
+
+        A kept connection older than the pool's recycle time is returned and replaced, as the
+        pool would have done.
+        """
+        while self._writing:
+            conn, raw, since = self._writing.pop()
+            if time.monotonic() - since < _WRITE_RECYCLE and not raw.is_closed():
+                return conn, raw, since
+            with contextlib.suppress(Exception):
+                await conn.close()
+        conn = await self._engine.connect()
+        try:
+            raw = (await conn.get_raw_connection()).driver_connection
+        except BaseException:
+            await conn.close()
+            raise
+        assert raw is not None
+        return conn, raw, time.monotonic()
 
     async def _write(
         self,
