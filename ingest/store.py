@@ -495,6 +495,8 @@ class Store:
             if time.monotonic() - since < _WRITE_RECYCLE and not raw.is_closed():
                 return conn, raw, since
             with contextlib.suppress(Exception):
+                if raw.is_closed():  # the server went away while it was idle
+                    await conn.invalidate()
                 await conn.close()
         conn = await self._engine.connect()
         try:
