@@ -466,14 +466,15 @@ class Store:
                 # An error the server reported leaves the connection usable; anything else
                 # (a network error, a cancellation mid-statement, a confused protocol state)
                 # leaves it suspect: never hand it out again.
-                if not isinstance(exc, asyncpg.PostgresError) or is_unavailable(exc):
+                suspect = not isinstance(exc, asyncpg.PostgresError) or is_unavailable(exc)
+                if suspect or raw.is_in_transaction():
                     raw.terminate()  # at once: a graceful close could wait on a dead peer
                     await conn.invalidate()
                     await conn.close()
                 else:
                     self._writing.append((conn, raw, since))
                 raise
-            self._writing.append((conn, raw, since))
+            self._writing.append((conn, raw, since))  # kept for the next batch
             return result
         except (
             sa_exc.SQLAlchemyError,
