@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,9 +20,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from ingest import embedded
 from ingest.db.store import Store
@@ -61,6 +59,27 @@ def make_matches(first_seed: int, count: int, best_of: int) -> list[Match]:
         ]
         matches.append(Match(seed, match_id_for_seed(seed), lines, times))
     return matches
+
+
+def paced(matches: Sequence[Match], every: float) -> list[Match]:
+    """The same packets, one every ``every`` seconds of match time (the footprint's load).
+
+    The first packet keeps its time; fixture i's later packets are shifted by i/len * every, so
+    that a thousand fixtures do not all send in the same millisecond.
+    """
+    out = []
+    for i, match in enumerate(matches):
+        start = match.times[0]
+        shift = every * i / max(1, len(matches))
+        lines, times = [], []
+        for n, line in enumerate(match.lines):
+            at = start if n == 0 else start + shift + n * every
+            packet = json.loads(line)
+            packet["fixtureAction"]["timestamp"] = datetime.fromtimestamp(at, UTC).isoformat()
+            lines.append(json.dumps(packet))
+            times.append(at)
+        out.append(Match(match.seed, match.fixture_id, lines, times))
+    return out
 
 
 # -- PostgreSQL -------------------------------------------------------------------------------
@@ -249,68 +268,79 @@ async def raw_copy(url: str, rows: Sequence[tuple[Any, ...]]) -> float:
         await conn.close()
 
 
-async def naive(url: str, feed: str, fixtures: Sequence[uuid.UUID]) -> int:
-    """What a user writes first: one INSERT ... ON CONFLICT DO NOTHING and one commit a packet."""
-    asyncpg_url = make_url(url).set(drivername="postgresql+asyncpg")
-    engine = create_async_engine(asyncpg_url, pool_size=max(len(fixtures), 5))
-    sessions = async_sessionmaker(engine)
-    insert = text(
-        "INSERT INTO actions (fixture_id, seq, payload, received_at) "
-        "VALUES (:f, :s, CAST(:p AS jsonb), now()) ON CONFLICT DO NOTHING"
-    )
-    count = 0
-
-    async def one(http: aiohttp.ClientSession, fixture_id: uuid.UUID) -> None:
-        nonlocal count
-        async with (
-            sessions() as db,
-            http.ws_connect(
-                actions_url(feed, fixture_id),
-                params={"startPosition": "0", "speed": "fast"},
-                headers={"Accept": ACCEPT},
-                max_msg_size=16 * 1024 * 1024,
-            ) as ws,
-        ):
-            await ws.send_str(json.dumps({"authToken": TOKEN}))
-            async for msg in ws:
-                if msg.type is not aiohttp.WSMsgType.TEXT:
-                    continue
-                packet = json.loads(msg.data)
-                if "fixtureAction" not in packet:
-                    continue
-                seq = packet["fixtureAction"]["fixtureSeqNum"]
-                await db.execute(insert, {"f": fixture_id, "s": seq, "p": msg.data})
-                await db.commit()
-                count += 1
-                if packet.get("finished"):
-                    return
-
-    try:
-        async with feed_session() as http:
-            await asyncio.gather(*(one(http, f) for f in fixtures))
-    finally:
-        await engine.dispose()
-    return count
+# -- the worker and the script, each in a process of its own ------------------------------------
 
 
-# -- the worker in a process of its own --------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def worker_process(
-    url: str, feed: str, fixtures: Sequence[uuid.UUID], *extra: str
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    env = {
+def process_env(url: str, feed: str) -> dict[str, str]:
+    return {
         **os.environ,
         "INGEST_DATABASE_URL": url,
         "INGEST_FEED_URL": feed,
         "INGEST_TOKEN": TOKEN,
         "INGEST_LOG_LEVEL": "WARNING",
     }
+
+
+def ours_command(fixtures: Sequence[uuid.UUID], *extra: str) -> list[str]:
+    return [sys.executable, "-m", "ingest", "run", "--connect-rate", "0", *extra,
+            *(str(f) for f in fixtures)]  # fmt: skip
+
+
+def script_command(url: str, feed: str, fixtures: Sequence[uuid.UUID], *extra: str) -> list[str]:
+    """``bench/script.py``: the program a user would write instead of ours (see its docstring)."""
+    return [sys.executable, "-m", "bench.script", asyncpg_url(url), feed, *extra,
+            *(str(f) for f in fixtures)]  # fmt: skip
+
+
+async def run_to_end(command: Sequence[str], url: str, feed: str) -> float:
+    """Run a backfill process to its exit; the seconds from start to exit (the whole process)."""
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(*command, env=process_env(url, feed), cwd=_ROOT)
+    if await proc.wait() != 0:
+        raise RuntimeError(f"{command[2]} exited with {proc.returncode}")
+    return time.perf_counter() - started
+
+
+async def time_to_connect(command: Callable[[str], Sequence[str]], url: str) -> float:
+    """Seconds from starting ``command(feed_url)`` to its first connection to the feed's port.
+
+    The feed here is a bare TCP listener: the process is stopped once it has connected.
+    """
+    connected: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+    def accepted(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not connected.done():
+            connected.set_result(time.perf_counter())
+        writer.close()
+
+    server = await asyncio.start_server(accepted, "127.0.0.1", 0)
+    feed = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        started = time.perf_counter()
+        proc = await asyncio.create_subprocess_exec(
+            *command(feed), env=process_env(url, feed), cwd=_ROOT,
+            stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            return await asyncio.wait_for(connected, 60) - started
+        finally:
+            proc.terminate()
+            await proc.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.asynccontextmanager
+async def worker_process(
+    url: str, feed: str, fixtures: Sequence[uuid.UUID], *extra: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ingest", "run", "--connect-rate", "0", *extra,
-        *(str(f) for f in fixtures), env=env,
-    )  # fmt: skip
+        *ours_command(fixtures, *extra), env=process_env(url, feed), cwd=_ROOT
+    )
     try:
         yield proc
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -570,6 +571,17 @@ def _database_url(settings: Settings) -> str:
     return embedded.start(settings.embedded_pgdata)
 
 
+def _quiet_gc() -> None:
+    """Keep the garbage collector's pauses off the live path of a long-running worker.
+
+    What is loaded by now (modules, classes) is never garbage: frozen, full collections no longer
+    walk it; young collections run less often (non-cyclic garbage is freed at once anyway). In
+    the benchmark's live-latency scenario p99 went from 8.7-13.9 ms to 4.7-5.3 ms.
+    """
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
+
+
 def _run_async(make: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
     """Run one coroutine with the signal handling every long command shares."""
 
@@ -685,6 +697,7 @@ def _run(args: argparse.Namespace, settings: Settings, url: str) -> int:
         )
         return EX_OK
 
+    _quiet_gc()  # after the heavy imports above: freezing before they load would do nothing
     return _run_async(run)
 
 

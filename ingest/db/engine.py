@@ -58,7 +58,7 @@ def create_engine(
         pool_size=pool_size,
         max_overflow=2,
         pool_pre_ping=False,  # a ping per checkout is a round trip per batch; see write()
-        pool_recycle=1800,
+        pool_recycle=RECYCLE,
     )
 
     @event.listens_for(engine.sync_engine, "handle_error")
@@ -69,6 +69,9 @@ def create_engine(
             context.is_disconnect = True
 
     return engine
+
+
+RECYCLE = 1800.0  # seconds a pooled (or kept write-path) connection is used
 
 
 class Database:

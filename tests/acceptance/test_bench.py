@@ -24,10 +24,14 @@ async def test_bench_quick_mode_runs_every_scenario(tmp_path: Path) -> None:
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 240)
     assert proc.returncode == 0, stderr.decode()[-3000:]
     results = json.loads(out.read_text())
-    for name in ("backfill-sequential", "backfill-concurrent"):
-        for reference in ("ours", "raw_copy", "raw_receive", "naive"):
+    for name in ("backfill", "backfill-concurrent"):
+        for reference in ("ours", "script", "raw_copy", "raw_receive"):
             assert results[name][reference] > 0
+    assert 0 < results["startup"]["ours_s"] < 60
+    assert 0 < results["startup"]["script_s"] < 60
     assert results["live-latency"]["packets_measured"] > 0
-    assert results["footprint"]["peak_rss_mb"] > 0
+    for reference in ("ours", "script"):
+        assert results["footprint"][f"{reference}_rss_mb"] > 0
+    assert results["footprint"]["packets_stored"] > 0
     table = stdout.decode()
-    assert all(n in table for n in ("backfill-sequential", "live-latency", "footprint"))
+    assert all(n in table for n in ("backfill", "startup", "live-latency", "footprint"))

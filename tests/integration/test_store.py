@@ -9,7 +9,9 @@ from datetime import UTC, datetime
 import asyncpg
 
 from ingest.db.store import Store
+from ingest.errors import DatabaseUnavailable
 from ingest.packet import Action, Rejected, classify, parse_action
+from tests.conftest import wait_until
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -254,3 +256,40 @@ async def test_registering_the_same_fixture_twice_in_one_call(store: Store) -> N
     fixture = uuid.uuid4()
     await store.register([fixture, fixture], enable=True)
     assert [row.fixture_id for row in await store.fixtures([fixture])] == [fixture]
+
+
+async def test_batches_share_one_kept_connection_and_a_lost_one_is_replaced(
+    database_url: str, sql: asyncpg.Connection
+) -> None:
+    """The write path keeps its connection between batches (no pool round per batch), and a
+    connection the server dropped is replaced, not reused; close() leaves none behind."""
+    ours = (
+        "SELECT array_agg(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name = 'snooker-ingest'"
+    )
+    store = Store.connect(database_url)
+    fixture = uuid.uuid4()
+    try:
+        for seq in range(1, 21):
+            await store.write([(fixture, packet(seq))])
+        pids = await sql.fetchval(ours)
+        assert len(pids) == 1  # twenty batches, one connection
+
+        await sql.execute("SELECT pg_terminate_backend($1)", pids[0])
+        try:
+            await store.write([(fixture, packet(21))])
+        except DatabaseUnavailable:  # noticed mid-statement: the worker retries this
+            await store.write([(fixture, packet(21))])
+        await store.write([(fixture, packet(22))])
+        assert await store.max_seq(fixture) == 22
+        assert (
+            await sql.fetchval("SELECT count(*) FROM actions WHERE fixture_id = $1", fixture) == 22
+        )
+        assert pids[0] not in (await sql.fetchval(ours) or [])
+    finally:
+        await store.close()
+
+    async def none_left() -> bool:
+        return await sql.fetchval(ours) is None
+
+    await wait_until(none_left, timeout=10)
