@@ -161,6 +161,8 @@ class Chaos:
         self.tally.worker_starts += 1
 
     async def kill_worker(self) -> None:
+        if self.proc is not None and self.proc.returncode is not None:  # it died on its own
+            self.tally.worker_exits[self.proc.returncode] += 1
         if self.proc is not None and self.proc.returncode is None:
             self.proc.send_signal(signal.SIGKILL)
             await self.proc.wait()
@@ -394,6 +396,7 @@ def render(r: dict[str, Any]) -> str:
 def ok(r: dict[str, Any]) -> bool:
     return bool(
         r["fixtures_equal"] == r["fixtures"]
+        and set(r["worker_exits"]) == {0}  # SIGKILLs aside, the worker never died
         and r["verify_gaps"] == 0
         and r["verify_conflicts"] == 0
         and r["log_tracebacks"] == 0

@@ -273,14 +273,16 @@ class Writes(Database):
             if f not in self._lineups and (a.team_id is not None or a.lineup is not None)
         }
         if unknown:
-            for fixture_id in unknown:
-                self._lineups[fixture_id] = {}  # no Lineups yet: sides stay NULL until one comes
+            # read first, remember after: a read that fails (the database going away) must not
+            # leave a fixture half known
+            found: dict[uuid.UUID, dict[str | None, LineupPacket]] = {f: {} for f in unknown}
             for fixture_id, action_id, seq, home, away, send in await raw.fetch(
                 _LINEUP_PACKETS, list(unknown), LINEUPS
             ):
                 packet = LineupPacket(seq, _uuid_text(home), _uuid_text(away), send)
-                self._lineups[fixture_id][action_id] = packet
-            for fixture_id in unknown:
+                found[fixture_id][action_id] = packet
+            for fixture_id, packets in found.items():
+                self._lineups[fixture_id] = packets  # none yet: sides stay NULL until one comes
                 self._update_sides(fixture_id)
         for fixture_id, action in actions:
             if action.lineup is not None:

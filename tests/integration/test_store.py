@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from ingest.db.store import Store
-from ingest.errors import DatabaseUnavailable
+from ingest.errors import DatabaseUnavailable, IngestError
 from ingest.packet import Action, Rejected, classify, parse_action
 from tests.conftest import wait_until
 
@@ -293,3 +293,22 @@ async def test_batches_share_one_kept_connection_and_a_lost_one_is_replaced(
         return await sql.fetchval(ours) is None
 
     await wait_until(none_left, timeout=10)
+
+
+async def test_a_failed_lineups_read_leaves_no_fixture_half_known(
+    store: Store, sql: asyncpg.Connection
+) -> None:
+    # found by `make soak`: the Lineups read failing mid-batch (a database crash) left the
+    # fixture known without sides, and every later batch of it raised KeyError in the writer
+    fixture, home = uuid.uuid4(), uuid.uuid4()
+    await sql.execute("ALTER TABLE actions RENAME TO actions_away")
+    try:
+        await store.write([(fixture, packet(1, team={"id": str(home)}))])
+    except IngestError:
+        pass  # the read failed, as it would with the database gone
+    else:
+        raise AssertionError("the write should have failed without its table")
+    finally:
+        await sql.execute("ALTER TABLE actions_away RENAME TO actions")
+    result = await store.write([(fixture, packet(1, team={"id": str(home)}))])
+    assert result.inserted == {fixture: 1}
