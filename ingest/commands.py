@@ -14,7 +14,7 @@ import logging
 import secrets
 import sys
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
@@ -125,18 +125,7 @@ async def run(
                 reconciler=store,
             )
 
-            async def ready() -> tuple[bool, str]:
-                try:
-                    async with asyncio.timeout(2):
-                        await store.ping()
-                except (IngestError, TimeoutError) as exc:
-                    return False, f"database unreachable: {exc}"
-                return worker.readiness()
-
-            monitor = Monitor(metrics, ready)
-            if ops.metrics_port is not None:
-                await monitor.start(ops.metrics_host, ops.metrics_port)
-                log.info("metrics and health on port %d", monitor.port)
+            monitor = await _start_monitor(metrics, store, worker.readiness, ops)
             helpers = [
                 asyncio.create_task(_stop_on(stop, worker, notifier)),
                 asyncio.create_task(_report_status(worker, notifier, ops, metrics)),
@@ -161,6 +150,30 @@ async def run(
                 await monitor.stop()
                 if ops.metrics_file:
                     _write_metrics(metrics, ops.metrics_file)
+
+
+async def _start_monitor(
+    metrics: Metrics | SettlerMetrics,
+    store: Store,
+    readiness: Callable[[], tuple[bool, str]],
+    ops: Operations,
+) -> Monitor:
+    """``/metrics``, ``/healthz`` and ``/readyz`` (database reachable, then ``readiness``) on
+    ``--metrics-port``; not listening without one (``--metrics-file`` still reads it)."""
+
+    async def ready() -> tuple[bool, str]:
+        try:
+            async with asyncio.timeout(2):
+                await store.ping()
+        except (IngestError, TimeoutError) as exc:
+            return False, f"database unreachable: {exc}"
+        return readiness()
+
+    monitor = Monitor(metrics, ready)
+    if ops.metrics_port is not None:
+        await monitor.start(ops.metrics_host, ops.metrics_port)
+        log.info("metrics and health on port %d", monitor.port)
+    return monitor
 
 
 async def _wait_for_database(store: Store, options: RunOptions, stop: asyncio.Event) -> bool:
@@ -632,25 +645,15 @@ async def settle(
     notifier = ops.notifier or Notifier({})
     metrics = SettlerMetrics()
     async with open_store(database_url, pool_size=3) as store:
-        await store.check_schema()
+        if not await _wait_for_database(store, RunOptions(), stop):  # as patient as `run`
+            return EX_OK
         settler = Settler(
             SettlementStore(store),
             SettleOptions(until_finished=until_finished, idle_check=idle_check),
             metrics,
         )
 
-        async def ready() -> tuple[bool, str]:
-            try:
-                async with asyncio.timeout(2):
-                    await store.ping()
-            except (IngestError, TimeoutError) as exc:
-                return False, f"database unreachable: {exc}"
-            return settler.health()
-
-        monitor = Monitor(metrics, ready)
-        if ops.metrics_port is not None:
-            await monitor.start(ops.metrics_host, ops.metrics_port)
-            log.info("metrics and health on port %d", monitor.port)
+        monitor = await _start_monitor(metrics, store, settler.health, ops)
 
         async def stop_on_signal() -> None:
             await stop.wait()
