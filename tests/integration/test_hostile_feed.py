@@ -88,7 +88,7 @@ async def test_a_stall_with_pings_answered_is_replaced_within_the_liveness_timeo
     assert independent.pings >= 1  # the production case: pings went out and were answered
     assert independent.stalled_at is not None and independent.reconnected_at is not None
     detected = independent.reconnected_at - independent.stalled_at
-    assert LIVENESS - 0.5 < detected < LIVENESS + 2.0
+    assert LIVENESS - 0.5 < detected < 2 * LIVENESS  # not 30 s, nor never
     assert "no packet or heartbeat for 3 s" in caplog.text
     assert await stored(sql, recording.fixture_id) == stream(recording)
 
@@ -300,7 +300,7 @@ async def test_junk_from_a_stuck_feed_does_not_keep_it_alive(
     await run(url, store, recording.fixture_id, options())
     assert independent.starts == [0, 4]
     assert independent.stalled_at is not None and independent.reconnected_at is not None
-    assert independent.reconnected_at - independent.stalled_at < LIVENESS + 2.0
+    assert independent.reconnected_at - independent.stalled_at < 2 * LIVENESS
     assert await stored(sql, recording.fixture_id) == stream(recording)
 
 
