@@ -1,124 +1,219 @@
 """The connection pool, and the three ways a query runs on it (with its errors translated).
 
-One engine per process, made from the URL as the user wrote it (see :func:`create_engine`);
-every query goes through ``_fetch``, ``_execute`` or ``_fetch_in_transaction`` of
-:class:`Database`, which translate driver errors (:mod:`ingest.db.translate`).
+One asyncpg pool per process, made from the URL as the user wrote it; every query goes through
+``_fetch``, ``_execute`` or ``_fetch_in_transaction`` of :class:`Database`, which translate
+driver errors (:mod:`ingest.db.translate`). Queries are written with ``:name`` parameters (the
+notation SQLAlchemy's ``text()`` and psql's variables share); :func:`positional` turns them into
+the driver's ``$n`` once per statement.
+
+The worker speaks to asyncpg directly: SQLAlchemy and alembic, which the schema's definition and
+``ingest migrate`` use, cost a fifth of a second and 25 MB to import, more than the rest of a
+running worker. They are imported only by :mod:`ingest.db.migrations` and :mod:`ingest.db.schema`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import functools
+import json
+import re
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
-from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ingest.config import DatabaseTarget
-from ingest.db.translate import DISCARD_CONNECTION, DRIVER_ERRORS, sqlstate, translate
+from ingest.db.translate import (
+    DISCARD_CONNECTION,
+    DRIVER_ERRORS,
+    is_unavailable,
+    sqlstate,
+    translate,
+)
+
+RECYCLE = 1800.0  # seconds a kept write-path connection is used before it is replaced
+ACQUIRE_TIMEOUT = 30.0  # seconds to wait for a free pooled connection: then "unavailable"
+_OVERFLOW = 2  # connections beyond pool_size when every pooled one is busy
+
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
-def _unnamed() -> str:
-    return ""  # asyncpg's name for the unnamed statement: it lives until the next one
+@functools.lru_cache(maxsize=256)
+def positional(sql: str) -> tuple[str, tuple[str, ...]]:
+    """``:name`` parameters as ``$n`` (the same name, the same number), and the names in order.
+
+    ``::type`` casts are left alone. The statements are ours: none has a ``:word`` inside a
+    string literal.
+    """
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return _NAMED.sub(number, sql), tuple(names)
 
 
-def create_engine(
-    target: DatabaseTarget, *, pool_size: int = 4, command_timeout: float | None = 60.0
-) -> AsyncEngine:
-    """An engine whose connections asyncpg makes from the URL as the user wrote it.
+def _arguments(sql: str, params: dict[str, Any] | None) -> tuple[str, list[Any]]:
+    text, names = positional(sql)
+    values = params or {}
+    return text, [values[n] for n in names]
+
+
+def _json_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+async def _setup(conn: asyncpg.Connection) -> None:
+    # json and jsonb read as Python values, as SQLAlchemy's asyncpg dialect does
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name, encoder=_json_text, decoder=json.loads, schema="pg_catalog", format="text"
+        )
+
+
+def connect_arguments(target: DatabaseTarget, command_timeout: float | None) -> dict[str, Any]:
+    """What ``asyncpg.connect`` gets besides the URL.
 
     asyncpg reads libpq's URL syntax itself (multi-host lists, ``target_session_attrs``, TLS
-    files, unix sockets, ``passfile`` and the ``PG*`` variables), so the URL is handed over as
-    it is rather than rebuilt by SQLAlchemy (whose URL parser cannot hold a host list).
-
-    Behind a transaction-pooling proxy (``target.pooler``) a session lasts one transaction:
-    nothing is prepared under a name (SQLAlchemy's statements are unnamed and run inside its
-    transactions, asyncpg's statement cache is off) and the write path runs in a transaction.
+    files, unix sockets, ``passfile`` and the ``PG*`` variables), so the URL is handed over as it
+    is. Behind a transaction-pooling proxy (``target.pooler``) a session lasts one transaction:
+    nothing is prepared under a name (the statement cache is off) and every query runs inside a
+    transaction, so that its parse and its execution reach the same server connection.
     """
     kwargs: dict[str, Any] = {"server_settings": {"application_name": "snooker-ingest"}}
     if command_timeout is not None:
         kwargs["command_timeout"] = command_timeout
     if target.connect_timeout is not None:
         kwargs["timeout"] = target.connect_timeout
-    adapter: dict[str, Any] = {}
     if target.pooler:
         kwargs["statement_cache_size"] = 0
-        adapter = {"prepared_statement_cache_size": 0, "prepared_statement_name_func": _unnamed}
-
-    def connect() -> asyncpg.Connection:
-        return asyncpg.connect(target.dsn, **kwargs)
-
-    def creator() -> Any:  # what create_async_engine(async_creator=) does, plus `adapter`
-        dbapi: Any = engine.sync_engine.dialect.dbapi
-        return dbapi.connect(async_creator_fn=connect, **adapter)
-
-    engine = create_async_engine(
-        "postgresql+asyncpg://",
-        creator=creator,
-        pool_size=pool_size,
-        max_overflow=2,
-        pool_pre_ping=False,  # a ping per checkout is a round trip per batch; see write()
-        pool_recycle=RECYCLE,
-    )
-
-    @event.listens_for(engine.sync_engine, "handle_error")
-    def _discard_suspect(context: Any) -> None:
-        # A server that turned read-only (a standby, after a failover) or is shutting down:
-        # this connection will never write again, so the pool must not hand it out again.
-        if sqlstate(context.original_exception) in DISCARD_CONNECTION:
-            context.is_disconnect = True
-
-    return engine
-
-
-RECYCLE = 1800.0  # seconds a pooled (or kept write-path) connection is used
+    return kwargs
 
 
 class Database:
-    """An engine and the database target it was made from (shown without its password)."""
+    """A pool over a database target (shown without its password).
 
-    def __init__(self, engine: AsyncEngine, target: DatabaseTarget | None = None) -> None:
-        self._engine = engine
+    The pool is made on first use, so that constructing a store needs no event loop.
+    """
+
+    def __init__(
+        self, target: DatabaseTarget, *, pool_size: int = 4, command_timeout: float | None = 60.0
+    ) -> None:
         self._target = target
-        self._pooler = target is not None and target.pooler
+        self._pooler = target.pooler
+        self._pool_size = pool_size
+        self._command_timeout = command_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._opening: asyncio.Lock | None = None
 
     def __repr__(self) -> str:
-        shown = self._target.display if self._target is not None else "engine"
-        return f"{type(self).__name__}({shown!r})"
+        return f"{type(self).__name__}({self._target.display!r})"
 
     @property
-    def engine(self) -> AsyncEngine:
-        return self._engine
+    def target(self) -> DatabaseTarget:
+        return self._target
 
     async def close(self) -> None:
-        await self._engine.dispose()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), 10)
+            except (TimeoutError, *DRIVER_ERRORS):
+                pool.terminate()  # a connection stuck on a dead server: do not wait for it
 
     async def ping(self) -> None:
         await self._fetch("connecting to the database", "SELECT 1")
 
-    async def _fetch(self, what: str, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._pool is not None:
+            return self._pool
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._pool is None:
+                pool = asyncpg.create_pool(
+                    self._target.dsn,
+                    min_size=0,
+                    max_size=self._pool_size + _OVERFLOW,
+                    init=_setup,
+                    **connect_arguments(self._target, self._command_timeout),
+                )
+                await pool  # min_size=0: no connection is made here
+                self._pool = pool
+        return self._pool
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection. One that failed in a way that leaves it suspect (a network
+        error, a cancellation mid-query, a server that turned read-only or is shutting down) is
+        closed rather than handed out again."""
+        pool = await self._get_pool()
+        conn = await pool.acquire(timeout=ACQUIRE_TIMEOUT)
         try:
-            async with self._engine.connect() as conn:
-                return list((await conn.execute(text(sql), params or {})).all())
+            yield conn
+        except BaseException as exc:
+            if _suspect(exc):
+                conn.terminate()
+            raise
+        finally:
+            await pool.release(conn)
+
+    async def acquire(self) -> asyncpg.Connection:
+        """A connection held by the caller (the write path, a LISTEN) until :meth:`release`."""
+        pool = await self._get_pool()
+        return await pool.acquire(timeout=ACQUIRE_TIMEOUT)
+
+    async def release(self, conn: asyncpg.Connection) -> None:
+        """Give a held connection back (a closed or terminated one is replaced by the pool)."""
+        if self._pool is not None:
+            with contextlib.suppress(TimeoutError, *DRIVER_ERRORS):
+                await self._pool.release(conn, timeout=5)
+
+    async def _fetch(self, what: str, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+        text, args = _arguments(sql, params)
+        try:
+            async with self.connection() as conn:
+                if not self._pooler:
+                    return list(await conn.fetch(text, *args))
+                async with conn.transaction():
+                    return list(await conn.fetch(text, *args))
         except DRIVER_ERRORS as exc:
             raise translate(exc, what) from exc
 
     async def _execute(self, what: str, sql: str, params: dict[str, Any] | None = None) -> int:
+        text, args = _arguments(sql, params)
         try:
-            async with self._engine.begin() as conn:
-                return (await conn.execute(text(sql), params or {})).rowcount
+            async with self.connection() as conn, conn.transaction():
+                status = await conn.execute(text, *args)
         except DRIVER_ERRORS as exc:
             raise translate(exc, what) from exc
+        return _rowcount(status)
 
     async def _fetch_in_transaction(
         self, what: str, statements: Sequence[tuple[str, dict[str, Any]]]
     ) -> list[Any]:
         try:
-            async with self._engine.begin() as conn:
+            async with self.connection() as conn, conn.transaction():
                 rows: list[Any] = []
                 for sql, params in statements:
-                    result = await conn.execute(text(sql), params)
-                    rows = list(result.all()) if result.returns_rows else []
+                    text, args = _arguments(sql, params)
+                    rows = list(await conn.fetch(text, *args))
                 return rows
         except DRIVER_ERRORS as exc:
             raise translate(exc, what) from exc
+
+
+def _suspect(exc: BaseException) -> bool:
+    if not isinstance(exc, asyncpg.PostgresError):
+        return True  # not a server's answer: the connection's state is unknown
+    return is_unavailable(exc) or sqlstate(exc) in DISCARD_CONNECTION
+
+
+def _rowcount(status: str) -> int:
+    """The row count of a command tag ("UPDATE 3", "INSERT 0 5"), 0 when it has none."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0

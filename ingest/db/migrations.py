@@ -1,22 +1,25 @@
 """The schema's version: alembic, run under an advisory lock so that two processes never migrate
 at once. The migrations themselves are in ``migrations/versions`` (in the wheel:
 ``ingest/_migrations``); :mod:`ingest.db.schema` describes the tables they make.
+
+Only :meth:`Migrations.migrate` imports alembic and SQLAlchemy. The check every command makes
+(:meth:`Migrations.check_schema`) reads ``alembic_version`` with one query and finds the head
+revision in the migration files themselves, so a worker starts without importing either.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import text
-from sqlalchemy.engine import Connection
-
-from ingest.db.engine import Database
+from ingest.db.engine import Database, connect_arguments
 from ingest.db.translate import DRIVER_ERRORS, translate
 from ingest.errors import SchemaError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 _MIGRATION_LOCK = 0x736E6B72  # pg_advisory_xact_lock key: one migration at a time
 
@@ -28,15 +31,59 @@ def migrations_dir() -> Path:
 
 
 def alembic_config() -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     return cfg
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest revision in the migration files: the one no other revision revises.
+
+    Read from each file's ``revision`` and ``down_revision`` assignments (what alembic reads,
+    without importing alembic); a test holds it equal to alembic's own answer.
+    """
+    revisions: dict[str, str | None] = {}
+    for path in sorted((migrations_dir() / "versions").glob("*.py")):
+        found: dict[str, Any] = {}
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            target = (
+                node.target
+                if isinstance(node, ast.AnnAssign)
+                else (
+                    node.targets[0]
+                    if isinstance(node, ast.Assign) and len(node.targets) == 1
+                    else None
+                )
+            )
+            value = getattr(node, "value", None)
+            if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
+                found[target.id] = ast.literal_eval(value) if value is not None else None
+        if "revision" in found:
+            revisions[found["revision"]] = found.get("down_revision")
+    heads = set(revisions) - {down for down in revisions.values() if down is not None}
+    if len(heads) != 1:
+        raise SchemaError(f"the migrations have {len(heads)} heads ({sorted(heads)}), not one")
+    return heads.pop()
 
 
 class Migrations(Database):
     """Bring the schema to a revision, and check that it is at the head."""
 
     async def migrate(self, revision: str = "head", *, downgrade: bool = False) -> None:
+        # alembic runs on a SQLAlchemy connection of its own, made and closed here
+        import asyncpg
+        import sqlalchemy.exc as sa_exc
+        from alembic import command
+        from sqlalchemy import text
+        from sqlalchemy.engine import Connection
+        from sqlalchemy.ext.asyncio import create_async_engine
+        from sqlalchemy.pool import NullPool
+
+        target = self._target
+
         def run(sync_conn: Connection) -> None:
             sync_conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
             cfg = alembic_config()
@@ -46,27 +93,47 @@ class Migrations(Database):
             else:
                 command.upgrade(cfg, revision)
 
+        kwargs = connect_arguments(target, None)
+        adapter: dict[str, Any] = {}
+        if target.pooler:
+            adapter = {"prepared_statement_cache_size": 0,
+                       "prepared_statement_name_func": lambda: ""}  # fmt: skip
+
+        def creator() -> Any:  # what create_async_engine(async_creator=) does, plus `adapter`
+            dbapi: Any = engine.sync_engine.dialect.dbapi
+            return dbapi.connect(
+                async_creator_fn=lambda: asyncpg.connect(target.dsn, **kwargs), **adapter
+            )
+
+        engine = create_async_engine("postgresql+asyncpg://", creator=creator, poolclass=NullPool)
         try:
-            async with self._engine.begin() as conn:
+            async with engine.begin() as conn:
                 await conn.run_sync(run)
-        except DRIVER_ERRORS as exc:
+        except (sa_exc.SQLAlchemyError, *DRIVER_ERRORS) as exc:
             raise translate(exc, "migrating the schema") from exc
+        finally:
+            await engine.dispose()
 
     async def schema_revision(self) -> str | None:
-        def current(sync_conn: Connection) -> str | None:
-            return MigrationContext.configure(sync_conn).get_current_revision()
-
-        try:
-            async with self._engine.connect() as conn:
-                return await conn.run_sync(current)
-        except DRIVER_ERRORS as exc:
-            raise translate(exc, "reading the schema version") from exc
+        """The revision in ``alembic_version``; None when the schema is empty."""
+        exists = await self._fetch(
+            "reading the schema version", "SELECT to_regclass('alembic_version') IS NOT NULL"
+        )
+        if not exists[0][0]:
+            return None
+        rows = await self._fetch(
+            "reading the schema version", "SELECT version_num FROM alembic_version"
+        )
+        if len(rows) > 1:
+            raise SchemaError(
+                f"the database schema has {len(rows)} revisions at once: "
+                + ", ".join(sorted(r[0] for r in rows))
+            )
+        return str(rows[0][0]) if rows else None
 
     @staticmethod
     def head_revision() -> str:
-        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-        assert head is not None
-        return head
+        return head_revision()
 
     async def check_schema(self) -> None:
         """Raise :class:`SchemaError` unless the schema is at the head revision."""

@@ -41,7 +41,7 @@ class ReadModels(Database):
     async def integrity(self, fixture_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
         """Per fixture: packets, seq gaps (as "first-last" ranges), conflicts, rejected frames."""
         rows = await self._fetch("checking integrity", _INTEGRITY, {"f": fixture_id})
-        return [dict(row._mapping) for row in rows]
+        return [dict(row) for row in rows]
 
     async def summary_mismatches(
         self, fixture_ids: Sequence[uuid.UUID] | None = None
@@ -62,7 +62,7 @@ class ReadModels(Database):
                 ),
             ],
         )
-        return [dict(row._mapping) for row in rows]
+        return [dict(row) for row in rows]
 
     async def fixtures_in_disagreement(
         self, fixture_ids: Sequence[uuid.UUID] | None = None
@@ -101,7 +101,7 @@ class ReadModels(Database):
                 ),
             ],
         )
-        return {row[0]: dict(row._mapping) for row in rows}
+        return {row[0]: dict(row) for row in rows}
 
     async def finished_fixtures(self) -> list[uuid.UUID]:
         """The fixtures whose finished packet is stored, in fixture id order."""
@@ -147,8 +147,8 @@ class ReadModels(Database):
         mismatches = await self.summary_mismatches([fixture_id])
         return {
             "mismatches": mismatches,
-            "match": dict(match[0]._mapping),
-            "frames": [dict(r._mapping) for r in frames],
-            "breaks": [dict(r._mapping) for r in breaks],
-            "players": [dict(r._mapping) for r in players],
+            "match": dict(match[0]),
+            "frames": [dict(r) for r in frames],
+            "breaks": [dict(r) for r in breaks],
+            "players": [dict(r) for r in players],
         }

@@ -13,7 +13,6 @@ session: not through a transaction-pooling PgBouncer).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
 from collections.abc import Callable, Sequence
@@ -21,12 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import sqlalchemy.exc as sa_exc
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ingest.db.engine import positional
 from ingest.db.store import Store
-from ingest.db.translate import translate
+from ingest.db.translate import DRIVER_ERRORS, translate
 from ingest.settlement import RELEVANT_TYPES, Event, Packet, Replay, replay
 
 _TYPES = ", ".join(str(t) for t in RELEVANT_TYPES)
@@ -124,9 +121,15 @@ class Settled:
 class Listener:
     """A dedicated connection that LISTENs; ``lost`` is set when it breaks."""
 
-    def __init__(self, conn: AsyncConnection, raw: Any, channel: str) -> None:
-        self._conn, self._raw, self._channel = conn, raw, channel
+    def __init__(
+        self, store: Store, raw: asyncpg.Connection, channel: str, on_payload: Callable[[str], None]
+    ) -> None:
+        self._store, self._raw, self._channel = store, raw, channel
+        self._on_payload = on_payload
         self.lost = False
+
+    def heard(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self._on_payload(payload)
 
     async def ping(self) -> bool:
         """Is the connection still there? (a round trip; marks it lost if not)."""
@@ -134,29 +137,27 @@ class Listener:
             return False
         try:
             await self._raw.fetchval("SELECT 1", timeout=10)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except (TimeoutError, *DRIVER_ERRORS):
             self.lost = True
         return not self.lost
 
     async def close(self) -> None:
         try:
             if not self.lost and not self._raw.is_closed():
-                await self._raw.execute(f"UNLISTEN {self._channel}")
+                await self._raw.remove_listener(self._channel, self.heard)  # and UNLISTEN
             else:
-                await self._conn.invalidate()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, sa_exc.SQLAlchemyError):
-            await self._conn.invalidate()
+                self._raw.terminate()
+        except (TimeoutError, *DRIVER_ERRORS):
+            self._raw.terminate()
         finally:
-            with contextlib.suppress(OSError, sa_exc.SQLAlchemyError, asyncpg.InterfaceError):
-                await self._conn.close()
+            await self._store.release(self._raw)
 
 
 class SettlementStore:
-    """Settlement's reads and writes, on the engine of a :class:`Store`."""
+    """Settlement's reads and writes, on the pool of a :class:`Store`."""
 
     def __init__(self, store: Store) -> None:
-        self._engine = store.engine  # one pool for the whole process
-        self.store = store
+        self.store = store  # one pool for the whole process
         self.hold_reasons: dict[uuid.UUID, str] = {}
 
     async def fixtures_on_hold(self, fixture_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
@@ -192,52 +193,45 @@ class SettlementStore:
         return [Progress(*row) for row in rows]
 
     async def _fetch(self, what: str, sql: str, params: dict[str, Any]) -> list[Any]:
-        try:
-            async with self._engine.connect() as conn:
-                return list((await conn.execute(text(sql), params)).all())
-        except (sa_exc.SQLAlchemyError, OSError) as exc:
-            raise translate(exc, what) from exc
+        return await self.store._fetch(what, sql, params)
 
     async def settle(self, fixture_id: uuid.UUID) -> Settled:
         """Append the events of the packets stored since the checkpoint, in one transaction."""
         try:
-            async with self._engine.begin() as conn:
+            async with self.store.connection() as conn, conn.transaction():
                 return await self._settle(conn, fixture_id)
-        except (sa_exc.SQLAlchemyError, OSError) as exc:
+        except DRIVER_ERRORS as exc:
             raise translate(exc, f"settling fixture {fixture_id}") from exc
 
-    async def _settle(self, conn: AsyncConnection, fixture_id: uuid.UUID) -> Settled:
+    async def _settle(self, conn: asyncpg.Connection, fixture_id: uuid.UUID) -> Settled:
         f = {"f": fixture_id}
-        await conn.execute(
-            text(
-                "INSERT INTO settlement_checkpoints (fixture_id) VALUES (:f) "
-                "ON CONFLICT (fixture_id) DO NOTHING"
-            ),
+        await _run(
+            conn,
+            "INSERT INTO settlement_checkpoints (fixture_id) VALUES (:f) "
+            "ON CONFLICT (fixture_id) DO NOTHING",
             f,
         )
-        checkpoint = int(
-            (
-                await conn.execute(
-                    text("SELECT seq FROM settlement_checkpoints WHERE fixture_id = :f FOR UPDATE"),
-                    f,
-                )
-            ).scalar_one()
+        locked = await _rows(
+            conn, "SELECT seq FROM settlement_checkpoints WHERE fixture_id = :f FOR UPDATE", f
         )
-        rows = (await conn.execute(text(_PACKETS), f)).all()
-        last_seq = int(rows[0].last_seq)
-        result: Replay = replay((_packet(r) for r in rows if r.seq is not None), checkpoint)
+        checkpoint = int(locked[0]["seq"])
+        rows = await _rows(conn, _PACKETS, f)
+        last_seq = int(rows[0]["last_seq"])
+        result: Replay = replay((_packet(r) for r in rows if r["seq"] is not None), checkpoint)
         if last_seq <= checkpoint:
             return Settled(fixture_id, [], checkpoint, checkpoint, result.ended)
         if result.markets:
-            await conn.execute(
-                text(_INSERT_MARKETS),
+            await _run(
+                conn,
+                _INSERT_MARKETS,
                 {"f": fixture_id, "markets": list(result.markets),
                  "seqs": list(result.markets.values())},
             )  # fmt: skip
         if result.events:
             events = result.events
-            await conn.execute(
-                text(_INSERT_EVENTS),
+            await _run(
+                conn,
+                _INSERT_EVENTS,
                 {
                     "f": fixture_id,
                     "markets": [e.market for e in events],
@@ -248,11 +242,9 @@ class SettlementStore:
                     "ord": list(range(len(events))),
                 },
             )
-        await conn.execute(
-            text(
-                "UPDATE settlement_checkpoints SET seq = :s, updated_at = now() "
-                "WHERE fixture_id = :f"
-            ),
+        await _run(
+            conn,
+            "UPDATE settlement_checkpoints SET seq = :s, updated_at = now() WHERE fixture_id = :f",
             {"f": fixture_id, "s": last_seq},
         )
         return Settled(fixture_id, result.events, last_seq, checkpoint, result.ended)
@@ -260,42 +252,49 @@ class SettlementStore:
     async def listen(self, channel: str, on_payload: Callable[[str], None]) -> Listener:
         """LISTEN on a connection of its own; ``on_payload`` hears each notification."""
         try:
-            conn = await self._engine.connect()
+            raw = await self.store.acquire()
             try:
-                raw = (await conn.get_raw_connection()).driver_connection
-                assert raw is not None
-                listener = Listener(conn, raw, channel)
+                listener = Listener(self.store, raw, channel, on_payload)
 
                 def lost(_: Any) -> None:
                     listener.lost = True
 
                 raw.add_termination_listener(lost)
-                await raw.add_listener(channel, lambda _c, _p, _ch, payload: on_payload(payload))
+                await raw.add_listener(channel, listener.heard)
                 return listener
             except BaseException:
-                await conn.invalidate()
-                await conn.close()
+                raw.terminate()
+                await self.store.release(raw)
                 raise
-        except (sa_exc.SQLAlchemyError, OSError, asyncpg.PostgresError,
-                asyncpg.InterfaceError) as exc:  # fmt: skip
+        except DRIVER_ERRORS as exc:
             raise translate(exc, f"listening on {channel}") from exc
 
 
+async def _rows(conn: asyncpg.Connection, sql: str, params: dict[str, Any]) -> list[Any]:
+    text, names = positional(sql)
+    return list(await conn.fetch(text, *(params[n] for n in names)))
+
+
+async def _run(conn: asyncpg.Connection, sql: str, params: dict[str, Any]) -> None:
+    text, names = positional(sql)
+    await conn.execute(text, *(params[n] for n in names))
+
+
 def _packet(row: Any) -> Packet:
-    metadata = row.metadata
+    metadata = row["metadata"]
     if isinstance(metadata, str):
         try:
             metadata = json.loads(metadata)
         except (ValueError, RecursionError):  # a hostile packet may nest deeper than Python
             metadata = None
     return Packet(
-        seq=int(row.seq),
-        action_id=row.action_id,
-        type_id=row.action_type_id,
-        send_type_id=row.send_type_id,
-        period=row.period,
-        side=row.side,
-        finished=bool(row.finished),
+        seq=int(row["seq"]),
+        action_id=row["action_id"],
+        type_id=row["action_type_id"],
+        send_type_id=row["send_type_id"],
+        period=row["period"],
+        side=row["side"],
+        finished=bool(row["finished"]),
         metadata=metadata if isinstance(metadata, dict) else None,
-        summary_collection=row.summary_collection,
+        summary_collection=row["summary_collection"],
     )

@@ -1,7 +1,7 @@
 """The store: the only object that speaks SQL for the worker and the commands.
 
-One class over one engine, put together from one module per concern (each a :class:`Database`
-over the same pool): :mod:`~ingest.db.migrations` (the schema's version),
+One class over one connection pool, put together from one module per concern (each a
+:class:`Database` over the same pool): :mod:`~ingest.db.migrations` (the schema's version),
 :mod:`~ingest.db.writes` (the write path), :mod:`~ingest.db.registry` (fixtures, positions,
 states), :mod:`~ingest.db.leases` (several workers) and :mod:`~ingest.db.reads` (read models).
 Driver errors are translated into :mod:`ingest.errors` at each query (:mod:`ingest.db.translate`),
@@ -11,7 +11,6 @@ so nothing outside :mod:`ingest.db` imports a driver.
 from __future__ import annotations
 
 from ingest.config import parse_database_url
-from ingest.db.engine import create_engine
 from ingest.db.leases import LeaseTable
 from ingest.db.migrations import Migrations
 from ingest.db.reads import ReadModels
@@ -28,6 +27,4 @@ class Store(Migrations, Writes, Registry, LeaseTable, ReadModels):
     ) -> Store:
         """``command_timeout``: a statement that takes longer fails (and is retried) instead of
         hanging on a connection whose server vanished; None for migrations."""
-        target = parse_database_url(url)
-        return cls(create_engine(target, pool_size=pool_size, command_timeout=command_timeout),
-                   target)  # fmt: skip
+        return cls(parse_database_url(url), pool_size=pool_size, command_timeout=command_timeout)

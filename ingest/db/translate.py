@@ -1,5 +1,7 @@
-"""Driver errors as :mod:`ingest.errors`: the only place that knows asyncpg's and SQLAlchemy's
-exceptions, so nothing outside :mod:`ingest.db` imports a driver.
+"""Driver errors as :mod:`ingest.errors`: the only place that knows asyncpg's exceptions (and
+SQLAlchemy's wrappers of them, which ``ingest migrate`` meets through alembic), so nothing outside
+:mod:`ingest.db` imports a driver. SQLAlchemy's are recognised by their ``orig`` attribute, not
+imported: importing SQLAlchemy costs the worker a fifth of a second at start.
 
 A database out of reach (a network error, a server shutting down or read-only after a failover,
 a deadlock) is :class:`DatabaseUnavailable` and retried by the caller; credentials, a missing
@@ -10,7 +12,6 @@ database or an unusable URL are :class:`ConfigError`; a schema behind the code i
 from __future__ import annotations
 
 import asyncpg
-import sqlalchemy.exc as sa_exc
 
 from ingest.config import POOLER_PARAM
 from ingest.errors import ConfigError, DatabaseUnavailable, IngestError, SchemaError
@@ -21,13 +22,19 @@ from ingest.errors import ConfigError, DatabaseUnavailable, IngestError, SchemaE
 BAD_DATA = (asyncpg.DataError, asyncpg.ProgramLimitExceededError)
 
 # every error a statement can raise: caught at the edge of each query and translated
-DRIVER_ERRORS = (sa_exc.SQLAlchemyError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+DRIVER_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
                  asyncpg.InternalClientError)  # fmt: skip
+
+
+def _orig(exc: BaseException) -> BaseException | None:
+    """The driver's error inside a SQLAlchemy ``DBAPIError`` (None for any other error)."""
+    orig = getattr(exc, "orig", None)
+    return orig if isinstance(orig, BaseException) else None
 
 
 def sqlstate(exc: BaseException) -> str:
     """The SQLSTATE of a driver error, raw (asyncpg) or wrapped (SQLAlchemy)."""
-    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else None
+    orig = _orig(exc)
     for candidate in (exc, orig, getattr(orig, "__cause__", None)):
         state = getattr(candidate, "sqlstate", None)
         if isinstance(state, str):
@@ -37,7 +44,7 @@ def sqlstate(exc: BaseException) -> str:
 
 def _misconfigured(exc: BaseException) -> bool:
     """asyncpg found the URL unusable (a TLS file it cannot read, a bad host list, ...)."""
-    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else None
+    orig = _orig(exc)
     chain = (exc, orig, getattr(orig, "__cause__", None), exc.__cause__)
     return any(isinstance(e, asyncpg.ClientConfigurationError) for e in chain)
 
@@ -59,19 +66,24 @@ def is_unavailable(exc: BaseException) -> bool:
         | TimeoutError
         | ConnectionError
         | asyncpg.InterfaceError
-        | asyncpg.InternalClientError  # a connection left mid-operation: a fresh one will do
-        | sa_exc.TimeoutError,
+        | asyncpg.InternalClientError,  # a connection left mid-operation: a fresh one will do
     ):
-        return True  # sa_exc.TimeoutError: no pooled connection in time (the server is slow)
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
+        return True  # TimeoutError includes no pooled connection in time (the server is slow)
+    if getattr(exc, "connection_invalidated", False) is True:
+        return True  # SQLAlchemy (migrations): the driver lost the connection
     state = sqlstate(exc)
     if state:
         # 08 connection exception, 57P admin shutdown / cannot connect now, 53 resources,
         # 40 deadlock / serialization failure, 57014 statement timeout or cancelled, 25006 a
         # read-only server (a standby reached during a failover): retry
         return state.startswith(("08", "57P", "53", "40")) or state in ("57014", "25006")
-    return isinstance(exc, sa_exc.InterfaceError | sa_exc.OperationalError)
+    orig = _orig(exc)
+    if orig is not None and orig is not exc:
+        return is_unavailable(orig)
+    # SQLAlchemy's own: its pool's timeout, or an interface / operational error with no code
+    return type(exc).__name__ in ("TimeoutError", "InterfaceError", "OperationalError") and (
+        type(exc).__module__.startswith("sqlalchemy")
+    )
 
 
 def translate(exc: BaseException, what: str) -> IngestError:
@@ -79,7 +91,7 @@ def translate(exc: BaseException, what: str) -> IngestError:
     if isinstance(exc, IngestError):
         return exc
     state = sqlstate(exc)
-    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig else exc
+    orig = _orig(exc) or exc
     detail = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
     if _misconfigured(exc):
         return ConfigError(f"the database URL cannot be used ({what}): {detail}")

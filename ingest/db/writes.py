@@ -21,17 +21,11 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
 import asyncpg
-from sqlalchemy import Column
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ingest.config import DatabaseTarget
 from ingest.db.engine import RECYCLE, Database
-from ingest.db.schema import actions as _actions
 from ingest.db.translate import BAD_DATA, DRIVER_ERRORS, is_unavailable, translate
 from ingest.packet import Action, Rejected
 from ingest.ports import WriteResult
@@ -109,49 +103,51 @@ _INSERT_REJECTED_SQL = """
 _REASON_CHARS = 500
 
 
-# Every column of `actions` but `stored_at`, which the server stamps; `payload` travels as text
-# and is cast to jsonb by the insert (so PostgreSQL, not the driver, parses it).
-_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
-_WRITTEN = [c for c in _actions.columns if c.name != "stored_at"]
+# Every column of `actions` but `stored_at`, which the server stamps, with the array type it
+# travels as; `payload` travels as text and is cast to jsonb by the insert (so PostgreSQL, not the
+# driver, parses it). tests/integration/test_schema.py holds this equal to ingest.db.schema.
+WRITTEN: tuple[tuple[str, str], ...] = (
+    ("fixture_id", "uuid[]"), ("seq", "bigint[]"), ("payload", "text[]"),
+    ("received_at", "timestamp with time zone[]"), ("finished", "boolean[]"),
+    ("action_id", "uuid[]"), ("fixture_seq_num", "bigint[]"), ("action_type_id", "integer[]"),
+    ("action_type", "text[]"), ("action_subtype_id", "integer[]"), ("action_subtype", "text[]"),
+    ("send_type_id", "smallint[]"), ("send_type", "text[]"), ("period", "integer[]"),
+    ("provider_ts", "timestamp with time zone[]"), ("timeline_sequence", "double precision[]"),
+    ("team_id", "uuid[]"), ("player_id", "uuid[]"), ("side", "text[]"),
+)  # fmt: skip
+_JSONB = frozenset({"payload"})
 # the Action attribute that fills a column, where its name differs from the column's
 _RENAMED = {"action_type_id": "type_id", "action_type": "type_name",
             "action_subtype_id": "subtype_id", "action_subtype": "subtype_name"}  # fmt: skip
-_ATTRIBUTES = tuple(_RENAMED.get(c.name, c.name) for c in _WRITTEN[1:])  # after fixture_id
-
-
-def _array_type(column: Column[Any]) -> str:
-    if isinstance(column.type, JSONB):
-        return "text[]"
-    return f"{column.type.compile(dialect=_DIALECT).lower()}[]"
-
+_ATTRIBUTES = tuple(_RENAMED.get(name, name) for name, _ in WRITTEN[1:])  # after fixture_id
 
 _INSERT_ACTIONS = _INSERT_ACTIONS_TEMPLATE.format(
-    unnest=", ".join(f"CAST(${n} AS {_array_type(c)})" for n, c in enumerate(_WRITTEN, 1)),
-    names=", ".join(c.name for c in _WRITTEN),
-    selected=", ".join(f"{c.name}::jsonb" if isinstance(c.type, JSONB) else c.name
-                       for c in _WRITTEN),
-)  # fmt: skip
+    unnest=", ".join(f"CAST(${n} AS {kind})" for n, (_, kind) in enumerate(WRITTEN, 1)),
+    names=", ".join(name for name, _ in WRITTEN),
+    selected=", ".join(f"{name}::jsonb" if name in _JSONB else name for name, _ in WRITTEN),
+)
 
 
 class Writes(Database):
     """Store batches atomically; knows each fixture's home/away teams to fill ``actions.side``."""
 
-    def __init__(self, engine: AsyncEngine, target: DatabaseTarget | None = None) -> None:
-        super().__init__(engine, target)
+    def __init__(
+        self, target: DatabaseTarget, *, pool_size: int = 4, command_timeout: float | None = 60.0
+    ) -> None:
+        super().__init__(target, pool_size=pool_size, command_timeout=command_timeout)
         # fixture -> its Lineups actions (action id -> latest packet), and the sides they give:
         # {team id: "home"/"away"}, to fill actions.side
         self._lineups: dict[uuid.UUID, dict[str | None, LineupPacket]] = {}
         self._sides: dict[uuid.UUID, dict[str, Side]] = {}
         # Write-path connections stay checked out between batches (at most one per concurrent
-        # write, so no more than before): a SQLAlchemy checkout and return costs more client
-        # CPU than a one-packet batch statement itself. (connection, driver connection, since)
-        self._writing: list[tuple[AsyncConnection, asyncpg.Connection, float]] = []
+        # write, so no more than before): a checkout and return (with the pool's reset of the
+        # session) costs more than a one-packet batch statement itself. (connection, since)
+        self._writing: list[tuple[asyncpg.Connection, float]] = []
 
     async def close(self) -> None:
         held, self._writing = self._writing, []
-        for conn, _, _ in held:
-            with contextlib.suppress(Exception):
-                await conn.close()
+        for conn, _ in held:
+            await self.release(conn)
         await super().close()
 
     async def write(
@@ -167,7 +163,7 @@ class Writes(Database):
         is parsed and executed in two steps, which must reach the same server connection.
         """
         try:
-            conn, raw, since = await self._write_connection()
+            raw, since = await self._write_connection()
             try:
                 if not self._pooler:
                     result = await self._write(raw, actions, list(rejected))
@@ -181,38 +177,29 @@ class Writes(Database):
                 suspect = not isinstance(exc, asyncpg.PostgresError) or is_unavailable(exc)
                 if suspect or raw.is_in_transaction():
                     raw.terminate()  # at once: a graceful close could wait on a dead peer
-                    await conn.invalidate()
-                    await conn.close()
+                    await self.release(raw)
                 else:
-                    self._writing.append((conn, raw, since))
+                    self._writing.append((raw, since))
                 raise
-            self._writing.append((conn, raw, since))  # kept for the next batch
+            self._writing.append((raw, since))  # kept for the next batch
             return result
         except DRIVER_ERRORS as exc:
             raise translate(exc, "writing a batch") from exc
 
-    async def _write_connection(self) -> tuple[AsyncConnection, asyncpg.Connection, float]:
+    async def _write_connection(self) -> tuple[asyncpg.Connection, float]:
         """A write-path connection: one kept from an earlier batch, else one from the pool.
 
-        A kept connection older than the pool's recycle time is returned and replaced, as the
-        pool would have done.
+        A kept connection older than :data:`RECYCLE` is closed and replaced (a new one goes to
+        whichever server the URL names now, after a failover say).
         """
         while self._writing:
-            conn, raw, since = self._writing.pop()
+            raw, since = self._writing.pop()
             if time.monotonic() - since < RECYCLE and not raw.is_closed():
-                return conn, raw, since
-            with contextlib.suppress(Exception):
-                if raw.is_closed():  # the server went away while it was idle
-                    await conn.invalidate()
-                await conn.close()
-        conn = await self._engine.connect()
-        try:
-            raw = (await conn.get_raw_connection()).driver_connection
-        except BaseException:
-            await conn.close()
-            raise
-        assert raw is not None
-        return conn, raw, time.monotonic()
+                return raw, since
+            if not raw.is_closed():
+                raw.terminate()
+            await self.release(raw)
+        return await self.acquire(), time.monotonic()
 
     async def _write(
         self,

@@ -1,6 +1,8 @@
 """The tables of ingest.db.schema are the tables the migrations make: same columns, in the same
-order, with the same types and nullability. The write path derives its column lists from the
-schema module, so a migration without the matching change there fails here, not in production."""
+order, with the same types and nullability. The write path's column list and the head revision the
+worker checks for are written out (the worker imports neither SQLAlchemy nor alembic); they are
+held equal to the schema module and to alembic here, so a migration without the matching change
+fails here, not in production."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import asyncpg
 from sqlalchemy.dialects import postgresql
 
 from ingest.db import schema
+from ingest.db.migrations import alembic_config, head_revision
+from ingest.db.writes import WRITTEN
 
 _COLUMNS = """
 SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
@@ -32,3 +36,22 @@ async def test_the_schema_module_matches_the_migrated_database(sql: asyncpg.Conn
         for table in schema.metadata.sorted_tables
     }
     assert described == migrated
+
+
+def test_the_write_path_writes_every_column_of_actions_with_its_type() -> None:
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    expected = tuple(
+        (
+            c.name,
+            "text[]" if c.name == "payload" else c.type.compile(dialect=dialect).lower() + "[]",
+        )
+        for c in schema.actions.columns
+        if c.name != "stored_at"  # stamped by the server
+    )
+    assert expected == WRITTEN
+
+
+def test_the_head_revision_is_alembics() -> None:
+    from alembic.script import ScriptDirectory
+
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
