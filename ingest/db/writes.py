@@ -33,7 +33,7 @@ from ingest.vocabulary import LINEUPS, LineupPacket, Side, lineup_in_effect, sid
 
 _INSERT_ACTIONS_TEMPLATE = """
     WITH input AS (
-        SELECT * FROM unnest({unnest}) AS t({names})
+        {input}
     ),
     inserted AS (
         INSERT INTO actions ({names})
@@ -121,10 +121,21 @@ _RENAMED = {"action_type_id": "type_id", "action_type": "type_name",
             "action_subtype_id": "subtype_id", "action_subtype": "subtype_name"}  # fmt: skip
 _ATTRIBUTES = tuple(_RENAMED.get(name, name) for name, _ in WRITTEN[1:])  # after fixture_id
 
+_NAMES = ", ".join(name for name, _ in WRITTEN)
+_SELECTED = ", ".join(f"{name}::jsonb" if name in _JSONB else name for name, _ in WRITTEN)
+_UNNEST = ", ".join(f"CAST(${n} AS {kind})" for n, (_, kind) in enumerate(WRITTEN, 1))
+# a batch: one array per column
 _INSERT_ACTIONS = _INSERT_ACTIONS_TEMPLATE.format(
-    unnest=", ".join(f"CAST(${n} AS {kind})" for n, (_, kind) in enumerate(WRITTEN, 1)),
-    names=", ".join(name for name, _ in WRITTEN),
-    selected=", ".join(f"{name}::jsonb" if name in _JSONB else name for name, _ in WRITTEN),
+    input=f"SELECT * FROM unnest({_UNNEST}) AS t({_NAMES})", names=_NAMES, selected=_SELECTED
+)
+# one packet (a live feed's usual batch): the same statement over one row of scalars, which the
+# driver encodes in a third of the time it takes for nineteen one-element arrays
+_ROW = ", ".join(
+    f"CAST(${n} AS {kind.removesuffix('[]')}) AS {name}"
+    for n, (name, kind) in enumerate(WRITTEN, 1)
+)
+_INSERT_ACTION = _INSERT_ACTIONS_TEMPLATE.format(
+    input=f"SELECT {_ROW}", names=_NAMES, selected=_SELECTED
 )
 
 
@@ -295,9 +306,15 @@ class Writes(Database):
     ) -> None:
         if not items:
             return
-        columns = [[f for f, _ in items]]
-        columns += [[getattr(a, attr) for _, a in items] for attr in _ATTRIBUTES]
-        row = await raw.fetchrow(_INSERT_ACTIONS, *columns)
+        if len(items) == 1:
+            fixture_id, action = items[0]
+            row = await raw.fetchrow(
+                _INSERT_ACTION, fixture_id, *[getattr(action, attr) for attr in _ATTRIBUTES]
+            )
+        else:
+            columns = [[f for f, _ in items]]
+            columns += [[getattr(a, attr) for _, a in items] for attr in _ATTRIBUTES]
+            row = await raw.fetchrow(_INSERT_ACTIONS, *columns)
         for fixture_id, count in zip(row["fixtures"], row["counts"], strict=True):
             result.inserted[fixture_id] = result.inserted.get(fixture_id, 0) + count
         result.conflicts.extend(zip(row["conflict_fixtures"], row["conflict_seqs"], strict=True))
