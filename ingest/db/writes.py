@@ -18,9 +18,10 @@ Nothing is lost: the stored row stays. Outside such an overlap, every conflict i
 from __future__ import annotations
 
 import contextlib
+import operator
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import asyncpg
 
@@ -120,6 +121,7 @@ _JSONB = frozenset({"payload"})
 _RENAMED = {"action_type_id": "type_id", "action_type": "type_name",
             "action_subtype_id": "subtype_id", "action_subtype": "subtype_name"}  # fmt: skip
 _ATTRIBUTES = tuple(_RENAMED.get(name, name) for name, _ in WRITTEN[1:])  # after fixture_id
+_values = operator.attrgetter(*_ATTRIBUTES)  # an action's values for those columns, as a tuple
 
 _NAMES = ", ".join(name for name, _ in WRITTEN)
 _SELECTED = ", ".join(f"{name}::jsonb" if name in _JSONB else name for name, _ in WRITTEN)
@@ -224,7 +226,7 @@ class Writes(Database):
             result = WriteResult()
             try:
                 # a savepoint when in a transaction already (pooler), so a failure leaves it usable
-                async with raw.transaction() if raw.is_in_transaction() else _no_transaction():
+                async with raw.transaction() if self._pooler else contextlib.nullcontext():
                     await self._insert_round(raw, rounds[0] if rounds else [], result)
                 return result
             except BAD_DATA:
@@ -265,10 +267,11 @@ class Writes(Database):
     ) -> None:
         """Fill ``Action.side`` from the fixture's Lineups in effect (stored, or earlier in this
         batch), by the rule of :func:`ingest.vocabulary.lineup_in_effect`."""
+        lineups = self._lineups
         unknown = {
             f
             for f, a in actions
-            if f not in self._lineups and (a.team_id is not None or a.lineup is not None)
+            if (a.team_id is not None or a.lineup is not None) and f not in lineups
         }
         if unknown:
             # read first, remember after: a read that fails (the database going away) must not
@@ -308,27 +311,22 @@ class Writes(Database):
             return
         if len(items) == 1:
             fixture_id, action = items[0]
-            row = await raw.fetchrow(
-                _INSERT_ACTION, fixture_id, *[getattr(action, attr) for attr in _ATTRIBUTES]
-            )
+            row = await raw.fetchrow(_INSERT_ACTION, fixture_id, *_values(action))
         else:
             columns = [[f for f, _ in items]]
-            columns += [[getattr(a, attr) for _, a in items] for attr in _ATTRIBUTES]
+            columns += [list(c) for c in zip(*(_values(a) for _, a in items), strict=True)]
             row = await raw.fetchrow(_INSERT_ACTIONS, *columns)
         for fixture_id, count in zip(row["fixtures"], row["counts"], strict=True):
             result.inserted[fixture_id] = result.inserted.get(fixture_id, 0) + count
         result.conflicts.extend(zip(row["conflict_fixtures"], row["conflict_seqs"], strict=True))
 
 
-@contextlib.asynccontextmanager
-async def _no_transaction() -> AsyncIterator[None]:
-    yield
-
-
 def _rounds(
     actions: Sequence[tuple[uuid.UUID, Action]],
 ) -> list[list[tuple[uuid.UUID, Action]]]:
     """Split a batch so no key appears twice in one statement (later copies go in later rounds)."""
+    if len(actions) <= 1:
+        return [list(actions)] if actions else []
     rounds: list[list[tuple[uuid.UUID, Action]]] = []
     seen: list[set[tuple[uuid.UUID, int]]] = []
     for item in actions:
