@@ -10,6 +10,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,embedded]'
+	$(BIN)/python -m compileall -q ingest  # as installing the wheel does (PYTHONDONTWRITEBYTECODE)
 	touch $(STAMP)
 
 demo: $(STAMP)
