@@ -67,12 +67,23 @@ def _json_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _jsonb_bytes(value: Any) -> bytes:
+    return b"\x01" + _json_text(value).encode()  # jsonb's binary form: version 1, then text
+
+
+def _jsonb_value(data: bytes) -> Any:
+    return json.loads(data[1:])
+
+
 async def _setup(conn: asyncpg.Connection) -> None:
-    # json and jsonb read as Python values, as SQLAlchemy's asyncpg dialect does
-    for name in ("json", "jsonb"):
-        await conn.set_type_codec(
-            name, encoder=_json_text, decoder=json.loads, schema="pg_catalog", format="text"
-        )
+    # json and jsonb read as Python values, as SQLAlchemy's asyncpg dialect does; a str is sent
+    # as it is (JSON text). jsonb in binary, which COPY (the write path's) needs.
+    await conn.set_type_codec(
+        "json", encoder=_json_text, decoder=json.loads, schema="pg_catalog", format="text"
+    )
+    await conn.set_type_codec(
+        "jsonb", encoder=_jsonb_bytes, decoder=_jsonb_value, schema="pg_catalog", format="binary"
+    )
 
 
 def connect_arguments(target: DatabaseTarget, command_timeout: float | None) -> dict[str, Any]:

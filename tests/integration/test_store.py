@@ -87,27 +87,87 @@ async def test_payload_and_typed_columns_are_stored(store: Store, sql: asyncpg.C
     assert row["received_at"] == NOW
 
 
-async def test_a_packet_written_alone_is_stored_as_in_a_batch(
+async def test_a_packet_is_stored_alike_alone_in_a_batch_and_copied(
     store: Store, sql: asyncpg.Connection
 ) -> None:
-    """A one-packet batch goes as one row of scalars, a larger one as arrays: same rows."""
-    lines = to_jsonl(generate_match(MatchSpec(seed=7, best_of=3)).packets).splitlines()[:60]
-    alone, batched = uuid.uuid4(), uuid.uuid4()
-    frames = []
-    for i, line in enumerate(lines, 1):
-        frame = classify(line.encode(), binary=False, position=i, received_at=NOW)
-        if isinstance(frame, Action):
-            frames.append(frame)
-    for frame in frames:
-        await store.write([(alone, frame)])
-    await store.write([(batched, frame) for frame in frames])
+    """Three ways to the table: a one-packet batch goes as one row of scalars, a small batch as
+    arrays, a large one by COPY (then its progress by a statement of its own). Same rows."""
+    lines = to_jsonl(generate_match(MatchSpec(seed=7, best_of=3)).packets).splitlines()[:100]
+    frames = [classify(line.encode(), binary=False, position=i, received_at=NOW)
+              for i, line in enumerate(lines, 1)]  # fmt: skip
+    actions = [f for f in frames if isinstance(f, Action)]
+    assert len(actions) == 100 >= store.copy_at
+    alone, batched, copied = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    for action in actions:
+        await store.write([(alone, action)])
+    for start in range(0, 100, store.copy_at - 1):
+        await store.write([(batched, a) for a in actions[start : start + store.copy_at - 1]])
+    result = await store.write([(copied, a) for a in actions])
+    assert result.inserted == {copied: 100}
     query = "SELECT * FROM actions WHERE fixture_id = $1 ORDER BY seq"
-    columns = lambda row: {k: v for k, v in row.items() if k not in ("fixture_id", "stored_at")}  # noqa: E731
-    stored_alone = [columns(r) for r in await sql.fetch(query, alone)]
-    stored_batched = [columns(r) for r in await sql.fetch(query, batched)]
-    assert len(stored_alone) == len(frames) == 60
-    assert {r["side"] for r in stored_alone} >= {"home", "away"}  # sides were derived too
-    assert stored_alone == stored_batched
+
+    def columns(row: asyncpg.Record) -> dict[str, object]:
+        return {k: v for k, v in row.items() if k not in ("fixture_id", "stored_at")}
+
+    stored = {f: [columns(r) for r in await sql.fetch(query, f)] for f in (alone, batched, copied)}
+    assert len(stored[alone]) == 100
+    assert stored[alone] == stored[batched] == stored[copied]
+    assert {r["side"] for r in stored[copied]} >= {"home", "away"}  # sides were derived too
+    progress = {r.fixture_id: (r.last_seq, r.packets) for r in await store.fixtures()}
+    assert progress[alone] == progress[batched] == progress[copied] == (100, 100)
+
+
+async def test_a_copied_batch_notifies_per_fixture(store: Store, sql: asyncpg.Connection) -> None:
+    heard: list[dict[str, object]] = []
+    await sql.add_listener("ingest_actions", lambda *a: heard.append(json.loads(a[3])))
+
+    async def both_heard() -> bool:
+        return len(heard) == 2
+
+    one, two = uuid.uuid4(), uuid.uuid4()
+    batch = [(one, packet(i)) for i in range(1, 81)] + [(two, packet(i)) for i in range(1, 11)]
+    batch.append((two, packet(11, finished=True)))
+    assert (await store.write(batch)).inserted == {one: 80, two: 11}
+    await wait_until(both_heard)
+    assert sorted(heard, key=lambda n: n["inserted"]) == [  # type: ignore[arg-type,return-value]
+        {"fixture_id": str(two), "max_seq": 11, "inserted": 11, "finished": True},
+        {"fixture_id": str(one), "max_seq": 80, "inserted": 80, "finished": False},
+    ]
+    [row] = await store.fixtures([two])
+    assert row.finished
+
+
+async def test_a_large_batch_with_a_replay_stores_the_rest_and_records_the_conflict(
+    store: Store, sql: asyncpg.Connection
+) -> None:
+    """COPY cannot skip a stored packet: the batch falls back to the statement, which can."""
+    fixture = uuid.uuid4()
+
+    def same(seq: int, period: int = 1) -> Action:  # the same packet each time it is made
+        return packet(seq, period=period, actionId=str(uuid.UUID(int=seq)))
+
+    await store.write([(fixture, same(i)) for i in range(1, 6)])
+    batch = [(fixture, same(i)) for i in range(1, 200)]
+    batch[2] = (fixture, same(3, period=2))  # a replay that differs
+    result = await store.write(batch)
+    assert result.inserted == {fixture: 194}
+    assert result.conflicts == [(fixture, 3)]
+    assert await sql.fetchval("SELECT count(*) FROM actions WHERE fixture_id = $1", fixture) == 199
+    [row] = await store.fixtures([fixture])
+    assert (row.last_seq, row.packets) == (199, 199)
+
+
+async def test_a_large_batch_with_a_packet_jsonb_cannot_hold_stores_the_rest(
+    store: Store, sql: asyncpg.Connection
+) -> None:
+    fixture = uuid.uuid4()
+    raw = b'{"fixtureAction": {"fixtureSeqNum": 50, "note": "nul \\u0000 byte"}}'
+    bad = parse_action(json.loads(raw), raw.decode(), position=50, received_at=NOW)
+    batch = [(fixture, bad if i == 50 else packet(i)) for i in range(1, 101)]
+    result = await store.write(batch)
+    assert result.inserted == {fixture: 99} and result.unstorable == {fixture: 1}
+    assert await sql.fetchval("SELECT count(*) FROM actions WHERE fixture_id = $1", fixture) == 99
+    assert await sql.fetchval("SELECT count(*) FROM rejected_messages") == 1
 
 
 async def test_the_stores_sessions_do_not_jit_compile(store: Store) -> None:
