@@ -93,6 +93,9 @@ class FeedSource:
         ``keying`` is the fixture's :class:`Keying` (a fresh one when None): packets it turns
         away are yielded as rejected, and do not count as signs of life.
 
+        The stream is read by one task, the one that starts it (the liveness timer cancels that
+        task's wait when the feed goes silent).
+
         Raises :class:`AuthError` when the token is refused, :class:`ConfigError` when the
         feed rejects the request itself (HTTP 400, unknown fixture), and :class:`FeedUnavailable`
         for everything worth a retry (network errors, 5xx, abnormal closes, silence).
@@ -258,6 +261,7 @@ class _Liveness:
         "_loop",
         "_task",
         "_timeout",
+        "_waiting",
         "deadline",
     )
 
@@ -267,8 +271,12 @@ class _Liveness:
         self.deadline = self._loop.time() + timeout
         self._handle: asyncio.TimerHandle | None = None
         self._armed_for = 0.0
-        self._task: asyncio.Task[object] | None = None  # the task waiting in receive()
-        self._cancelling = 0  # its cancel requests when it started waiting
+        # the task reading the stream: asked once, as asking costs a getpid() system call
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._waiting = False  # in receive()
+        self._cancelling = 0  # the task's cancel requests when it started waiting
         self._fired = False
 
     def renew(self) -> None:
@@ -276,29 +284,26 @@ class _Liveness:
 
     def waiting(self) -> None:
         """The reader is about to wait for a message."""
-        task = asyncio.current_task()
-        assert task is not None
-        self._task = task
-        self._cancelling = task.cancelling()
+        self._waiting = True
+        self._cancelling = self._task.cancelling()
         if self._handle is None:
             self._arm()
 
     def done_waiting(self) -> None:
-        self._task = None
+        self._waiting = False
 
     def expired(self) -> bool:
         """On a cancellation while waiting: was it this timer's, and no one else's?"""
         if not self._fired:
             return False
         self._fired = False
-        assert self._task is not None
         return self._task.uncancel() <= self._cancelling
 
     def stop(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        self._task = None
+        self._waiting = False
 
     def _arm(self) -> None:
         self._armed_for = self.deadline
@@ -308,7 +313,7 @@ class _Liveness:
         self._handle = None
         if self.deadline > self._armed_for:  # a sign of life since: wait for the new deadline
             self._arm()
-        elif self._task is not None and not self._fired:
+        elif self._waiting and not self._fired:
             self._fired = True
             self._task.cancel()
         # else the reader is not waiting: its next wait arms the timer again
