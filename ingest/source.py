@@ -93,6 +93,9 @@ class FeedSource:
         ``keying`` is the fixture's :class:`Keying` (a fresh one when None): packets it turns
         away are yielded as rejected, and do not count as signs of life.
 
+        The stream is read by one task, the one that starts it (the liveness timer cancels that
+        task's wait when the feed goes silent).
+
         Raises :class:`AuthError` when the token is refused, :class:`ConfigError` when the
         feed rejects the request itself (HTTP 400, unknown fixture), and :class:`FeedUnavailable`
         for everything worth a retry (network errors, 5xx, abnormal closes, silence).
@@ -129,71 +132,191 @@ class FeedSource:
             position = start_position
             keying = keying or Keying()
             keying.begin(start_position)
-            loop = asyncio.get_running_loop()
             # Liveness counts packets and control messages only. A pong restarts aiohttp's own
             # receive timeout, so a stalled feed whose websocket layer still answers pings would
             # never time out there: the deadline is kept here and moved only by the application.
-            deadline = loop.time() + self._liveness
-            while True:
-                try:
-                    async with asyncio.timeout_at(deadline):
+            live = _Liveness(self._liveness)
+            try:
+                while True:
+                    live.waiting()
+                    try:
                         msg = await ws.receive()
-                except TimeoutError:
-                    raise FeedUnavailable(
-                        f"no packet or heartbeat for {self._liveness:g} s: "
-                        "connection presumed dead",
-                        reason="silent",
-                    ) from None
-                if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                    now = datetime.now(UTC)
-                    data = msg.data if isinstance(msg.data, bytes) else msg.data.encode()
-                    frame = classify(
-                        data,
-                        binary=msg.type is aiohttp.WSMsgType.BINARY,
-                        position=position + 1,
-                        received_at=now,
-                    )
-                    if isinstance(frame, Control):
-                        deadline = loop.time() + self._liveness
-                        was = authenticated
-                        authenticated = _handle_control(frame, authenticated, self._token)
-                        if authenticated and not was and on_connected is not None:
-                            on_connected()
-                        continue
-                    if not authenticated:  # a feed that sends data without acknowledging
-                        authenticated = True
-                        if on_connected is not None:
-                            on_connected()
-                    if isinstance(frame, Rejected):
-                        yield frame
-                        continue
-                    position += 1
-                    passed = keying.accept(frame)
-                    if keying.holding or any(isinstance(f, Action) for f in passed):
-                        deadline = loop.time() + self._liveness
-                    for item in passed:
-                        yield item
-                    continue
-                if msg.type is aiohttp.WSMsgType.ERROR:
-                    error = msg.data if isinstance(msg.data, BaseException) else ws.exception()
-                    if getattr(error, "code", None) == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
-                        raise FrameTooLarge(
-                            f"the feed sent a frame over the {self._max_frame:,}-byte limit "
-                            f"after position {position} ({error}); it cannot be stored, so "
-                            "the fixture cannot get past it",
-                            reason="oversized",
+                    except asyncio.CancelledError:
+                        if live.expired():
+                            raise FeedUnavailable(
+                                f"no packet or heartbeat for {self._liveness:g} s: "
+                                "connection presumed dead",
+                                reason="silent",
+                            ) from None
+                        raise
+                    finally:
+                        live.done_waiting()
+                    kind = msg.type
+                    if kind is _TEXT or kind is _BINARY:
+                        now = datetime.now(UTC)
+                        data = msg.data if isinstance(msg.data, bytes) else msg.data.encode()
+                        frame = classify(
+                            data,
+                            binary=kind is _BINARY,
+                            position=position + 1,
+                            received_at=now,
                         )
-                    raise FeedUnavailable(f"connection error: {_describe(error)}", reason="network")
-                # CLOSE / CLOSING / CLOSED
-                code = ws.close_code
-                reason = msg.extra if isinstance(msg.extra, str) and msg.extra else ""
-                if code in AUTH_CLOSE_CODES and not authenticated:
-                    raise AuthError(f"the feed refused the access token (close {code} {reason})")
-                raise FeedUnavailable(
-                    f"the feed closed the connection (code {code}{', ' + reason if reason else ''})"
-                    " before the fixture finished",
-                    reason="closed",
+                        if isinstance(frame, Control):
+                            live.renew()
+                            was = authenticated
+                            authenticated = _handle_control(frame, authenticated, self._token)
+                            if authenticated and not was and on_connected is not None:
+                                on_connected()
+                            continue
+                        if not authenticated:  # a feed that sends data without acknowledging
+                            authenticated = True
+                            if on_connected is not None:
+                                on_connected()
+                        if isinstance(frame, Rejected):
+                            yield frame
+                            continue
+                        position += 1
+                        passed = keying.accept(frame)
+                        if keying.holding or _any_action(passed):
+                            live.renew()
+                        for item in passed:
+                            yield item
+                        continue
+                    raise self._ended(
+                        kind,
+                        msg.data,
+                        msg.extra,
+                        ws.close_code,
+                        ws.exception(),
+                        position,
+                        authenticated,
+                    )
+            finally:
+                live.stop()
+
+    def _ended(
+        self,
+        kind: aiohttp.WSMsgType,
+        data: object,
+        extra: object,
+        code: int | None,
+        exception: BaseException | None,
+        position: int,
+        authenticated: bool,
+    ) -> Exception:
+        """What to raise for a message that ends the connection (error, close)."""
+        if kind is aiohttp.WSMsgType.ERROR:
+            error = data if isinstance(data, BaseException) else exception
+            if getattr(error, "code", None) == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
+                return FrameTooLarge(
+                    f"the feed sent a frame over the {self._max_frame:,}-byte limit "
+                    f"after position {position} ({error}); it cannot be stored, so "
+                    "the fixture cannot get past it",
+                    reason="oversized",
                 )
+            return FeedUnavailable(f"connection error: {_describe(error)}", reason="network")
+        # CLOSE / CLOSING / CLOSED
+        reason = extra if isinstance(extra, str) and extra else ""
+        if code in AUTH_CLOSE_CODES and not authenticated:
+            return AuthError(f"the feed refused the access token (close {code} {reason})")
+        return FeedUnavailable(
+            f"the feed closed the connection (code {code}{', ' + reason if reason else ''})"
+            " before the fixture finished",
+            reason="closed",
+        )
+
+
+_TEXT = aiohttp.WSMsgType.TEXT
+_BINARY = aiohttp.WSMsgType.BINARY
+
+
+def _any_action(frames: list[Action | Rejected]) -> bool:
+    # a loop, not any() over a generator expression: a fifth of the cost, once per packet
+    for frame in frames:  # noqa: SIM110
+        if isinstance(frame, Action):
+            return True
+    return False
+
+
+class _Liveness:
+    """One connection's liveness deadline, watched by a single timer.
+
+    The deadline moves on every sign of life (:meth:`renew`: a float, no timer touched). The
+    timer is armed for the deadline when the reader starts waiting and nothing is armed; when it
+    fires, a deadline that moved meanwhile arms it again for the new one, and a deadline that has
+    passed while the reader waits in ``receive()`` cancels the waiting task, which
+    :meth:`expired` then tells apart from any other cancellation (as ``asyncio.timeout`` does,
+    by the task's cancel count): the reader raises "silent", and a cancellation from outside
+    (shutdown) still propagates. A deadline that passes while the reader is elsewhere (its
+    consumer busy) expires at its next wait, unless a message is already buffered then: as with
+    a timeout around each ``receive()``, which this replaces at one timer per connection instead
+    of one per message.
+    """
+
+    __slots__ = (
+        "_armed_for",
+        "_cancelling",
+        "_fired",
+        "_handle",
+        "_loop",
+        "_task",
+        "_timeout",
+        "_waiting",
+        "deadline",
+    )
+
+    def __init__(self, timeout: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._timeout = timeout
+        self.deadline = self._loop.time() + timeout
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed_for = 0.0
+        # the task reading the stream: asked once, as asking costs a getpid() system call
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._waiting = False  # in receive()
+        self._cancelling = 0  # the task's cancel requests when it started waiting
+        self._fired = False
+
+    def renew(self) -> None:
+        self.deadline = self._loop.time() + self._timeout
+
+    def waiting(self) -> None:
+        """The reader is about to wait for a message."""
+        self._waiting = True
+        self._cancelling = self._task.cancelling()
+        if self._handle is None:
+            self._arm()
+
+    def done_waiting(self) -> None:
+        self._waiting = False
+
+    def expired(self) -> bool:
+        """On a cancellation while waiting: was it this timer's, and no one else's?"""
+        if not self._fired:
+            return False
+        self._fired = False
+        return self._task.uncancel() <= self._cancelling
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._waiting = False
+
+    def _arm(self) -> None:
+        self._armed_for = self.deadline
+        self._handle = self._loop.call_at(self.deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        if self.deadline > self._armed_for:  # a sign of life since: wait for the new deadline
+            self._arm()
+        elif self._waiting and not self._fired:
+            self._fired = True
+            self._task.cancel()
+        # else the reader is not waiting: its next wait arms the timer again
 
 
 _SHOWN_CHARS = 300

@@ -1,0 +1,174 @@
+"""The liveness timer of one feed connection, read through :meth:`FeedSource.stream` itself.
+
+Against a server on another websocket stack (independent_feed.py) that answers pings while it
+stalls, at production's ratio (pings every half liveness timeout): a heartbeat moves the deadline,
+silence ends the stream as "silent", a cancellation from outside (shutdown) ends it at once as a
+cancellation, also when it comes at the very moment the deadline passes, and no timer outlives
+the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from ingest.config import Secret
+from ingest.errors import FeedUnavailable
+from ingest.packet import Action, Rejected
+from ingest.simulator.recording import Recording
+from ingest.source import FeedSource, _Liveness, feed_session
+from tests.conftest import TOKEN, wait_until
+from tests.integration.independent_feed import IndependentFeed
+
+LIVENESS = 1.0
+STALL_AT = 5
+
+
+@pytest.fixture
+async def independent(recording: Recording) -> AsyncIterator[IndependentFeed]:
+    feed = IndependentFeed(recording.fixture_id, recording.lines, TOKEN)
+    feed.stall_at = STALL_AT
+    yield feed
+    await feed.stop()
+
+
+class Reader:
+    """Consumes one stream in a task of its own, as the follower does (``aclosing``)."""
+
+    def __init__(self, source: FeedSource, fixture_id: uuid.UUID, busy: float = 0.0) -> None:
+        self.frames: list[Action | Rejected] = []
+        self.stream = source.stream(fixture_id, 0)
+        self.busy = busy  # after the first frame, the consumer is busy this long
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async with contextlib.aclosing(self.stream):
+            async for frame in self.stream:
+                self.frames.append(frame)
+                if len(self.frames) == 1 and self.busy:
+                    await asyncio.sleep(self.busy)  # the scenario: a consumer busy elsewhere
+
+    def liveness(self) -> _Liveness:
+        """The stream's timer, while the stream runs (white box: to meet its deadline exactly)."""
+        frame = self.stream.ag_frame
+        assert frame is not None
+        live = frame.f_locals["live"]
+        assert isinstance(live, _Liveness)
+        return live
+
+    async def stalled(self) -> None:
+        async def all_before_the_stall() -> bool:
+            return len(self.frames) == STALL_AT
+
+        await wait_until(all_before_the_stall, timeout=10)
+
+
+def liveness_timers(loop: asyncio.AbstractEventLoop) -> list[asyncio.TimerHandle]:
+    """The loop's pending liveness timers (white box: asyncio keeps its timers in a heap)."""
+    scheduled: list[asyncio.TimerHandle] = loop._scheduled  # type: ignore[attr-defined]
+    return [h for h in scheduled if not h.cancelled() and _owner(h) is _Liveness]
+
+
+def _owner(handle: asyncio.TimerHandle) -> type:
+    return type(getattr(handle._callback, "__self__", None))  # type: ignore[attr-defined]
+
+
+async def test_heartbeats_keep_a_connection_alive_past_the_timeout_on_one_timer(
+    independent: IndependentFeed, recording: Recording
+) -> None:
+    independent.trickle = b'{"message": "Heartbeat", "level": "INFO"}'
+    independent.trickle_every = LIVENESS / 4
+    url = await independent.start()
+    loop = asyncio.get_running_loop()
+    async with feed_session() as session:
+        reader = Reader(
+            FeedSource(session, url, Secret(TOKEN), liveness_timeout=LIVENESS),
+            recording.fixture_id,
+        )
+        await reader.stalled()
+        assert independent.stalled_at is not None
+        await asyncio.sleep(3 * LIVENESS)  # the scenario itself: three timeouts of heartbeats
+        assert not reader.task.done()
+        assert reader.liveness().deadline > loop.time()
+        assert len(liveness_timers(loop)) == 1  # one timer per connection, not one per message
+        reader.task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reader.task
+    assert not liveness_timers(loop)
+
+
+async def test_silence_with_pings_answered_ends_the_stream_at_the_timeout(
+    independent: IndependentFeed, recording: Recording
+) -> None:
+    url = await independent.start()
+    loop = asyncio.get_running_loop()
+    async with feed_session() as session:
+        reader = Reader(
+            FeedSource(session, url, Secret(TOKEN), liveness_timeout=LIVENESS),
+            recording.fixture_id,
+        )
+        await reader.stalled()
+        with pytest.raises(FeedUnavailable) as raised:
+            async with asyncio.timeout(4 * LIVENESS):
+                await reader.task
+        assert independent.stalled_at is not None
+        waited = loop.time() - independent.stalled_at
+    assert raised.value.reason == "silent"
+    assert str(raised.value) == "no packet or heartbeat for 1 s: connection presumed dead"
+    assert LIVENESS - 0.2 < waited < 2 * LIVENESS
+    assert not liveness_timers(loop)
+    assert independent.pings >= 1
+
+
+async def test_a_shutdown_during_a_stall_stops_the_stream_at_once(
+    independent: IndependentFeed, recording: Recording
+) -> None:
+    url = await independent.start()
+    loop = asyncio.get_running_loop()
+    async with feed_session() as session:
+        reader = Reader(
+            FeedSource(session, url, Secret(TOKEN), liveness_timeout=30.0),
+            recording.fixture_id,
+        )
+        await reader.stalled()
+        started = loop.time()
+        reader.task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reader.task
+        assert loop.time() - started < 1.5  # the close handshake's own bound (1 s), not 30 s
+        assert reader.task.cancelled()
+    assert not liveness_timers(loop)
+
+
+async def test_a_shutdown_at_the_moment_the_deadline_passes_is_still_a_shutdown(
+    independent: IndependentFeed, recording: Recording
+) -> None:
+    url = await independent.start()
+    loop = asyncio.get_running_loop()
+    async with feed_session() as session:
+        # the timer, first armed for the deadline at the start, fires about then and is armed
+        # again for the last deadline, half a timeout later (the packets that came in while the
+        # consumer was busy moved it)
+        reader = Reader(
+            FeedSource(session, url, Secret(TOKEN), liveness_timeout=LIVENESS),
+            recording.fixture_id,
+            busy=LIVENESS / 2,
+        )
+        await reader.stalled()
+        live = reader.liveness()
+
+        async def armed_for_the_last_deadline() -> bool:
+            return live._handle is not None and live._armed_for == live.deadline
+
+        await wait_until(armed_for_the_last_deadline, timeout=4 * LIVENESS)
+        # due at the same loop time as the liveness timer: both run in the same loop iteration,
+        # before the reader wakes up, whichever of the two comes first
+        loop.call_at(live.deadline, reader.task.cancel)
+        with pytest.raises(asyncio.CancelledError):
+            await reader.task
+        assert reader.task.cancelled()  # not "silent": the shutdown is not swallowed
+    assert not liveness_timers(loop)
