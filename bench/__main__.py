@@ -98,16 +98,18 @@ async def backfill(dbs: Databases, plan: Plan, *, concurrent: bool) -> dict[str,
     result: dict[str, Any] = {"fixtures": count, "best_of": best_of, "packets": total}
     with simulator_process(matches) as feed:
         url = await dbs.fresh()
-        secs = await run_to_end(ours_command(ids, *BACKFILL), url, feed)
+        secs, cpu = await run_to_end(ours_command(ids, *BACKFILL), url, feed)
         stored = await count_rows(url)
         assert stored == total, f"ours stored {stored} of {total} packets"
         result["ours"] = total / secs
+        result["ours_seconds"], result["ours_cpu_s"] = secs, cpu
 
         url = await dbs.fresh()
-        secs = await run_to_end(script_command(url, feed, ids, "--until-finished"), url, feed)
+        secs, cpu = await run_to_end(script_command(url, feed, ids, "--until-finished"), url, feed)
         stored = await count_rows(url)
         assert stored == total, f"the script stored {stored} of {total} packets"
         result["script"] = total / secs
+        result["script_seconds"], result["script_cpu_s"] = secs, cpu
 
         started = time.perf_counter()
         received = await raw_receive(feed, ids)
@@ -248,6 +250,10 @@ def render(results: dict[str, Any]) -> str:
             f"{name:20} {r['ours']:>7,.0f}/s {r['script']:>7,.0f}/s {r['raw_copy']:>7,.0f}/s "
             f"{r['raw_receive']:>9,.0f}/s {r['vs_script']:>10.2f}x {r['vs_copy']:>8.2f}x  "
             f"{'met' if r['targets_met'] else 'MISSED'} (>= 1.0x script, >= 0.8x copy)"
+        )
+        lines.append(
+            f"{'':20} ours {r['ours_seconds']:.2f} s using {r['ours_cpu_s']:.2f} CPU-s, script "
+            f"{r['script_seconds']:.2f} s using {r['script_cpu_s']:.2f} CPU-s"
         )
     if "startup" in results:
         r = results["startup"]

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -292,13 +293,18 @@ def script_command(url: str, feed: str, fixtures: Sequence[uuid.UUID], *extra: s
             *(str(f) for f in fixtures)]  # fmt: skip
 
 
-async def run_to_end(command: Sequence[str], url: str, feed: str) -> float:
-    """Run a backfill process to its exit; the seconds from start to exit (the whole process)."""
+async def run_to_end(command: Sequence[str], url: str, feed: str) -> tuple[float, float]:
+    """Run a backfill process to its exit: the seconds from start to exit (the whole process),
+    and the CPU-seconds (user + system) the process used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(*command, env=process_env(url, feed), cwd=_ROOT)
     if await proc.wait() != 0:
         raise RuntimeError(f"{command[2]} exited with {proc.returncode}")
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the process is reaped: counted
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return seconds, cpu
 
 
 async def time_to_connect(command: Callable[[str], Sequence[str]], url: str) -> float:
