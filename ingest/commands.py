@@ -17,29 +17,28 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import aiohttp
-from rich.console import Console
-from rich.table import Table
 
-from ingest import report as match_report
-from ingest import status as fixture_status
 from ingest.config import DEFAULT_FEED_URL, LEGACY_FEED_HOST, RunOptions, Secret, Settings
 from ingest.db.store import Store
-from ingest.discovery import list_fixtures
 from ingest.errors import EX_OK, ConfigError, IngestError
-from ingest.export import stored_recordings, write_recordings
 from ingest.metrics import Metrics, SettlerMetrics
 from ingest.monitor import Monitor
 from ingest.notify import Notifier
 from ingest.retry import with_database_retries
-from ingest.simulator.generator import MatchSpec, generate_match, to_jsonl
-from ingest.simulator.recording import Recording
-from ingest.simulator.server import Simulator, SimulatorOptions
 from ingest.source import FeedSource, feed_session
 from ingest.stats import RunResult
 from ingest.worker import Worker
+
+if TYPE_CHECKING:
+    from ingest.simulator.recording import Recording
+    from ingest.simulator.server import SimulatorOptions
+
+# What only other commands need (rich, the simulator, reports, export, discovery) is imported in
+# the function that needs it: `ingest run` is a long-lived process, and every module loaded is
+# memory it keeps (about 7 MB for these) and start-up time before its first connection.
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +246,8 @@ async def _discover_forever(
     """Register today's and later fixtures now and then; the registry poll picks them up."""
     while True:
         try:
+            from ingest.discovery import list_fixtures
+
             today = datetime.now(UTC).date().isoformat()
             found = await list_fixtures(session, settings.api_url, token, date_from=today)
             added = await store.register(found)
@@ -267,6 +268,8 @@ async def discover(
     out: TextIO = sys.stdout,
 ) -> int:
     """``ingest fixtures discover``: register the fixtures the provider lists."""
+    from ingest.discovery import list_fixtures
+
     token = settings.require_token()
     async with open_store(database_url) as store:
         await store.check_schema()
@@ -298,6 +301,8 @@ async def status(
 ) -> int:
     """A live table of the registered fixtures (``--once`` for a single look); ``select``: only
     these fixtures (full ids, or the first characters of one as the table shows them)."""
+    from ingest import status as fixture_status
+
     async with open_store(database_url) as store:
         await store.check_schema()
         chosen = await _select_fixtures(store, select) if select else None
@@ -371,6 +376,9 @@ async def fixtures_disable(database_url: str, fixture_id: uuid.UUID) -> int:
 async def fixtures_list(
     database_url: str, out: TextIO = sys.stdout, *, as_json: bool = False
 ) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
     async with open_store(database_url) as store:
         await store.check_schema()
         rows = await store.fixtures()
@@ -472,6 +480,8 @@ async def report(
     plot_to: str | None = None,
 ) -> int:
     """Scoreline, frames, breaks of 50+ and player statistics of one match."""
+    from ingest import report as match_report
+
     async with open_store(database_url) as store:
         await store.check_schema()
         data = await store.match_report(fixture_id)
@@ -499,6 +509,8 @@ def generate_feed(
     output: str | None,
     truth: str | None,
 ) -> int:
+    from ingest.simulator.generator import MatchSpec, generate_match, to_jsonl
+
     if best_of < 1 or best_of % 2 == 0:
         raise ConfigError(f"--best-of must be odd and positive, got {best_of}")
     spec = MatchSpec(
@@ -540,6 +552,8 @@ def _write_text(path: str | None, text: str) -> None:
 
 async def export(database_url: str, fixture_ids: Sequence[uuid.UUID], output: str) -> int:
     """``ingest export``: stored matches as JSON-lines recordings, one packet per line."""
+    from ingest.export import stored_recordings, write_recordings
+
     async with open_store(database_url) as store:
         await store.check_schema()
         recordings = await stored_recordings(store, fixture_ids)
@@ -566,6 +580,9 @@ async def serve_feed(
 ) -> int:
     """The simulator; ``from_database`` = (URL, fixture ids) also serves stored matches (every
     finished one when no id is given)."""
+    from ingest.export import stored_recordings
+    from ingest.simulator.server import Simulator
+
     if from_database is not None:
         database_url, fixture_ids = from_database
         async with open_store(database_url) as store:
@@ -590,6 +607,10 @@ async def serve_feed(
 
 async def demo(settings: Settings, database_url: str, stop: asyncio.Event, out: TextIO) -> int:
     """Simulator + database + worker + summary, in one process."""
+    from ingest import report as match_report
+    from ingest.simulator.recording import Recording
+    from ingest.simulator.server import Simulator, SimulatorOptions
+
     recording = Recording.demo()
     token = secrets.token_urlsafe(24)
     await migrate(database_url)

@@ -77,6 +77,34 @@ async def test_migrate_then_run_until_finished(
     assert verify.code == 0 and "1 fixture(s) checked, 0 with problems" in verify.stdout
 
 
+# what `ingest run` has no use for: imported only by the commands that need them
+NOT_FOR_RUN = ("rich", "ingest.simulator", "ingest.report", "ingest.status", "ingest.export",
+               "ingest.discovery", "aiohttp.web")  # fmt: skip
+
+
+async def test_run_imports_only_what_it_uses(
+    start_feed: StartFeed, database_url: str, recording: Recording
+) -> None:
+    feed = await start_feed([recording])
+    env = cli_env(
+        INGEST_DATABASE_URL=database_url,
+        INGEST_FEED_URL=feed,
+        INGEST_TOKEN=TOKEN,
+        PYTHONPROFILEIMPORTTIME="1",  # every module imported, on stderr
+    )
+    done = await cli(
+        "run", str(recording.fixture_id), "--until-finished", "--speed", "fast", env=env
+    )
+    assert done.code == 0, done.stderr
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "ingest.worker" in imported
+    assert not {m for m in imported if m.startswith(NOT_FOR_RUN)}
+
+
 async def test_a_refused_token_exits_77_and_never_shows_the_token(
     start_feed: StartFeed, database_url: str, recording: Recording
 ) -> None:

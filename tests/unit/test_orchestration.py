@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from ingest.config import RunOptions
 from ingest.errors import DatabaseUnavailable
 from ingest.leases import AllFixtures, LeasedFixtures, excess
+from ingest.metrics import Metrics
 from ingest.simulator.generator import GeneratedMatch, MatchSpec, generate_match
 from ingest.stats import RunResult
 from ingest.worker import Worker
@@ -93,6 +95,34 @@ async def test_a_replay_is_absorbed_and_a_differing_one_recorded(
     assert result.fixtures[fixture].duplicates == 3
     assert sink.conflicts == [(fixture, 3)]
     assert json.loads(sink.rows[(fixture, 3)].payload) == json.loads(lines[2])  # first kept
+
+
+async def test_the_metrics_count_what_the_run_counts(small_match: GeneratedMatch) -> None:
+    fixture, lines = small_match.fixture_id, list(_lines(small_match))
+    changed = json.loads(lines[2])
+    changed["traceId"] = "a different copy"
+    lines.append(json.dumps(changed).encode())
+    served = [1, 2, 3, 4, 2, 3, len(lines), *range(5, len(lines))]
+    source = MemorySource({fixture: lines}, script={fixture: [served]})
+    metrics = Metrics()
+    started = time.time()
+    async with asyncio.timeout(10):
+        result = await Worker(source, MemorySink(), _options(batch_size=3), metrics).run([fixture])
+    stats = result.fixtures[fixture]
+
+    def value(name: str) -> float | None:
+        return metrics.registry.get_sample_value(name)
+
+    assert value("ingest_packets_stored_total") == stats.stored == len(lines) - 1
+    assert value("ingest_duplicates_total") == stats.duplicates == 3
+    assert value("ingest_conflicts_total") == stats.conflicts == 1
+    assert value("ingest_rejected_total") == 0
+    assert value("ingest_lag_seconds_count") == len(served)  # one per packet written
+    assert 0 < (value("ingest_lag_seconds_sum") or -1) < len(served) * (time.time() - started)
+    assert value("ingest_batch_size_sum") == len(served)
+    assert (value("ingest_batch_size_count") or 0) >= len(served) / 3
+    assert (value("ingest_commit_seconds_count") or 0) == value("ingest_batch_size_count")
+    assert started <= (value("ingest_last_packet_timestamp_seconds") or 0) <= time.time()
 
 
 def test_excess_hands_over_what_is_held_beyond_the_share() -> None:
