@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Sequence
 
 from ingest.db.engine import Database
+from ingest.db.registry import LOCK_IN_ORDER
 
 _WORKER_HEARTBEAT = """
 INSERT INTO workers (worker_id, fixtures) VALUES (:owner, :held)
@@ -77,6 +78,7 @@ class LeaseTable(Database):
             "renewing leases",
             [
                 (_WORKER_HEARTBEAT, {"owner": owner, "held": len(fixture_ids)}),
+                (LOCK_IN_ORDER, {"ids": list(fixture_ids)}),
                 (
                     """
                     UPDATE fixtures SET lease_expires_at = now() + make_interval(secs => :ttl)
@@ -93,11 +95,17 @@ class LeaseTable(Database):
         self, owner: str, fixture_ids: Sequence[uuid.UUID] | None = None
     ) -> None:
         """Give fixtures back (all of this worker's when ``fixture_ids`` is None)."""
-        await self._execute(
+        mine = (
+            "owner = :owner "
+            "AND (CAST(:ids AS uuid[]) IS NULL OR fixture_id = ANY(CAST(:ids AS uuid[])))"
+        )
+        params = {"owner": owner, "ids": list(fixture_ids) if fixture_ids is not None else None}
+        await self._fetch_in_transaction(
             "releasing leases",
-            "UPDATE fixtures SET owner = NULL, lease_expires_at = NULL WHERE owner = :owner "
-            "AND (CAST(:ids AS uuid[]) IS NULL OR fixture_id = ANY(CAST(:ids AS uuid[])))",
-            {"owner": owner, "ids": list(fixture_ids) if fixture_ids is not None else None},
+            [
+                (f"SELECT 1 FROM fixtures WHERE {mine} ORDER BY fixture_id FOR UPDATE", params),
+                (f"UPDATE fixtures SET owner = NULL, lease_expires_at = NULL WHERE {mine}", params),
+            ],
         )
         if fixture_ids is None:
             await self._execute(

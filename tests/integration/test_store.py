@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ import asyncpg
 from ingest.db.store import Store
 from ingest.errors import DatabaseUnavailable, IngestError
 from ingest.packet import Action, Rejected, classify, parse_action
+from ingest.ports import FixtureState
 from ingest.simulator.generator import MatchSpec, generate_match, to_jsonl
 from tests.conftest import wait_until
 
@@ -402,3 +404,38 @@ async def test_a_failed_lineups_read_leaves_no_fixture_half_known(
         await sql.execute("ALTER TABLE actions_away RENAME TO actions")
     result = await store.write([(fixture, packet(1, team={"id": str(home)}))])
     assert result.inserted == {fixture: 1}
+
+
+async def test_saving_states_locks_fixtures_in_the_write_paths_order(
+    store: Store, sql: asyncpg.Connection
+) -> None:
+    """The write path locks fixtures rows in fixture_id order; a statement that locked them in
+    another order deadlocked with it (seen at 1,000 live fixtures). Here the higher row is held
+    elsewhere: the state saver must wait for it holding the lower one, never the other way."""
+    low, high = sorted([uuid.uuid4(), uuid.uuid4()])
+    await store.register([high])  # stored (and scanned) before the lower one
+    await store.register([low])
+    since = datetime.now(UTC)
+    states = [FixtureState(f, "connected", since, 1, None) for f in (high, low)]  # input order
+    async with sql.transaction():
+        await sql.execute("SELECT 1 FROM fixtures WHERE fixture_id = $1 FOR UPDATE", high)
+        saving = asyncio.create_task(store.save_states(states))
+        other = await asyncpg.connect(store.target.dsn, server_settings={"lock_timeout": "100ms"})
+        try:
+
+            async def low_is_held() -> bool:
+                try:
+                    async with other.transaction():
+                        await other.execute(
+                            "SELECT 1 FROM fixtures WHERE fixture_id = $1 FOR UPDATE", low
+                        )
+                    return False
+                except asyncpg.LockNotAvailableError:
+                    return True
+
+            await wait_until(low_is_held, timeout=10)
+            assert not saving.done()
+        finally:
+            await other.close()
+    await saving
+    assert {r.state for r in await store.fixtures([low, high])} == {"connected"}
