@@ -33,6 +33,14 @@ from ingest.packet import Action, Rejected
 from ingest.ports import WriteResult
 from ingest.vocabulary import LINEUPS, LineupPacket, Side, lineup_in_effect, side_map
 
+# a fixture's progress row, merged with what a batch inserted (the batch statement and a COPY's)
+_PROGRESS_MERGE = """ON CONFLICT (fixture_id) DO UPDATE SET
+            last_seq = GREATEST(f.last_seq, EXCLUDED.last_seq),
+            packets = f.packets + EXCLUDED.packets,
+            finished = f.finished OR EXCLUDED.finished,
+            last_packet_at = GREATEST(f.last_packet_at, EXCLUDED.last_packet_at),
+            finished_at = COALESCE(f.finished_at, EXCLUDED.finished_at)"""
+
 _INSERT_ACTIONS_TEMPLATE = """
     WITH input AS (
         {input}
@@ -66,12 +74,7 @@ _INSERT_ACTIONS_TEMPLATE = """
         SELECT fixture_id, max(seq), count(*), bool_or(finished), max(received_at),
                CASE WHEN bool_or(finished) THEN now() END
         FROM inserted GROUP BY fixture_id ORDER BY fixture_id  -- one lock order for every writer
-        ON CONFLICT (fixture_id) DO UPDATE SET
-            last_seq = GREATEST(f.last_seq, EXCLUDED.last_seq),
-            packets = f.packets + EXCLUDED.packets,
-            finished = f.finished OR EXCLUDED.finished,
-            last_packet_at = GREATEST(f.last_packet_at, EXCLUDED.last_packet_at),
-            finished_at = COALESCE(f.finished_at, EXCLUDED.finished_at)
+        {merge}
     ),
     notified AS (
         -- delivered on commit: downstream settlement LISTENs instead of polling
@@ -98,7 +101,7 @@ _LINEUP_PACKETS = """
 
 # After a COPY (see Writes._copy): the same progress and notifications as the batch statement's,
 # from per-fixture figures computed by the client (every copied row was inserted)
-_COPIED_PROGRESS = """
+_COPIED_PROGRESS = f"""
     WITH input AS (
         SELECT * FROM unnest(CAST($1 AS uuid[]), CAST($2 AS bigint[]), CAST($3 AS bigint[]),
                              CAST($4 AS boolean[]), CAST($5 AS timestamptz[]))
@@ -110,12 +113,7 @@ _COPIED_PROGRESS = """
         SELECT fixture_id, last_seq, packets, finished, last_packet_at,
                CASE WHEN finished THEN now() END
         FROM input ORDER BY fixture_id  -- one lock order for every writer
-        ON CONFLICT (fixture_id) DO UPDATE SET
-            last_seq = GREATEST(f.last_seq, EXCLUDED.last_seq),
-            packets = f.packets + EXCLUDED.packets,
-            finished = f.finished OR EXCLUDED.finished,
-            last_packet_at = GREATEST(f.last_packet_at, EXCLUDED.last_packet_at),
-            finished_at = COALESCE(f.finished_at, EXCLUDED.finished_at)
+        {_PROGRESS_MERGE}
     )
     SELECT count(pg_notify('ingest_actions', json_build_object(
                'fixture_id', fixture_id, 'max_seq', last_seq, 'inserted', packets,
@@ -157,7 +155,10 @@ _SELECTED = ", ".join(f"{name}::jsonb" if name in _JSONB else name for name, _ i
 _UNNEST = ", ".join(f"CAST(${n} AS {kind})" for n, (_, kind) in enumerate(WRITTEN, 1))
 # a batch: one array per column
 _INSERT_ACTIONS = _INSERT_ACTIONS_TEMPLATE.format(
-    input=f"SELECT * FROM unnest({_UNNEST}) AS t({_NAMES})", names=_NAMES, selected=_SELECTED
+    input=f"SELECT * FROM unnest({_UNNEST}) AS t({_NAMES})",
+    names=_NAMES,
+    selected=_SELECTED,
+    merge=_PROGRESS_MERGE,
 )
 # one packet (a live feed's usual batch): the same statement over one row of scalars, which the
 # driver encodes in a third of the time it takes for nineteen one-element arrays
@@ -166,7 +167,7 @@ _ROW = ", ".join(
     for n, (name, kind) in enumerate(WRITTEN, 1)
 )
 _INSERT_ACTION = _INSERT_ACTIONS_TEMPLATE.format(
-    input=f"SELECT {_ROW}", names=_NAMES, selected=_SELECTED
+    input=f"SELECT {_ROW}", names=_NAMES, selected=_SELECTED, merge=_PROGRESS_MERGE
 )
 
 
