@@ -161,8 +161,9 @@ _NO_PGBOUNCER = (
 async def test_through_pgbouncer_in_transaction_pooling_mode(
     server_url: str, empty_database_url: str, start_simulator: StartSimulator
 ) -> None:
-    """Migrations, leases and the write path through PgBouncer (transaction pooling, no
-    prepared-statement support), with fewer server connections than the worker opens."""
+    """Migrations, leases and the write path (statement and COPY) through PgBouncer
+    (transaction pooling, no prepared-statement support), with fewer server connections than
+    the worker opens."""
     target = make_url(empty_database_url)
     host = target.host or str(target.query["host"])
     bouncer = await asyncio.to_thread(
@@ -190,6 +191,16 @@ async def test_through_pgbouncer_in_transaction_pooling_mode(
         assert await store.integrity() and all(
             not row["gaps"] and not row["conflicts"] for row in await store.integrity()
         )
+        # A batch big enough to be COPYed, then the same batch again: inside the bouncer's
+        # transaction the repeat's COPY fails on the key and the statement absorbs it.
+        copied, now = generated(507, best_of=3), datetime.now(UTC)
+        frames = [classify(line.encode(), binary=False, position=i, received_at=now)
+                  for i, line in enumerate(copied.lines, 1)]  # fmt: skip
+        batch = [(copied.fixture_id, f) for f in frames if isinstance(f, Action)]
+        assert len(batch) >= store.copy_at
+        assert (await store.write(batch)).inserted == {copied.fixture_id: len(batch)}
+        assert (await store.write(batch)).inserted == {}
+        recordings.append(copied)
     finally:
         await store.close()
         await asyncio.to_thread(bouncer.stop)
