@@ -135,6 +135,9 @@ async def test_a_read_only_database_is_unavailable_not_bad_data(
         assert isinstance(frame, Action)
         with pytest.raises(DatabaseUnavailable, match="read-only"):
             await store.write([(fixture, frame)])
+        big = [(uuid.uuid4(), frame) for _ in range(store.copy_at)]  # the COPY path
+        with pytest.raises(DatabaseUnavailable, match="read-only"):
+            await store.write(big)
         with pytest.raises(DatabaseUnavailable, match="read-only"):
             await store.register([fixture])
         await admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
