@@ -25,10 +25,8 @@ import asyncpg
 
 from ingest.config import DatabaseTarget
 from ingest.db.translate import (
-    DISCARD_CONNECTION,
     DRIVER_ERRORS,
     is_unavailable,
-    sqlstate,
     translate,
 )
 
@@ -173,7 +171,7 @@ class Database:
         try:
             yield conn
         except BaseException as exc:
-            if _suspect(exc):
+            if suspect(exc):
                 conn.terminate()
             raise
         finally:
@@ -224,10 +222,13 @@ class Database:
             raise translate(exc, what) from exc
 
 
-def _suspect(exc: BaseException) -> bool:
+def suspect(exc: BaseException) -> bool:
+    """Does this error leave the connection it happened on unfit for another query? Anything
+    but a server's answer does (a network error, a cancellation mid-query: the protocol state is
+    unknown), and so does a server's answer that it is going away or turned read-only."""
     if not isinstance(exc, asyncpg.PostgresError):
-        return True  # not a server's answer: the connection's state is unknown
-    return is_unavailable(exc) or sqlstate(exc) in DISCARD_CONNECTION
+        return True
+    return is_unavailable(exc)  # 25006 read-only (a standby), 57P shutting down, network ...
 
 
 def _rowcount(status: str) -> int:

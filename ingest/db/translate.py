@@ -49,9 +49,6 @@ def _misconfigured(exc: BaseException) -> bool:
     return any(isinstance(e, asyncpg.ClientConfigurationError) for e in chain)
 
 
-# 25006: a read-only transaction (a standby, or default_transaction_read_only): the writable
-# server is elsewhere (a failover); 57P: the server is shutting down or not accepting yet
-DISCARD_CONNECTION = frozenset({"25006", "57P01", "57P02", "57P03"})
 # a named prepared statement went missing or exists twice: a transaction-pooling proxy
 _POOLER_STATES = frozenset({"26000", "42P05"})
 

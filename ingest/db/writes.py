@@ -27,8 +27,8 @@ from typing import Any
 import asyncpg
 
 from ingest.config import DatabaseTarget
-from ingest.db.engine import RECYCLE, Database
-from ingest.db.translate import BAD_DATA, DRIVER_ERRORS, is_unavailable, translate
+from ingest.db.engine import RECYCLE, Database, suspect
+from ingest.db.translate import BAD_DATA, DRIVER_ERRORS, translate
 from ingest.packet import Action, Rejected
 from ingest.ports import WriteResult
 from ingest.vocabulary import LINEUPS, LineupPacket, Side, lineup_in_effect, side_map
@@ -219,11 +219,8 @@ class Writes(Database):
                     async with raw.transaction():
                         result = await self._write(raw, actions, list(rejected))
             except BaseException as exc:
-                # An error the server reported leaves the connection usable; anything else
-                # (a network error, a cancellation mid-statement, a confused protocol state)
-                # leaves it suspect: never hand it out again.
-                suspect = not isinstance(exc, asyncpg.PostgresError) or is_unavailable(exc)
-                if suspect or raw.is_in_transaction():
+                # never hand out again a connection the error left unfit, or mid-transaction
+                if suspect(exc) or raw.is_in_transaction():
                     raw.terminate()  # at once: a graceful close could wait on a dead peer
                     await self.release(raw)
                 else:
