@@ -329,7 +329,7 @@ class Writes(Database):
                     fixtures,
                     *([progress[f][i] for f in fixtures] for i in range(4)),
                 )
-        except (asyncpg.UniqueViolationError, *BAD_DATA, ValueError, OverflowError, TypeError):
+        except (asyncpg.UniqueViolationError, *BAD_DATA):
             return None  # see above: the statement path sorts it out
         return WriteResult(inserted={f: progress[f][1] for f in fixtures})
 
