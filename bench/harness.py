@@ -25,9 +25,9 @@ from sqlalchemy.engine import make_url
 
 from ingest import embedded
 from ingest.db.store import Store
-from ingest.packet import Action, classify
+from ingest.feed.client import ACCEPT, actions_url, feed_session
+from ingest.feed.packet import Action, classify
 from ingest.simulator.generator import MatchSpec, generate_match, match_id_for_seed, to_jsonl
-from ingest.source import ACCEPT, actions_url, feed_session
 
 TOKEN = "bench-token"
 ROW_COLUMNS = (

@@ -21,9 +21,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from bench.harness import TOKEN, make_matches, simulator_process
-from ingest.config import Secret
-from ingest.packet import Action, Keying, classify
-from ingest.source import FeedSource, feed_session
+from ingest.feed.client import FeedSource, feed_session
+from ingest.feed.packet import Action, Keying, classify
+from ingest.settings import Secret
 
 
 async def read_all(feed: str, fixtures: Sequence[uuid.UUID]) -> int:

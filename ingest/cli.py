@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ingest import __version__
-from ingest.config import RunOptions, Settings, load_settings
 from ingest.errors import EX_OK, EX_USAGE, IngestError
+from ingest.settings import RunOptions, Settings, load_settings
 
 # Everything else is imported by the command that needs it: `ingest --help` loads no driver,
 # no web framework and no simulator.
@@ -155,7 +155,7 @@ def _parents() -> _Parents:
     return _Parents(logs, common, feed)
 
 
-_RUN = RunOptions()  # the run's defaults, written once (in ingest.config)
+_RUN = RunOptions()  # the run's defaults, written once (in ingest.settings)
 
 
 def _add_run(sub: _Sub, parents: _Parents) -> None:
@@ -661,7 +661,7 @@ def _feed(args: argparse.Namespace, settings: Settings) -> int:
 def _run(args: argparse.Namespace, settings: Settings, url: str) -> int:
     """``ingest run``."""
     from ingest import commands
-    from ingest.notify import Notifier
+    from ingest.ops.systemd import Notifier
 
     options = RunOptions(
         until_finished=args.until_finished,
@@ -703,7 +703,7 @@ def _run(args: argparse.Namespace, settings: Settings, url: str) -> int:
 
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     from ingest import commands
-    from ingest.notify import Notifier
+    from ingest.ops.systemd import Notifier
 
     cmd = args.command
     if cmd == "feed":

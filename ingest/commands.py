@@ -21,16 +21,16 @@ from typing import TYPE_CHECKING, TextIO
 
 import aiohttp
 
-from ingest.config import DEFAULT_FEED_URL, LEGACY_FEED_HOST, RunOptions, Secret, Settings
 from ingest.db.store import Store
 from ingest.errors import EX_OK, ConfigError, IngestError
-from ingest.metrics import Metrics, SettlerMetrics
-from ingest.monitor import Monitor
-from ingest.notify import Notifier
-from ingest.retry import with_database_retries
-from ingest.source import FeedSource, feed_session
-from ingest.stats import RunResult
-from ingest.worker import Worker
+from ingest.feed.client import FeedSource, feed_session
+from ingest.ops.metrics import Metrics, SettlerMetrics
+from ingest.ops.monitor import Monitor
+from ingest.ops.systemd import Notifier
+from ingest.settings import DEFAULT_FEED_URL, LEGACY_FEED_HOST, RunOptions, Secret, Settings
+from ingest.worker.progress import RunResult
+from ingest.worker.retry import with_database_retries
+from ingest.worker.supervisor import Worker
 
 if TYPE_CHECKING:
     from ingest.simulator.recording import Recording
@@ -246,7 +246,7 @@ async def _discover_forever(
     """Register today's and later fixtures now and then; the registry poll picks them up."""
     while True:
         try:
-            from ingest.discovery import list_fixtures
+            from ingest.feed.discovery import list_fixtures
 
             today = datetime.now(UTC).date().isoformat()
             found = await list_fixtures(session, settings.api_url, token, date_from=today)
@@ -268,7 +268,7 @@ async def discover(
     out: TextIO = sys.stdout,
 ) -> int:
     """``ingest fixtures discover``: register the fixtures the provider lists."""
-    from ingest.discovery import list_fixtures
+    from ingest.feed.discovery import list_fixtures
 
     token = settings.require_token()
     async with open_store(database_url) as store:
@@ -660,7 +660,7 @@ async def settle(
 ) -> int:
     """``ingest settle``: write settlement events as the stored packets decide markets."""
     from ingest.db.settlement import SettlementStore
-    from ingest.settler import SettleOptions, Settler
+    from ingest.settlement.settler import SettleOptions, Settler
 
     ops = ops or Operations()
     notifier = ops.notifier or Notifier({})

@@ -15,9 +15,9 @@ from rich.live import Live
 from rich.measure import Measurement
 from rich.table import Table
 
-from ingest.ports import FixtureRow
+from ingest.worker.ports import FixtureRow
 
-STATE_STYLE = {  # every state of ingest.stats.STATES
+STATE_STYLE = {  # every state of ingest.worker.progress.STATES
     "starting": "cyan",
     "connecting": "cyan",
     "connected": "green",

@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 import orjson
 
 from ingest.errors import FeedUnavailable
-from ingest.packet import Action, Control, Keying, Rejected, classify
-from ingest.ports import FixtureRow, FixtureState, WriteResult
+from ingest.feed.packet import Action, Control, Keying, Rejected, classify
+from ingest.worker.ports import FixtureRow, FixtureState, WriteResult
 
 
 @dataclass
@@ -34,7 +34,7 @@ class _Fixture:
 
 @dataclass
 class MemorySink:
-    """A :class:`ingest.ports.Sink` in a dict. ``fail_writes``: raise this on the next writes."""
+    """A :class:`ingest.worker.ports.Sink` in a dict; ``fail_writes``: raise it on next writes."""
 
     rows: dict[tuple[uuid.UUID, int], Action] = field(default_factory=dict)
     conflicts: list[tuple[uuid.UUID, int]] = field(default_factory=list)
@@ -136,7 +136,7 @@ class MemorySink:
 
 @dataclass
 class MemoryLeases:
-    """A :class:`ingest.ports.Leases` for several workers over one :class:`MemorySink`: the
+    """A :class:`ingest.worker.ports.Leases` for several workers over one :class:`MemorySink`: the
     same fair share as the database (runnable fixtures over live workers, rounded up)."""
 
     sink: MemorySink
@@ -178,7 +178,7 @@ class MemoryLeases:
 
 @dataclass
 class MemorySource:
-    """A :class:`ingest.ports.Source` over recorded packets (JSON text, as the feed sends them).
+    """A :class:`ingest.worker.ports.Source` over recorded packets (JSON text, as sent by the feed).
 
     Each connection yields the fixture's packets from ``start_position`` on, numbered and keyed
     as the real client does (:class:`Keying`), and stays open after the last one (the caller

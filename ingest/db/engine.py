@@ -23,12 +23,12 @@ from typing import Any
 
 import asyncpg
 
-from ingest.config import DatabaseTarget
 from ingest.db.translate import (
     DRIVER_ERRORS,
     is_unavailable,
     translate,
 )
+from ingest.settings import DatabaseTarget
 
 RECYCLE = 1800.0  # seconds a kept write-path connection is used before it is replaced
 ACQUIRE_TIMEOUT = 30.0  # seconds to wait for a free pooled connection: then "unavailable"

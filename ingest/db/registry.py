@@ -7,9 +7,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 
+from ingest.db.actions import safe_reason
 from ingest.db.engine import Database
-from ingest.db.writes import safe_reason
-from ingest.ports import FixtureRow, FixtureState
+from ingest.worker.ports import FixtureRow, FixtureState
 
 # Every statement that updates several fixtures rows locks them in fixture_id order first, the
 # order in which the write path's progress update takes them: an UPDATE ... FROM unnest locks in

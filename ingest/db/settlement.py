@@ -24,7 +24,7 @@ import asyncpg
 from ingest.db.engine import positional
 from ingest.db.store import Store
 from ingest.db.translate import DRIVER_ERRORS, translate
-from ingest.settlement import RELEVANT_TYPES, Event, Packet, Replay, replay
+from ingest.settlement.markets import RELEVANT_TYPES, Event, Packet, Replay, replay
 
 _TYPES = ", ".join(str(t) for t in RELEVANT_TYPES)
 

@@ -2,7 +2,7 @@
 
 One class over one connection pool, put together from one module per concern (each a
 :class:`Database` over the same pool): :mod:`~ingest.db.migrations` (the schema's version),
-:mod:`~ingest.db.writes` (the write path), :mod:`~ingest.db.registry` (fixtures, positions,
+:mod:`~ingest.db.actions` (the write path), :mod:`~ingest.db.registry` (fixtures, positions,
 states), :mod:`~ingest.db.leases` (several workers) and :mod:`~ingest.db.reads` (read models).
 Driver errors are translated into :mod:`ingest.errors` at each query (:mod:`ingest.db.translate`),
 so nothing outside :mod:`ingest.db` imports a driver.
@@ -10,12 +10,12 @@ so nothing outside :mod:`ingest.db` imports a driver.
 
 from __future__ import annotations
 
-from ingest.config import parse_database_url
+from ingest.db.actions import Writes
 from ingest.db.leases import LeaseTable
 from ingest.db.migrations import Migrations
 from ingest.db.reads import ReadModels
 from ingest.db.registry import Registry
-from ingest.db.writes import Writes
+from ingest.settings import parse_database_url
 
 
 class Store(Migrations, Writes, Registry, LeaseTable, ReadModels):

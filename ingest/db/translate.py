@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from ingest.config import POOLER_PARAM
 from ingest.errors import ConfigError, DatabaseUnavailable, IngestError, SchemaError
+from ingest.settings import POOLER_PARAM
 
 # Errors the server reports about one packet's content (22: data exception, such as \u0000 or a
 # lone surrogate in a jsonb string; 54: a program limit, such as nesting too deep for jsonb):

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ingest.vocabulary import (
+from ingest.feed.vocabulary import (
     ACTION_TYPES,
     BALL_POTTED,
     BREAK_ENDED,

@@ -17,13 +17,13 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from ingest.config import RunOptions, Secret
 from ingest.db.store import Store
 from ingest.errors import DatabaseUnavailable
-from ingest.packet import Action, classify
+from ingest.feed.client import FeedSource, feed_session
+from ingest.feed.packet import Action, classify
+from ingest.settings import RunOptions, Secret
 from ingest.simulator.recording import Recording
-from ingest.source import FeedSource, feed_session
-from ingest.worker import Worker
+from ingest.worker.supervisor import Worker
 from tests.conftest import TOKEN, StartSimulator, plain, wait_until
 from tests.integration import pgtools
 from tests.integration.test_resilience import assert_stored_exactly, generated

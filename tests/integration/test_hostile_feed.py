@@ -18,15 +18,15 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from ingest.config import RunOptions, Secret
 from ingest.db.store import Store
-from ingest.metrics import Metrics
-from ingest.packet import REJECTED_KEEP_BYTES
+from ingest.feed.client import MAX_FRAME_BYTES, FeedSource, feed_session
+from ingest.feed.packet import REJECTED_KEEP_BYTES
+from ingest.ops.metrics import Metrics
+from ingest.settings import RunOptions, Secret
 from ingest.simulator.recording import Recording
 from ingest.simulator.server import HOSTILE
-from ingest.source import MAX_FRAME_BYTES, FeedSource, feed_session
-from ingest.stats import RunResult
-from ingest.worker import Worker
+from ingest.worker.progress import RunResult
+from ingest.worker.supervisor import Worker
 from tests.conftest import TOKEN, StartSimulator, wait_until
 from tests.integration.independent_feed import IndependentFeed
 

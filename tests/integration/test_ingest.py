@@ -10,15 +10,15 @@ import aiohttp
 import asyncpg
 import pytest
 
-from ingest.config import RunOptions, Secret
 from ingest.db.store import Store
 from ingest.errors import AuthError
+from ingest.feed.client import FeedSource, actions_url, feed_session
+from ingest.settings import RunOptions, Secret
 from ingest.simulator.generator import GeneratedMatch
 from ingest.simulator.recording import Recording
 from ingest.simulator.server import ACCEPT
-from ingest.source import FeedSource, actions_url, feed_session
-from ingest.stats import RunResult
-from ingest.worker import Worker
+from ingest.worker.progress import RunResult
+from ingest.worker.supervisor import Worker
 from tests.conftest import TOKEN, StartFeed, StartSimulator, wait_until
 
 

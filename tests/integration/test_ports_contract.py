@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ingest.config import Secret
 from ingest.db.store import Store
-from ingest.packet import Action, Rejected, classify
-from ingest.ports import FixtureState, Sink, Source
+from ingest.feed.client import FeedSource, feed_session
+from ingest.feed.packet import Action, Rejected, classify
+from ingest.settings import Secret
 from ingest.simulator.generator import GeneratedMatch
 from ingest.simulator.recording import Recording
-from ingest.source import FeedSource, feed_session
+from ingest.worker.ports import FixtureState, Sink, Source
 from tests.conftest import TOKEN, StartFeed
 from tests.twins import MemorySink, MemorySource
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from ingest.config import RunOptions, Secret
 from ingest.db.store import Store
 from ingest.errors import AuthError
+from ingest.feed.client import FeedSource, feed_session
+from ingest.settings import RunOptions, Secret
 from ingest.simulator.generator import MatchSpec, generate_match, to_jsonl
 from ingest.simulator.recording import Recording
-from ingest.source import FeedSource, feed_session
-from ingest.stats import RunResult
-from ingest.worker import Worker
+from ingest.worker.progress import RunResult
+from ingest.worker.supervisor import Worker
 from tests.conftest import TOKEN, StartSimulator, pg_ctl, plain, wait_until
 
 

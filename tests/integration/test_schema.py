@@ -10,8 +10,8 @@ import asyncpg
 from sqlalchemy.dialects import postgresql
 
 from ingest.db import schema
+from ingest.db.actions import WRITTEN
 from ingest.db.migrations import alembic_config, head_revision
-from ingest.db.writes import WRITTEN
 
 _COLUMNS = """
 SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull

@@ -2,7 +2,7 @@
 markets, a dropped match, and a settler that is settled in pieces or killed.
 
 Every test compares the whole event log with the sequence the packets imply (built here from
-the packets and the generator's truth, independently of ``ingest.settlement``) and
+the packets and the generator's truth, independently of ``ingest.settlement.markets``) and
 ``market_results`` with the truth.
 """
 
@@ -22,8 +22,8 @@ import pytest
 
 from ingest.db.settlement import SettlementStore
 from ingest.db.store import Store
-from ingest.metrics import SettlerMetrics
-from ingest.settler import SettleOptions, Settler
+from ingest.ops.metrics import SettlerMetrics
+from ingest.settlement.settler import SettleOptions, Settler
 from ingest.simulator.generator import SEND_TYPES, GeneratedMatch, MatchSpec, generate_match
 from tests.conftest import wait_until
 from tests.integration.test_summary import claim_an_extra_frame

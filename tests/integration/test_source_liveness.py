@@ -16,11 +16,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from ingest.config import Secret
 from ingest.errors import FeedUnavailable
-from ingest.packet import Action, Rejected
+from ingest.feed.client import FeedSource, _Liveness, feed_session
+from ingest.feed.packet import Action, Rejected
+from ingest.settings import Secret
 from ingest.simulator.recording import Recording
-from ingest.source import FeedSource, _Liveness, feed_session
 from tests.conftest import TOKEN, wait_until
 from tests.integration.independent_feed import IndependentFeed
 

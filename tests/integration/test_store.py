@@ -11,9 +11,9 @@ import asyncpg
 
 from ingest.db.store import Store
 from ingest.errors import DatabaseUnavailable, IngestError
-from ingest.packet import Action, Rejected, classify, parse_action
-from ingest.ports import FixtureState
+from ingest.feed.packet import Action, Rejected, classify, parse_action
 from ingest.simulator.generator import MatchSpec, generate_match, to_jsonl
+from ingest.worker.ports import FixtureState
 from tests.conftest import wait_until
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

@@ -22,14 +22,14 @@ import asyncpg
 import pytest
 
 from ingest import commands
-from ingest.config import RunOptions, Secret
 from ingest.db.store import Store
-from ingest.metrics import Metrics
+from ingest.feed.client import FeedSource, feed_session
+from ingest.feed.vocabulary import BALL_POTTED, FRAME_ENDED, FRAME_STARTED
+from ingest.ops.metrics import Metrics
+from ingest.settings import RunOptions, Secret
 from ingest.simulator.generator import GeneratedMatch, MatchSpec, generate_match, to_jsonl
 from ingest.simulator.recording import Recording
-from ingest.source import FeedSource, feed_session
-from ingest.vocabulary import BALL_POTTED, FRAME_ENDED, FRAME_STARTED
-from ingest.worker import Worker
+from ingest.worker.supervisor import Worker
 from tests.conftest import TOKEN, StartFeed
 from tests.integration.test_views import parse
 
@@ -325,7 +325,7 @@ async def test_the_worker_warns_when_a_disagreement_appears_and_clears(
             seen.append(metrics.summary_disagreements._value.get())
             await asyncio.sleep(0.02)
 
-    caplog.set_level(logging.WARNING, logger="ingest.worker")
+    caplog.set_level(logging.WARNING, logger="ingest.worker.supervisor")
     async with feed_session() as session:
         source = FeedSource(session, feed, Secret(TOKEN), liveness_timeout=5)
         worker = Worker(source, store, options, metrics, reconciler=store)

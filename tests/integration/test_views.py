@@ -22,17 +22,8 @@ import asyncpg
 import pytest
 
 from ingest.db.store import Store
-from ingest.packet import Action, classify
-from ingest.simulator.generator import (
-    ACTION_TYPES,
-    BALL_NAMES,
-    SEND_TYPES,
-    GeneratedMatch,
-    MatchSpec,
-    generate_match,
-    to_jsonl,
-)
-from ingest.vocabulary import (  # checked against the SPEC in tests/unit/test_vocabulary.py
+from ingest.feed.packet import Action, classify
+from ingest.feed.vocabulary import (  # checked against the SPEC in tests/unit/test_vocabulary.py
     BALL_POTTED,
     BREAK_ENDED,
     CANCELLED,
@@ -50,6 +41,15 @@ from ingest.vocabulary import (  # checked against the SPEC in tests/unit/test_v
     RESTORED,
     STATUS_UPDATED,
     UPDATED,
+)
+from ingest.simulator.generator import (
+    ACTION_TYPES,
+    BALL_NAMES,
+    SEND_TYPES,
+    GeneratedMatch,
+    MatchSpec,
+    generate_match,
+    to_jsonl,
 )
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

@@ -17,7 +17,7 @@ import orjson
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ingest.packet import REJECTED_KEEP_BYTES, Action, Control, Rejected, classify
+from ingest.feed.packet import REJECTED_KEEP_BYTES, Action, Control, Rejected, classify
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 INT64_MAX = 2**63 - 1
@@ -78,7 +78,7 @@ def decode(data: bytes) -> Any:
 
 
 def is_valid_action(data: bytes) -> bool:
-    """SPEC section 3, read independently of ingest.packet."""
+    """SPEC section 3, read independently of ingest.feed.packet."""
     try:
         packet = decode(data)
     except ValueError:  # orjson.JSONDecodeError is one too

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.config import DEFAULT_FEED_URL, Secret, load_settings, parse_database_url
 from ingest.errors import ConfigError
+from ingest.settings import DEFAULT_FEED_URL, Secret, load_settings, parse_database_url
 
 TOKEN = "s3cr3t-token-value"
 

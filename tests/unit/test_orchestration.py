@@ -12,13 +12,13 @@ import uuid
 
 import pytest
 
-from ingest.config import RunOptions
 from ingest.errors import DatabaseUnavailable
-from ingest.leases import AllFixtures, LeasedFixtures, excess
-from ingest.metrics import Metrics
+from ingest.ops.metrics import Metrics
+from ingest.settings import RunOptions
 from ingest.simulator.generator import GeneratedMatch, MatchSpec, generate_match
-from ingest.stats import RunResult
-from ingest.worker import Worker
+from ingest.worker.assignment import AllFixtures, LeasedFixtures, excess
+from ingest.worker.progress import RunResult
+from ingest.worker.supervisor import Worker
 from tests.twins import MemoryLeases, MemorySink, MemorySource
 
 

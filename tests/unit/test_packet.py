@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.packet import MAX_SEQ_JUMP, Action, Control, Keying, Rejected, classify
+from ingest.feed.packet import MAX_SEQ_JUMP, Action, Control, Keying, Rejected, classify
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"  # copied from shared/samples
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
@@ -182,8 +182,8 @@ def test_a_rejected_frame_knows_its_length_and_hash() -> None:
 
 
 def test_what_a_log_shows_of_a_control_message_is_bounded_and_never_the_token() -> None:
-    from ingest.config import Secret
-    from ingest.source import _shown
+    from ingest.feed.client import _shown
+    from ingest.settings import Secret
 
     token = Secret("s3cret-token")
     deep = frame(b'{"level": "ERROR", "x": ' + b"[" * 1000 + b"]" * 1000 + b"}")

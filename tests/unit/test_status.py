@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 
-from ingest.ports import FixtureRow
 from ingest.status import rows_as_dicts, shorten, summary, table
+from ingest.worker.ports import FixtureRow
 
 ERROR = (
     "the feed sent a frame of 80,000,000 bytes at seq 412, over the 64 MiB limit, "
@@ -91,7 +91,7 @@ def test_the_json_fields() -> None:
 
 
 def test_every_fixture_state_has_a_style() -> None:
-    from ingest.stats import STATES
     from ingest.status import STATE_STYLE
+    from ingest.worker.progress import STATES
 
     assert set(STATE_STYLE) == set(STATES)

@@ -1,11 +1,11 @@
 """The provider's vocabulary, checked against the SPEC (sections 1 and 2) once, here: every
-other module and test takes the numbers from ingest.vocabulary."""
+other module and test takes the numbers from ingest.feed.vocabulary."""
 
 from __future__ import annotations
 
 import json
 
-from ingest import vocabulary as v
+from ingest.feed import vocabulary as v
 
 
 def test_send_types_are_the_specs() -> None:

@@ -1,9 +1,9 @@
 """The provider's vocabulary, written once: action types, send types, collection statuses, where a
 Lineups packet names the teams, and the home/away rule.
 
-Used by the parser (:mod:`ingest.packet`), the write path (:mod:`ingest.db.writes`), settlement
-(:mod:`ingest.settlement`), the match generator and the tests. The SQL views (migration 0003)
-apply the same rule in SQL; ``tests/integration/test_views.py`` holds them to it.
+Used by the parser (:mod:`ingest.feed.packet`), the write path (:mod:`ingest.db.actions`),
+settlement (:mod:`ingest.settlement.markets`), the match generator and the tests. The SQL views
+(migration 0003) apply the same rule in SQL; ``tests/integration/test_views.py`` holds them to it.
 """
 
 from __future__ import annotations

@@ -19,11 +19,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from ingest.config import RunOptions
 from ingest.db.settlement import Listener, Settled, SettlementStore
 from ingest.errors import DatabaseUnavailable
-from ingest.metrics import SettlerMetrics
-from ingest.retry import with_database_retries
+from ingest.ops.metrics import SettlerMetrics
+from ingest.settings import RunOptions
+from ingest.worker.retry import with_database_retries
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -14,12 +14,12 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
-from ingest.config import RunOptions
-from ingest.metrics import Metrics
-from ingest.packet import Action, Rejected
-from ingest.ports import Sink, WriteResult
-from ingest.retry import with_database_retries
-from ingest.stats import FixtureStats
+from ingest.feed.packet import Action, Rejected
+from ingest.ops.metrics import Metrics
+from ingest.settings import RunOptions
+from ingest.worker.ports import Sink, WriteResult
+from ingest.worker.progress import FixtureStats
+from ingest.worker.retry import with_database_retries
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ import asyncio
 import logging
 import uuid
 
-from ingest.config import RunOptions
 from ingest.errors import IngestError
-from ingest.metrics import Metrics
-from ingest.ports import Reconciler
-from ingest.stats import FixtureStats
+from ingest.ops.metrics import Metrics
+from ingest.settings import RunOptions
+from ingest.worker.ports import Reconciler
+from ingest.worker.progress import FixtureStats
 
 log = logging.getLogger(__name__)
 

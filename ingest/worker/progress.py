@@ -6,7 +6,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from ingest.packet import Keying
+from ingest.feed.packet import Keying
 
 # What a worker is doing with a fixture (fixtures.state, `ingest status`), all of them:
 STATES = {

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 
 import aiohttp
 
-from ingest.config import Secret
 from ingest.errors import (
     AuthError,
     ConfigError,
@@ -25,7 +24,8 @@ from ingest.errors import (
     FixtureNotFound,
     FrameTooLarge,
 )
-from ingest.packet import Action, Control, Keying, Rejected, classify
+from ingest.feed.packet import Action, Control, Keying, Rejected, classify
+from ingest.settings import Secret
 
 log = logging.getLogger(__name__)
 

@@ -26,12 +26,12 @@ from typing import Any
 
 import asyncpg
 
-from ingest.config import DatabaseTarget
 from ingest.db.engine import RECYCLE, Database, suspect
 from ingest.db.translate import BAD_DATA, DRIVER_ERRORS, translate
-from ingest.packet import Action, Rejected
-from ingest.ports import WriteResult
-from ingest.vocabulary import LINEUPS, LineupPacket, Side, lineup_in_effect, side_map
+from ingest.feed.packet import Action, Rejected
+from ingest.feed.vocabulary import LINEUPS, LineupPacket, Side, lineup_in_effect, side_map
+from ingest.settings import DatabaseTarget
+from ingest.worker.ports import WriteResult
 
 # a fixture's progress row, merged with what a batch inserted (the batch statement and a COPY's)
 _PROGRESS_MERGE = """ON CONFLICT (fixture_id) DO UPDATE SET
@@ -97,7 +97,7 @@ _LINEUP_PACKETS = """
            payload #>> '{fixtureAction,metadata,away,teamId}', send_type_id
     FROM actions WHERE fixture_id = ANY(CAST($1 AS uuid[])) AND action_type_id = $2
     ORDER BY fixture_id, action_id, seq DESC
-    """  # each stored Lineups action in its latest packet: ingest.vocabulary.lineup_in_effect
+    """  # each stored Lineups action in its latest packet: ingest.feed.vocabulary.lineup_in_effect
 
 # After a COPY (see Writes._copy): the same progress and notifications as the batch statement's,
 # from per-fixture figures computed by the client (every copied row was inserted)
@@ -337,7 +337,7 @@ class Writes(Database):
         self, raw: asyncpg.Connection, actions: Sequence[tuple[uuid.UUID, Action]]
     ) -> None:
         """Fill ``Action.side`` from the fixture's Lineups in effect (stored, or earlier in this
-        batch), by the rule of :func:`ingest.vocabulary.lineup_in_effect`."""
+        batch), by the rule of :func:`ingest.feed.vocabulary.lineup_in_effect`."""
         lineups = self._lineups
         unknown = {
             f

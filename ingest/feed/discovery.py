@@ -13,8 +13,8 @@ from typing import Any
 
 import aiohttp
 
-from ingest.config import Secret
 from ingest.errors import AuthError, ConfigError, FeedUnavailable
+from ingest.settings import Secret
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from ingest.vocabulary import LINEUPS, SEND_TYPES
+from ingest.feed.vocabulary import LINEUPS, SEND_TYPES
 
 
 @dataclass(slots=True)

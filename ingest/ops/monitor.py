@@ -6,7 +6,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from ingest.metrics import Metrics, SettlerMetrics
+from ingest.ops.metrics import Metrics, SettlerMetrics
 
 if TYPE_CHECKING:  # imported when the server starts: without --metrics-port it is never needed
     from aiohttp import web

@@ -1,10 +1,11 @@
 """Settlement as events: which markets the stored packets decide, and the changes between states.
 
-Pure logic, no I/O. The settler (``ingest.settler``) reads a fixture's relevant packets in seq
-order from the store, folds them here one by one and writes the :class:`Event` s this module
-derives. The market state after packet ``seq`` depends only on the packets up to ``seq``, so the
-event log is the same whether the settler follows a match live, catches up after a crash or
-replays a finished one: one event per change, ``decided_by_seq`` the packet that made it.
+Pure logic, no I/O. The settler (``ingest.settlement.settler``) reads a fixture's relevant
+packets in seq order from the store, folds them here one by one and writes the
+:class:`Event` s this module derives. The market state after packet ``seq`` depends only on
+the packets up to ``seq``, so the event log is the same whether the settler follows a match
+live, catches up after a crash or replays a finished one: one event per change,
+``decided_by_seq`` the packet that made it.
 
 The rules follow the settlement views of migration 0003 (latest state per ``actionId``;
 Cancelled and Deleted do not count; Pending is provisional):
@@ -30,7 +31,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ingest.vocabulary import (
+from ingest.feed.vocabulary import (
     BREAK_ENDED,
     CANCELLED,
     COLLECTING_LIVE,

@@ -2,9 +2,9 @@
 
 Each connection starts at ``startPosition = MAX(seq)``, read only after the fixture's writer has
 committed everything received before (the *barrier*); packets go to that writer in the order
-received. A disconnect is retried with backoff (:mod:`ingest.retry`), a refused token a few times,
-a frame over the size limit slowly (the fixture is *blocked*); a fixture the feed does not know
-ends alone.
+received. A disconnect is retried with backoff (:mod:`ingest.worker.retry`), a refused token a
+few times, a frame over the size limit slowly (the fixture is *blocked*); a fixture the feed
+does not know ends alone.
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ from typing import Any
 
 import orjson
 
-from ingest.config import RunOptions
 from ingest.errors import AuthError, FeedUnavailable, FixtureNotFound, FrameTooLarge
-from ingest.fixture_states import FixtureStates
-from ingest.metrics import Metrics
-from ingest.packet import Action, Keying, Rejected
-from ingest.ports import Sink, Source
-from ingest.retry import RateLimiter, backoff_delay
-from ingest.vocabulary import is_dropped
-from ingest.writer import Writer
+from ingest.feed.packet import Action, Keying, Rejected
+from ingest.feed.vocabulary import is_dropped
+from ingest.ops.metrics import Metrics
+from ingest.settings import RunOptions
+from ingest.worker.committer import Writer
+from ingest.worker.ports import Sink, Source
+from ingest.worker.retry import RateLimiter, backoff_delay
+from ingest.worker.tracker import FixtureStates
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, Protocol
 
-from ingest.config import RunOptions
-from ingest.ports import Leases, Sink
+from ingest.settings import RunOptions
+from ingest.worker.ports import Leases, Sink
 
 log = logging.getLogger(__name__)
 
-# the worker's database retry: a call retried through an outage (see ingest.retry)
+# the worker's database retry: a call retried through an outage (see ingest.worker.retry)
 Retry = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
 

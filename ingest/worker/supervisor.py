@@ -4,19 +4,19 @@ Exactly-once rests on three rules, kept by the parts this module puts together:
 
 1. Every fixture (re)connects at ``startPosition = MAX(seq)``, asked of the store only after
    everything received so far is committed (a *barrier* through the writer's queue:
-   :mod:`ingest.follower`, :mod:`ingest.writer`).
+   :mod:`ingest.worker.follower`, :mod:`ingest.worker.committer`).
 2. A fixture always goes to the same writer, which commits batches in the order packets were
    received, so ``MAX(seq)`` never runs ahead of a packet that is not stored. (Several writers
    let batches of different fixtures be in flight at once.)
 3. Writes are idempotent, so whatever arrives twice is absorbed.
 
-The side tasks: the writers, the state saver (:mod:`ingest.fixture_states`), the summary watch
-(:mod:`ingest.reconcile`), the progress log and the ``--max-runtime`` deadline. A writer that
+The side tasks: the writers, the state saver (:mod:`ingest.worker.tracker`), the summary watch
+(:mod:`ingest.worker.reconcile`), the progress log and the ``--max-runtime`` deadline. A writer that
 stops, or a follower that fails, ends the run; the others are best effort. Which fixtures are
-this worker's is :mod:`ingest.leases`' decision, asked every poll.
+this worker's is :mod:`ingest.worker.assignment`' decision, asked every poll.
 
-This module knows neither aiohttp nor SQLAlchemy: it talks to :class:`ingest.ports.Source` and
-:class:`ingest.ports.Sink`.
+This module imports no driver: it talks to :class:`ingest.worker.ports.Source` and
+:class:`ingest.worker.ports.Sink`.
 """
 
 from __future__ import annotations
@@ -29,16 +29,16 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
-from ingest.config import RunOptions
-from ingest.fixture_states import FixtureStates
-from ingest.follower import Follower
-from ingest.leases import AllFixtures, Balancer, LeasedFixtures
-from ingest.metrics import Metrics
-from ingest.ports import Leases, Reconciler, Sink, Source
-from ingest.reconcile import SummaryWatch
-from ingest.retry import RateLimiter, with_database_retries
-from ingest.stats import FixtureStats, RunResult
-from ingest.writer import Writer
+from ingest.ops.metrics import Metrics
+from ingest.settings import RunOptions
+from ingest.worker.assignment import AllFixtures, Balancer, LeasedFixtures
+from ingest.worker.committer import Writer
+from ingest.worker.follower import Follower
+from ingest.worker.ports import Leases, Reconciler, Sink, Source
+from ingest.worker.progress import FixtureStats, RunResult
+from ingest.worker.reconcile import SummaryWatch
+from ingest.worker.retry import RateLimiter, with_database_retries
+from ingest.worker.tracker import FixtureStates
 
 log = logging.getLogger(__name__)
 

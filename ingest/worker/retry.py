@@ -11,8 +11,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from ingest.config import RunOptions
 from ingest.errors import DatabaseUnavailable, TemporaryError
+from ingest.settings import RunOptions
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from ingest.packet import Action, Keying, Rejected
+from ingest.feed.packet import Action, Keying, Rejected
 
 
 @dataclass
@@ -47,7 +47,7 @@ class FixtureState:
     """What a worker is doing with a fixture, saved for ``ingest status`` and operators."""
 
     fixture_id: uuid.UUID
-    state: str  # one of ingest.stats.STATES
+    state: str  # one of ingest.worker.progress.STATES
     since: datetime
     connects: int
     last_error: str | None

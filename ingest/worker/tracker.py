@@ -1,6 +1,6 @@
 """Each fixture's counters and state in one run: changed by the follower and the writer, shown
 as gauges, saved to the registry (``fixtures.state`` ...) in batches for ``ingest status``.
-States are named in :data:`ingest.stats.STATES`."""
+States are named in :data:`ingest.worker.progress.STATES`."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from ingest.config import RunOptions
 from ingest.errors import IngestError
-from ingest.metrics import Metrics
-from ingest.ports import FixtureState, Sink
-from ingest.stats import FixtureStats
+from ingest.ops.metrics import Metrics
+from ingest.settings import RunOptions
+from ingest.worker.ports import FixtureState, Sink
+from ingest.worker.progress import FixtureStats
 
 log = logging.getLogger(__name__)
 
