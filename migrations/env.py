@@ -1,14 +1,16 @@
 """Alembic environment.
 
 ``ingest migrate`` runs alembic inside its own event loop and hands over an open connection in
-``config.attributes["connection"]``. Run by hand (``alembic upgrade head``), this file connects by
-itself to INGEST_DATABASE_URL or DATABASE_URL.
+``config.attributes["connection"]``. Run by hand (``alembic upgrade head``, ``alembic downgrade
+-1``), this file connects by itself to INGEST_DATABASE_URL or DATABASE_URL, the same way and
+under the same advisory lock as ``ingest migrate``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -22,20 +24,27 @@ def run_with_connection(connection: Connection) -> None:
         context.run_migrations()
 
 
-async def run_standalone() -> None:
-    from ingest.config import parse_database_url
-    from ingest.db.engine import create_engine
+def run_standalone() -> None:
+    from ingest.db.migrations import lock, run_on_alembic_connection
+    from ingest.errors import IngestError
+    from ingest.settings import parse_database_url
 
+    if config.config_file_name is not None:  # alembic.ini's logging: what alembic does
+        fileConfig(config.config_file_name, disable_existing_loggers=False)
     raw = os.environ.get("INGEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
     if not raw:
         raise SystemExit(
             "set INGEST_DATABASE_URL (or use `ingest migrate`, which knows the embedded DB)"
         )
-    engine = create_engine(parse_database_url(raw), command_timeout=None)
-    async with engine.connect() as connection:
-        await connection.run_sync(run_with_connection)
-        await connection.commit()
-    await engine.dispose()
+
+    def run(connection: Connection) -> None:
+        lock(connection)
+        run_with_connection(connection)
+
+    try:
+        asyncio.run(run_on_alembic_connection(parse_database_url(raw), run))
+    except IngestError as exc:
+        raise SystemExit(f"alembic: {exc}") from None
 
 
 if context.is_offline_mode():
@@ -45,4 +54,4 @@ shared = config.attributes.get("connection")
 if shared is not None:
     run_with_connection(shared)
 else:
-    asyncio.run(run_standalone())
+    run_standalone()

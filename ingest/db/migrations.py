@@ -19,7 +19,12 @@ from ingest.db.translate import DRIVER_ERRORS, translate
 from ingest.errors import SchemaError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from alembic.config import Config
+    from sqlalchemy.engine import Connection as SyncConnection
+
+    from ingest.settings import DatabaseTarget
 
 _MIGRATION_LOCK = 0x736E6B72  # pg_advisory_xact_lock key: one migration at a time
 
@@ -69,23 +74,56 @@ def head_revision() -> str:
     return heads.pop()
 
 
+def lock(sync_conn: SyncConnection) -> None:
+    """One migration at a time: a transaction-scoped advisory lock (PgBouncer-safe)."""
+    from sqlalchemy import text
+
+    sync_conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+
+
+async def run_on_alembic_connection(
+    target: DatabaseTarget, run: Callable[[SyncConnection], None]
+) -> None:
+    """Run ``run`` on a SQLAlchemy connection (what alembic needs) in one transaction.
+
+    The one way alembic reaches the database, for ``ingest migrate`` and for ``alembic`` run by
+    hand (``migrations/env.py``): asyncpg with our connect arguments (and no named prepared
+    statements behind a pooler), driver errors translated.
+    """
+    import asyncpg
+    import sqlalchemy.exc as sa_exc
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    kwargs = connect_arguments(target, None)
+    adapter: dict[str, Any] = {}
+    if target.pooler:
+        adapter = {"prepared_statement_cache_size": 0, "prepared_statement_name_func": lambda: ""}
+
+    def creator() -> Any:  # what create_async_engine(async_creator=) does, plus `adapter`
+        dbapi: Any = engine.sync_engine.dialect.dbapi
+        return dbapi.connect(
+            async_creator_fn=lambda: asyncpg.connect(target.dsn, **kwargs), **adapter
+        )
+
+    engine = create_async_engine("postgresql+asyncpg://", creator=creator, poolclass=NullPool)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(run)
+    except (sa_exc.SQLAlchemyError, *DRIVER_ERRORS) as exc:
+        raise translate(exc, "migrating the schema") from exc
+    finally:
+        await engine.dispose()
+
+
 class Migrations(Database):
     """Bring the schema to a revision, and check that it is at the head."""
 
     async def migrate(self, revision: str = "head", *, downgrade: bool = False) -> None:
-        # alembic runs on a SQLAlchemy connection of its own, made and closed here
-        import asyncpg
-        import sqlalchemy.exc as sa_exc
         from alembic import command
-        from sqlalchemy import text
-        from sqlalchemy.engine import Connection
-        from sqlalchemy.ext.asyncio import create_async_engine
-        from sqlalchemy.pool import NullPool
 
-        target = self._target
-
-        def run(sync_conn: Connection) -> None:
-            sync_conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+        def run(sync_conn: SyncConnection) -> None:
+            lock(sync_conn)
             cfg = alembic_config()
             cfg.attributes["connection"] = sync_conn
             if downgrade:
@@ -93,26 +131,7 @@ class Migrations(Database):
             else:
                 command.upgrade(cfg, revision)
 
-        kwargs = connect_arguments(target, None)
-        adapter: dict[str, Any] = {}
-        if target.pooler:
-            adapter = {"prepared_statement_cache_size": 0,
-                       "prepared_statement_name_func": lambda: ""}  # fmt: skip
-
-        def creator() -> Any:  # what create_async_engine(async_creator=) does, plus `adapter`
-            dbapi: Any = engine.sync_engine.dialect.dbapi
-            return dbapi.connect(
-                async_creator_fn=lambda: asyncpg.connect(target.dsn, **kwargs), **adapter
-            )
-
-        engine = create_async_engine("postgresql+asyncpg://", creator=creator, poolclass=NullPool)
-        try:
-            async with engine.begin() as conn:
-                await conn.run_sync(run)
-        except (sa_exc.SQLAlchemyError, *DRIVER_ERRORS) as exc:
-            raise translate(exc, "migrating the schema") from exc
-        finally:
-            await engine.dispose()
+        await run_on_alembic_connection(self._target, run)
 
     async def schema_revision(self) -> str | None:
         """The revision in ``alembic_version``; None when the schema is empty."""
