@@ -17,7 +17,7 @@ from rich.table import Table
 
 from ingest.worker.ports import FixtureRow
 
-STATE_STYLE = {  # every state of ingest.worker.progress.STATES
+STATE_STYLE = {  # every ingest.worker.ports.State
     "starting": "cyan",
     "connecting": "cyan",
     "connected": "green",

@@ -20,7 +20,7 @@ import orjson
 
 from ingest.errors import FeedUnavailable
 from ingest.feed.packet import Action, Control, Keying, Rejected, classify
-from ingest.worker.ports import FixtureRow, FixtureState, WriteResult
+from ingest.worker.ports import FixtureRow, SavedState, WriteResult
 
 
 @dataclass
@@ -28,7 +28,7 @@ class _Fixture:
     enabled: bool = True
     finished: bool = False
     added: int = 0
-    state: FixtureState | None = None
+    state: SavedState | None = None
     owner: str | None = None
 
 
@@ -128,7 +128,7 @@ class MemorySink:
     async def runnable_fixtures(self) -> list[uuid.UUID]:
         return [row.fixture_id for row in await self.fixtures() if row.enabled and not row.finished]
 
-    async def save_states(self, states: Sequence[FixtureState]) -> None:
+    async def save_states(self, states: Sequence[SavedState]) -> None:
         for state in states:
             if state.fixture_id in self.registry:
                 self.registry[state.fixture_id].state = state

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 
 from ingest.db.actions import safe_reason
 from ingest.db.engine import Database
-from ingest.worker.ports import FixtureRow, FixtureState
+from ingest.worker.ports import FixtureRow, SavedState
 
 # Every statement that updates several fixtures rows locks them in fixture_id order first, the
 # order in which the write path's progress update takes them: an UPDATE ... FROM unnest locks in
@@ -95,7 +95,7 @@ class Registry(Database):
         )
         return [FixtureRow(*row) for row in rows]
 
-    async def save_states(self, states: Sequence[FixtureState]) -> None:
+    async def save_states(self, states: Sequence[SavedState]) -> None:
         if not states:
             return
         ids = [s.fixture_id for s in states]

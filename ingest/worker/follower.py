@@ -25,10 +25,10 @@ from ingest.feed.packet import Action, Keying, Rejected
 from ingest.feed.vocabulary import is_dropped
 from ingest.ops.metrics import Metrics
 from ingest.settings import RunOptions
-from ingest.worker.committer import Writer
-from ingest.worker.ports import Sink, Source
+from ingest.worker.ports import Sink, Source, State
 from ingest.worker.retry import RateLimiter, backoff_delay
-from ingest.worker.tracker import FixtureStates
+from ingest.worker.tracker import StateTracker
+from ingest.worker.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class Follower:
         source: Source,
         sink: Sink,
         writer: Writer,
-        states: FixtureStates,
+        states: StateTracker,
         options: RunOptions,
         limiter: RateLimiter,
         retry: Retry,
@@ -80,7 +80,7 @@ class Follower:
                     return
                 raise FeedUnavailable("the stream ended before the fixture finished")
             except FixtureNotFound as exc:
-                self._states.set(fixture_id, "not found", str(exc))
+                self._states.set(fixture_id, State.NOT_FOUND, str(exc))
                 log.error("fixture %s: %s; the other fixtures go on", fixture_id, exc)
                 return
             except FrameTooLarge as exc:
@@ -97,8 +97,8 @@ class Follower:
         start: int = await self._retry(lambda: self._sink.max_seq(self.fixture_id))
         await self._limiter.wait()
         self._stats.connects += 1
-        if self._stats.state != "blocked":  # blocked until a packet gets past the frame
-            self._states.set(self.fixture_id, "connecting")
+        if self._stats.state != State.BLOCKED:  # blocked until a packet gets past the frame
+            self._states.set(self.fixture_id, State.CONNECTING)
         log.info("fixture %s: connecting at startPosition=%d", self.fixture_id, start)
         self._last = self._stats.last_seq = start
         return start
@@ -111,7 +111,7 @@ class Follower:
         frames = self._source.stream(
             fixture_id,
             start,
-            speed=self._options.speed,
+            speed="fast" if self._options.speed == "fast" else None,  # normal: the feed's default
             on_connected=self._connected,
             keying=stats.keying,
         )
@@ -123,8 +123,8 @@ class Follower:
                         await writer.put(fixture_id, frame)
                     continue
                 self._attempt = 0  # a packet: this connection works (junk does not count)
-                if stats.state == "blocked":
-                    self._states.set(fixture_id, "connected")
+                if stats.state == State.BLOCKED:
+                    self._states.set(fixture_id, State.CONNECTED)
                 frame, new = await self._receive(frame, numbering)
                 await writer.put(fixture_id, frame)
                 if frame.finished and new:
@@ -220,13 +220,13 @@ class Follower:
         return False
 
     def _connected(self) -> None:
-        if self._stats.state != "blocked":
-            self._states.set(self.fixture_id, "connected")
+        if self._stats.state != State.BLOCKED:
+            self._states.set(self.fixture_id, State.CONNECTED)
 
     async def _finish(self, frame: Action) -> None:
         await self._writer.barrier()
         self._stats.finished = True
-        self._states.set(self.fixture_id, "finished")
+        self._states.set(self.fixture_id, State.FINISHED)
         if is_dropped(frame.payload):
             log.warning(
                 "fixture %s: the provider dropped the collection (CollectionDropped); the "
@@ -246,7 +246,7 @@ class Follower:
         # every reconnect from MAX(seq) meets the same frame: say so, where operators look
         # (state, /readyz, metrics), and retry at the slowest pace, in case the provider fixes
         # the packet
-        self._states.set(self.fixture_id, "blocked", str(exc))
+        self._states.set(self.fixture_id, State.BLOCKED, str(exc))
         if self._metrics is not None:
             self._metrics.reconnects.labels(exc.reason).inc()
         delay = self._options.backoff_max
@@ -260,7 +260,7 @@ class Follower:
         await asyncio.sleep(delay)
 
     async def _refused(self, exc: AuthError) -> None:
-        self._states.set(self.fixture_id, "backing off", str(exc))
+        self._states.set(self.fixture_id, State.BACKING_OFF, str(exc))
         self._refusals += 1
         if self._refusals > self._options.auth_retries:
             raise exc
@@ -276,7 +276,7 @@ class Follower:
         await asyncio.sleep(delay)
 
     async def _disconnected(self, exc: FeedUnavailable) -> None:
-        self._states.set(self.fixture_id, "backing off", str(exc))
+        self._states.set(self.fixture_id, State.BACKING_OFF, str(exc))
         if self._metrics is not None:
             self._metrics.reconnects.labels(exc.reason).inc()
         opts = self._options

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Protocol
 
 from ingest.feed.packet import Action, Keying, Rejected
@@ -42,12 +43,27 @@ class FixtureRow:
     lease_expires_at: datetime | None = None
 
 
+class State(StrEnum):
+    """What a worker is doing with a fixture (``fixtures.state``, ``ingest status``): the one
+    spelling of a fixture's state, in the worker, the registry and what people read."""
+
+    STARTING = "starting"  # registered with this run, not yet connecting
+    CONNECTING = "connecting"  # reading MAX(seq) and opening the stream
+    CONNECTED = "connected"  # streaming
+    BACKING_OFF = "backing off"  # disconnected (or the token refused), waiting to reconnect
+    BLOCKED = "blocked"  # a frame over the size limit stops the stream; retried slowly
+    FINISHED = "finished"  # its finished packet is stored
+    NOT_FOUND = "not found"  # the feed does not know the fixture (HTTP 404)
+    STOPPED = "stopped"  # the run ended before the fixture finished
+    RELEASED = "released"  # handed over to another worker (leases)
+
+
 @dataclass(frozen=True)
-class FixtureState:
-    """What a worker is doing with a fixture, saved for ``ingest status`` and operators."""
+class SavedState:
+    """A fixture's state as saved for ``ingest status`` and operators."""
 
     fixture_id: uuid.UUID
-    state: str  # one of ingest.worker.progress.STATES
+    state: State
     since: datetime
     connects: int
     last_error: str | None
@@ -87,7 +103,7 @@ class Sink(Protocol):
 
     async def runnable_fixtures(self) -> list[uuid.UUID]: ...
 
-    async def save_states(self, states: Sequence[FixtureState]) -> None: ...
+    async def save_states(self, states: Sequence[SavedState]) -> None: ...
 
     async def register(self, fixture_ids: Sequence[uuid.UUID], *, enable: bool = False) -> int: ...
 

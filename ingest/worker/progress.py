@@ -7,19 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from ingest.feed.packet import Keying
-
-# What a worker is doing with a fixture (fixtures.state, `ingest status`), all of them:
-STATES = {
-    "starting": "registered with this run, not yet connecting",
-    "connecting": "reading MAX(seq) and opening the stream",
-    "connected": "streaming",
-    "backing off": "disconnected (or the token refused), waiting to reconnect",
-    "blocked": "a frame over the size limit stops the stream; retried slowly",
-    "finished": "its finished packet is stored",
-    "not found": "the feed does not know the fixture (HTTP 404)",
-    "stopped": "the run ended before the fixture finished",
-    "released": "handed over to another worker (leases)",
-}
+from ingest.worker.ports import State
 
 
 @dataclass
@@ -39,8 +27,7 @@ class FixtureStats:
     connects: int = 0
     last_seq: int = 0
     finished: bool = False
-    # one of STATES
-    state: str = "starting"
+    state: State = State.STARTING
     state_since: float = field(default_factory=time.time)
     last_error: str | None = None
     state_saved: bool = False

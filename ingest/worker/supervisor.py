@@ -4,7 +4,7 @@ Exactly-once rests on three rules, kept by the parts this module puts together:
 
 1. Every fixture (re)connects at ``startPosition = MAX(seq)``, asked of the store only after
    everything received so far is committed (a *barrier* through the writer's queue:
-   :mod:`ingest.worker.follower`, :mod:`ingest.worker.committer`).
+   :mod:`ingest.worker.follower`, :mod:`ingest.worker.writer`).
 2. A fixture always goes to the same writer, which commits batches in the order packets were
    received, so ``MAX(seq)`` never runs ahead of a packet that is not stored. (Several writers
    let batches of different fixtures be in flight at once.)
@@ -32,13 +32,13 @@ from typing import Any, TypeVar
 from ingest.ops.metrics import Metrics
 from ingest.settings import RunOptions
 from ingest.worker.assignment import AllFixtures, Balancer, LeasedFixtures
-from ingest.worker.committer import Writer
 from ingest.worker.follower import Follower
-from ingest.worker.ports import Leases, Reconciler, Sink, Source
+from ingest.worker.ports import Leases, Reconciler, Sink, Source, State
 from ingest.worker.progress import FixtureStats, RunResult
 from ingest.worker.reconcile import SummaryWatch
 from ingest.worker.retry import RateLimiter, with_database_retries
-from ingest.worker.tracker import FixtureStates
+from ingest.worker.tracker import StateTracker
+from ingest.worker.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Worker:
         self._options = options or RunOptions()
         self._metrics = metrics
         self._stop = asyncio.Event()
-        self._states = FixtureStates(sink, self._options, metrics)
+        self._states = StateTracker(sink, self._options, metrics)
         # compares the provider's fixtureSummary with our views, off the write path
         self._summaries = SummaryWatch(reconciler, self._states.stats, self._options, metrics)
         # which fixtures are this worker's: with leases, its share of a registry others share
@@ -203,7 +203,7 @@ class Worker:
             task.cancel()
         await asyncio.gather(*followers, stop_wait, *best_effort, return_exceptions=True)
         for fixture_id in interrupted:
-            self._states.set(fixture_id, "stopped")
+            self._states.set(fixture_id, State.STOPPED)
         await asyncio.gather(
             *(
                 self._shutdown_writer(writer, side.tasks[f"writer {number}"])
@@ -269,7 +269,7 @@ class Worker:
         task = self._followers.pop(fixture_id, None)
         if task is not None:
             task.cancel()
-        self._states.set(fixture_id, "released")
+        self._states.set(fixture_id, State.RELEASED)
 
     def _restart(self, fixture_id: uuid.UUID) -> None:
         """Reconnect a fixture from the stored ``MAX(seq)`` (the database lost its last packets)."""

@@ -1,6 +1,6 @@
 """Each fixture's counters and state in one run: changed by the follower and the writer, shown
 as gauges, saved to the registry (``fixtures.state`` ...) in batches for ``ingest status``.
-States are named in :data:`ingest.worker.progress.STATES`."""
+States are :class:`ingest.worker.ports.State`."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 from ingest.errors import IngestError
 from ingest.ops.metrics import Metrics
 from ingest.settings import RunOptions
-from ingest.worker.ports import FixtureState, Sink
+from ingest.worker.ports import SavedState, Sink, State
 from ingest.worker.progress import FixtureStats
 
 log = logging.getLogger(__name__)
 
 
-class FixtureStates:
+class StateTracker:
     """The run's :class:`FixtureStats` per fixture, and what is done with their states."""
 
     def __init__(self, sink: Sink, options: RunOptions, metrics: Metrics | None) -> None:
@@ -34,12 +34,14 @@ class FixtureStates:
     def add(self, fixture_id: uuid.UUID) -> FixtureStats:
         return self.stats.setdefault(fixture_id, FixtureStats())
 
-    def set(self, fixture_id: uuid.UUID, state: str, error: str | None = None) -> None:
+    def set(self, fixture_id: uuid.UUID, state: State, error: str | None = None) -> None:
         stats = self.stats[fixture_id]
-        if self._metrics is not None and (stats.state == "connected") != (state == "connected"):
-            self._metrics.connected.inc(1 if state == "connected" else -1)
-        if self._metrics is not None and (stats.state == "blocked") != (state == "blocked"):
-            self._metrics.blocked.inc(1 if state == "blocked" else -1)
+        if self._metrics is not None and (stats.state == State.CONNECTED) != (
+            state == State.CONNECTED
+        ):
+            self._metrics.connected.inc(1 if state == State.CONNECTED else -1)
+        if self._metrics is not None and (stats.state == State.BLOCKED) != (state == State.BLOCKED):
+            self._metrics.blocked.inc(1 if state == State.BLOCKED else -1)
         if state != stats.state:
             stats.state, stats.state_since = state, time.time()
         if error is not None:
@@ -54,7 +56,7 @@ class FixtureStates:
         for fixture_id in changed:
             self.stats[fixture_id].state_saved = True
         states = [
-            FixtureState(
+            SavedState(
                 fixture_id=f,
                 state=self.stats[f].state,
                 since=datetime.fromtimestamp(self.stats[f].state_since, UTC),
@@ -84,7 +86,7 @@ class FixtureStates:
     def blocked(self) -> str | None:
         """Why a fixture is blocked by a frame over the size limit, if one is."""
         for fixture_id, stats in self.stats.items():
-            if stats.state == "blocked":
+            if stats.state == State.BLOCKED:
                 return f"fixture {fixture_id} is blocked: {stats.last_error}"
         return None
 
@@ -92,7 +94,7 @@ class FixtureStates:
         """Why a fixture has been backing off for longer than ``for_seconds``, if one has."""
         wall = time.time()
         for fixture_id, stats in self.stats.items():
-            if stats.state == "backing off" and wall - stats.state_since > for_seconds:
+            if stats.state == State.BACKING_OFF and wall - stats.state_since > for_seconds:
                 return f"fixture {fixture_id} cannot connect: {stats.last_error}"
         return None
 

@@ -18,7 +18,7 @@ from ingest.feed.packet import Action, Rejected, classify
 from ingest.settings import Secret
 from ingest.simulator.generator import GeneratedMatch
 from ingest.simulator.recording import Recording
-from ingest.worker.ports import FixtureState, Sink, Source
+from ingest.worker.ports import SavedState, Sink, Source, State
 from tests.conftest import TOKEN, StartFeed
 from tests.twins import MemorySink, MemorySource
 
@@ -77,7 +77,7 @@ async def test_a_sink_keeps_the_registry(sink: Sink) -> None:
     await sink.write([(ids[1], _action(1, finished=True))])
     assert await sink.runnable_fixtures() == [ids[0], ids[2]]
     since = datetime.now(UTC)
-    await sink.save_states([FixtureState(ids[0], "connected", since, 2, None)])
+    await sink.save_states([SavedState(ids[0], State.CONNECTED, since, 2, None)])
     (row,) = await sink.fixtures([ids[0]])
     assert (row.state, row.connects, row.last_error) == ("connected", 2, None)
 

@@ -13,7 +13,7 @@ from ingest.db.store import Store
 from ingest.errors import DatabaseUnavailable, IngestError
 from ingest.feed.packet import Action, Rejected, classify, parse_action
 from ingest.simulator.generator import MatchSpec, generate_match, to_jsonl
-from ingest.worker.ports import FixtureState
+from ingest.worker.ports import SavedState, State
 from tests.conftest import wait_until
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -416,7 +416,7 @@ async def test_saving_states_locks_fixtures_in_the_write_paths_order(
     await store.register([high])  # stored (and scanned) before the lower one
     await store.register([low])
     since = datetime.now(UTC)
-    states = [FixtureState(f, "connected", since, 1, None) for f in (high, low)]  # input order
+    states = [SavedState(f, State.CONNECTED, since, 1, None) for f in (high, low)]  # input order
     async with sql.transaction():
         await sql.execute("SELECT 1 FROM fixtures WHERE fixture_id = $1 FOR UPDATE", high)
         saving = asyncio.create_task(store.save_states(states))

@@ -92,6 +92,6 @@ def test_the_json_fields() -> None:
 
 def test_every_fixture_state_has_a_style() -> None:
     from ingest.status import STATE_STYLE
-    from ingest.worker.progress import STATES
+    from ingest.worker.ports import State
 
-    assert set(STATE_STYLE) == set(STATES)
+    assert set(STATE_STYLE) == set(State)
