@@ -27,7 +27,18 @@ from ingest.feed.client import FeedSource, feed_session
 from ingest.ops.metrics import Metrics, SettlerMetrics
 from ingest.ops.monitor import Monitor
 from ingest.ops.systemd import Notifier
-from ingest.settings import DEFAULT_FEED_URL, LEGACY_FEED_HOST, RunOptions, Secret, Settings
+from ingest.settings import (
+    COMMAND_TIMEOUT,
+    DEFAULT_FEED_URL,
+    LEGACY_FEED_HOST,
+    POOL_SIZE,
+    Monitoring,
+    RunOptions,
+    Secret,
+    Settings,
+    SettleOptions,
+)
+from ingest.worker.ports import FixtureRow
 from ingest.worker.progress import RunResult
 from ingest.worker.retry import with_database_retries
 from ingest.worker.supervisor import Worker
@@ -45,7 +56,10 @@ log = logging.getLogger(__name__)
 
 @contextlib.asynccontextmanager
 async def open_store(
-    database_url: str, *, pool_size: int = 4, command_timeout: float | None = 60.0
+    database_url: str,
+    *,
+    pool_size: int = POOL_SIZE,
+    command_timeout: float | None = COMMAND_TIMEOUT,
 ) -> AsyncIterator[Store]:
     store = Store.connect(database_url, pool_size=pool_size, command_timeout=command_timeout)
     try:
@@ -66,18 +80,6 @@ async def migrate(database_url: str, *, revision: str = "head", downgrade: bool 
     return EX_OK
 
 
-@dataclasses.dataclass
-class Operations:
-    """How a run shows itself to operators: metrics, health, systemd."""
-
-    metrics_port: int | None = None
-    metrics_host: str = "127.0.0.1"  # as --metrics-host: 0.0.0.0 only when asked (a container)
-    metrics_file: str | None = None
-    notifier: Notifier | None = None
-    status_interval: float = 10.0
-    discover_every: float | None = None  # seconds between looks at the provider's fixtures list
-
-
 async def run(
     settings: Settings,
     database_url: str,
@@ -87,7 +89,8 @@ async def run(
     *,
     run_all: bool = False,
     token: Secret | None = None,
-    ops: Operations | None = None,
+    monitoring: Monitoring | None = None,
+    notifier: Notifier | None = None,
 ) -> RunResult:
     token = token or settings.require_token()
     if settings.legacy_feed:
@@ -97,8 +100,8 @@ async def run(
             LEGACY_FEED_HOST,
             DEFAULT_FEED_URL,
         )
-    ops = ops or Operations()
-    notifier = ops.notifier or Notifier({})
+    ops = monitoring or Monitoring()
+    notifier = notifier or Notifier({})
     metrics = Metrics()
     async with open_store(database_url, pool_size=options.pool_size) as store:
         if not await _wait_for_database(store, options, stop):
@@ -131,10 +134,10 @@ async def run(
             ]
             if notifier.watchdog_interval:
                 helpers.append(asyncio.create_task(_watchdog(worker, notifier)))
-            if ops.discover_every:
+            if options.discover_every:
                 helpers.append(
                     asyncio.create_task(
-                        _discover_forever(session, settings, token, store, ops.discover_every)
+                        _discover_forever(session, settings, token, store, options.discover_every)
                     )
                 )
             notifier.ready(
@@ -155,7 +158,7 @@ async def _start_monitor(
     metrics: Metrics | SettlerMetrics,
     store: Store,
     readiness: Callable[[], tuple[bool, str]],
-    ops: Operations,
+    ops: Monitoring,
 ) -> Monitor:
     """``/metrics``, ``/healthz`` and ``/readyz`` (database reachable, then ``readiness``) on
     ``--metrics-port``; not listening without one (``--metrics-file`` still reads it)."""
@@ -198,7 +201,7 @@ async def _wait_for_database(store: Store, options: RunOptions, stop: asyncio.Ev
     return True
 
 
-def _write_metrics(metrics: Metrics, path: str) -> None:
+def _write_metrics(metrics: Metrics, path: Path) -> None:
     try:
         metrics.write_textfile(Path(path))
     except OSError as exc:
@@ -215,7 +218,7 @@ def _status_line(worker: Worker) -> str:
 
 
 async def _report_status(
-    worker: Worker, notifier: Notifier, ops: Operations, metrics: Metrics
+    worker: Worker, notifier: Notifier, ops: Monitoring, metrics: Metrics
 ) -> None:
     while True:
         await asyncio.sleep(ops.status_interval)
@@ -383,25 +386,7 @@ async def fixtures_list(
         await store.check_schema()
         rows = await store.fixtures()
     if as_json:
-        out.write(
-            json.dumps(
-                [
-                    {
-                        "fixture_id": str(r.fixture_id),
-                        "enabled": r.enabled,
-                        "finished": r.finished,
-                        "last_seq": r.last_seq,
-                        "packets": r.packets,
-                        "last_packet_at": r.last_packet_at.isoformat()
-                        if r.last_packet_at
-                        else None,
-                    }
-                    for r in rows
-                ],
-                indent=2,
-            )
-            + "\n"
-        )
+        out.write(json.dumps([_fixture_json(r) for r in rows], indent=2) + "\n")
         return EX_OK
     table = Table(box=None, pad_edge=False)
     for column in ("fixture", "enabled", "finished", "last_seq", "packets", "last packet",
@@ -421,6 +406,28 @@ async def fixtures_list(
         )
     Console(file=out, width=200, highlight=False).print(table)
     return EX_OK
+
+
+def _fixture_json(row: FixtureRow) -> dict[str, object]:
+    """One fixture of ``fixtures list --format json``: what the table shows, never shortened."""
+
+    def when(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "fixture_id": str(row.fixture_id),
+        "enabled": row.enabled,
+        "finished": row.finished,
+        "last_seq": row.last_seq,
+        "packets": row.packets,
+        "last_packet_at": when(row.last_packet_at),
+        "state": row.state,
+        "state_changed_at": when(row.state_changed_at),
+        "connects": row.connects,
+        "last_error": row.last_error,
+        "owner": row.owner,
+        "lease_expires_at": when(row.lease_expires_at),
+    }
 
 
 async def verify(database_url: str, fixture_id: uuid.UUID | None, out: TextIO = sys.stdout) -> int:
@@ -623,7 +630,7 @@ async def demo(settings: Settings, database_url: str, stop: asyncio.Event, out: 
             token=Secret(token),
             data_dir=settings.data_dir,
         )
-        options = RunOptions(until_finished=True, speed="fast")
+        options = RunOptions(until_finished=True, speed="fast", worker_id="demo")
         result = await run(demo_settings, database_url, [recording.fixture_id], options, stop)
     finally:
         await simulator.stop()
@@ -652,27 +659,24 @@ async def settle(
     database_url: str,
     fixture_ids: Sequence[uuid.UUID],
     stop: asyncio.Event,
+    options: SettleOptions | None = None,
     *,
     settle_all: bool = False,
-    until_finished: bool = False,
-    idle_check: float = 30.0,
-    ops: Operations | None = None,
+    monitoring: Monitoring | None = None,
+    notifier: Notifier | None = None,
 ) -> int:
     """``ingest settle``: write settlement events as the stored packets decide markets."""
     from ingest.db.settlement import SettlementStore
-    from ingest.settlement.settler import SettleOptions, Settler
+    from ingest.settlement.settler import Settler
 
-    ops = ops or Operations()
-    notifier = ops.notifier or Notifier({})
+    options = options or SettleOptions()
+    ops = monitoring or Monitoring()
+    notifier = notifier or Notifier({})
     metrics = SettlerMetrics()
-    async with open_store(database_url, pool_size=3) as store:
-        if not await _wait_for_database(store, RunOptions(), stop):  # as patient as `run`
+    async with open_store(database_url, pool_size=options.pool_size) as store:
+        if not await _wait_for_database(store, options.retry, stop):  # as patient as `run`
             return EX_OK
-        settler = Settler(
-            SettlementStore(store),
-            SettleOptions(until_finished=until_finished, idle_check=idle_check),
-            metrics,
-        )
+        settler = Settler(SettlementStore(store), options, metrics)
 
         monitor = await _start_monitor(metrics, store, settler.health, ops)
 
@@ -702,7 +706,7 @@ async def settle(
             log.info("settlement stopped: %d event(s) written", settler.events_written)
 
 
-def _write_settler_metrics(metrics: SettlerMetrics, path: str) -> None:
+def _write_settler_metrics(metrics: SettlerMetrics, path: Path) -> None:
     try:
         metrics.write_textfile(Path(path))
     except OSError as exc:

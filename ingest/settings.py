@@ -1,18 +1,36 @@
-"""Typed settings, built once (in the CLI) from flags and the environment.
+"""Typed settings, each option declared once.
 
-Flags win over the environment. The token is wrapped in :class:`Secret` so that it cannot reach a
-log line, an error or a ``repr`` by accident; the database URL is only ever shown with its password
-hidden.
+A setting is a dataclass field made with :func:`option`: its flag, type (with its validation),
+default and help are written there, and whether the environment may set it. The command line
+(:mod:`ingest.cli`) builds its click options from these fields, code that uses the library
+builds the same dataclasses directly, and the README's option tables are generated from them
+(``tests/unit/test_options.py`` holds the README to the declarations).
+
+Only deployment settings read the environment: where the database and the feed are, logging,
+the worker's tuning and its metrics. Their variable is ``INGEST_`` and the flag's name
+(``--batch-size``: ``INGEST_BATCH_SIZE``), shown in ``--help``; a flag wins. What one command
+line asks for (``migrate --revision/--downgrade``, ``--format``, output paths, the simulator's
+flags, ``run --until-finished/--speed/--max-runtime``) never reads the environment. Every switch
+has its ``--no-`` form.
+
+The token is not an option: it is read from ``--token-file``, ``INGEST_TOKEN``,
+``INGEST_TOKEN_FILE`` or the systemd credential (in that order), never from the command line,
+and wrapped in :class:`Secret` so that it cannot reach a log line, an error or a ``repr`` by
+accident; the database URL is only ever shown with its password hidden.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import socket
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
+import click
 import platformdirs
 
 from ingest.errors import ConfigError
@@ -22,6 +40,63 @@ DEFAULT_API_URL = "https://dde-api.data.srarena.io"
 LEGACY_FEED_HOST = "dde-streams.data.imgarena.com"
 CREDENTIAL_NAME = "ingest-token"
 APP_NAME = "snooker-ingest"
+POOL_SIZE = 4  # database connections per process, shared by every fixture (writers + 2)
+COMMAND_TIMEOUT = 60.0  # a statement that takes longer fails (and is retried), None: migrations
+
+POSITIVE = click.FloatRange(min=0, min_open=True)  # seconds
+NON_NEGATIVE = click.FloatRange(min=0)
+COUNT = click.IntRange(min=1)
+
+
+@dataclass(frozen=True)
+class Option:
+    """How a setting is given on the command line and (for a deployment setting) in the
+    environment. Made by :func:`option`; the field's name gives the flag."""
+
+    help: str
+    env: bool | str = False  # True: INGEST_<FLAG>; a string: that variable; False: flags only
+    type: Any = None  # a click type (validation included); None: the default's type
+    flag: str | None = None  # default: --field-name
+    metavar: str | None = None
+    default_text: str | None = None  # the default as --help and the README show it
+    aliases: tuple[str, ...] = ()  # further variables read after the first (DATABASE_URL)
+
+    def flag_for(self, name: str) -> str:
+        return self.flag or "--" + name.replace("_", "-")
+
+    def variables(self, name: str) -> tuple[str, ...]:
+        if self.env is False:
+            return ()
+        first = (
+            self.env
+            if isinstance(self.env, str)
+            else ("INGEST_" + self.flag_for(name)[2:].upper().replace("-", "_"))
+        )
+        return (first, *self.aliases)
+
+
+def option(
+    default: Any = None,
+    *,
+    help: str,
+    env: bool | str = False,
+    type: Any = None,
+    flag: str | None = None,
+    metavar: str | None = None,
+    default_text: str | None = None,
+    aliases: tuple[str, ...] = (),
+    factory: Callable[[], Any] | None = None,
+) -> Any:
+    """A dataclass field that is also a command-line option (see the module docstring)."""
+    declared = Option(help, env, type, flag, metavar, default_text, aliases)
+    if factory is not None:
+        return field(default_factory=factory, metadata={"option": declared})
+    return field(default=default, metadata={"option": declared})
+
+
+def declared(cls: type) -> list[tuple[dataclasses.Field[Any], Option]]:
+    """The fields of ``cls`` that are options, in declaration order."""
+    return [(f, f.metadata["option"]) for f in dataclasses.fields(cls) if "option" in f.metadata]
 
 
 class Secret:
@@ -50,15 +125,80 @@ class Secret:
         raise TypeError("a Secret cannot be pickled")
 
 
+def _default_data_dir() -> Path:
+    return platformdirs.user_data_path(APP_NAME)
+
+
+@dataclass(frozen=True)
+class Logging:
+    """How a command logs (to standard error)."""
+
+    log_level: str = option(
+        "INFO",
+        help="DEBUG, INFO, WARNING or ERROR",
+        env=True,
+        type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    )
+    log_format: str = option(
+        "text",
+        help="text, or json (one object per line)",
+        env=True,
+        type=click.Choice(["text", "json"]),
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Everything the product needs to know about its surroundings."""
+    """Where the product's surroundings are: the database, the feed, the token."""
 
-    feed_url: str = DEFAULT_FEED_URL
-    api_url: str = DEFAULT_API_URL
-    database_url: str | None = field(default=None, repr=False)
-    token: Secret | None = None
-    data_dir: Path = field(default_factory=lambda: platformdirs.user_data_path(APP_NAME))
+    database_url: str | None = option(
+        None,
+        help="PostgreSQL URL, as psql takes it; unset: the embedded PostgreSQL",
+        env=True,
+        aliases=("DATABASE_URL",),
+        metavar="URL",
+        default_text="the embedded PostgreSQL",
+    )
+    data_dir: Path = option(
+        help="where the embedded PostgreSQL keeps its data (in DIR/pgdata)",
+        env=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        metavar="DIR",
+        default_text="the user data directory",
+        factory=_default_data_dir,
+    )
+    feed_url: str = option(
+        DEFAULT_FEED_URL, help="the feed's base URL (the path is appended)", env=True, metavar="URL"
+    )
+    api_url: str = option(
+        DEFAULT_API_URL,
+        help="the provider's REST API, for fixture discovery",
+        env=True,
+        metavar="URL",
+    )
+    token_file: Path | None = option(
+        None,
+        help="a file holding the access token; else INGEST_TOKEN, INGEST_TOKEN_FILE or the "
+        "systemd credential ingest-token (never the token itself on the command line)",
+        type=click.Path(dir_okay=False, path_type=Path),
+        metavar="FILE",
+    )
+    token: Secret | None = None  # not an option: see load_settings
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "feed_url", self.feed_url.rstrip("/"))
+        object.__setattr__(self, "api_url", self.api_url.rstrip("/"))
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
+        if not self.feed_url.startswith(("ws://", "wss://", "http://", "https://")):
+            raise ConfigError(
+                f"INGEST_FEED_URL must start with wss:// or ws://, got {self.feed_url!r}"
+            )
+        if not self.api_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"INGEST_API_URL must start with https:// or http://, got {self.api_url!r}"
+            )
+        if self.database_url is not None:
+            parse_database_url(self.database_url)  # a bad URL is a configuration error, said once
 
     @property
     def legacy_feed(self) -> bool:
@@ -90,37 +230,19 @@ class Settings:
         )
 
 
-def load_settings(
-    env: Mapping[str, str] | None = None,
-    *,
-    database_url: str | None = None,
-    feed_url: str | None = None,
-    token_file: str | None = None,
-    data_dir: str | None = None,
-    api_url: str | None = None,
-) -> Settings:
-    """Build :class:`Settings` from flag values (which win) and the environment."""
+def load_settings(env: Mapping[str, str] | None = None, **values: Any) -> Settings:
+    """:class:`Settings` from option values (as the command line parsed them: flag, else the
+    option's variable, else the default) and the token, the one thing read from ``env`` here.
+
+    ``values`` left out take their defaults; ``None`` counts as left out."""
     env = os.environ if env is None else env
-    db = database_url or env.get("INGEST_DATABASE_URL") or env.get("DATABASE_URL") or None
-    if db is not None:
-        parse_database_url(db)  # validate early: a bad URL is a configuration error, said once
-    feed = (feed_url or env.get("INGEST_FEED_URL") or DEFAULT_FEED_URL).rstrip("/")
-    if not feed.startswith(("ws://", "wss://", "http://", "https://")):
-        raise ConfigError(f"INGEST_FEED_URL must start with wss:// or ws://, got {feed!r}")
-    data = Path(data_dir or env.get("INGEST_DATA_DIR") or platformdirs.user_data_path(APP_NAME))
-    api = (api_url or env.get("INGEST_API_URL") or DEFAULT_API_URL).rstrip("/")
-    if not api.startswith(("http://", "https://")):
-        raise ConfigError(f"INGEST_API_URL must start with https:// or http://, got {api!r}")
-    return Settings(
-        feed_url=feed,
-        api_url=api,
-        database_url=db,
-        token=_load_token(env, token_file),
-        data_dir=data.expanduser(),
-    )
+    given = {k: v for k, v in values.items() if v is not None}
+    settings = Settings(**given)
+    token_file = given.get("token_file")
+    return dataclasses.replace(settings, token=_load_token(env, token_file))
 
 
-def _load_token(env: Mapping[str, str], token_file: str | None) -> Secret | None:
+def _load_token(env: Mapping[str, str], token_file: Path | str | None) -> Secret | None:
     if token_file:
         return _read_token_file(Path(token_file), "--token-file")
     if env.get("INGEST_TOKEN"):
@@ -274,32 +396,148 @@ def redact_url(raw: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, f"{userinfo}{at}{hosts}", parts.path, query, ""))
 
 
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 @dataclass
 class RunOptions:
-    """How one run behaves: built once, in the CLI, from these defaults, the environment and the
-    flags (``ingest run --help`` shows its defaults from here)."""
+    """How one run behaves. The fields made with :func:`option` are ``ingest run``'s options;
+    the others are internal knobs (tests set them)."""
 
-    until_finished: bool = False
-    max_runtime: float | None = None
-    speed: str | None = None
-    batch_size: int = 500
-    writers: int = 2  # batches in flight at once (each fixture always uses the same writer)
+    until_finished: bool = option(
+        False,
+        help="exit 0 once every fixture has finished (a fixture the provider dropped, "
+        "CollectionDropped, counts as finished, with a warning)",
+    )
+    max_runtime: float | None = option(
+        None, help="seconds, then a clean stop", type=POSITIVE, metavar="SECONDS"
+    )
+    speed: Literal["fast", "normal"] = option(
+        "normal",
+        help="fast: replay a finished match as fast as possible (backfill); normal: as played",
+        type=click.Choice(["fast", "normal"]),
+    )
+    batch_size: int = option(
+        500,
+        help="most packets per transaction (a batch is whatever is waiting: no timer delays a "
+        "packet)",
+        env=True,
+        type=COUNT,
+    )
+    writers: int = option(
+        2,
+        help="batches in flight at once; each fixture always uses the same writer, so its "
+        "packets commit in order",
+        env=True,
+        type=COUNT,
+    )
+    pool_size: int = option(
+        POOL_SIZE,
+        help="database connections for the whole process (writers + 2 is enough)",
+        env=True,
+        type=COUNT,
+    )
+    liveness_timeout: float = option(
+        30.0,
+        help="seconds without packets or heartbeats before a connection is declared dead and "
+        "replaced (websocket pings are sent at half that)",
+        env=True,
+        type=POSITIVE,
+    )
+    connect_rate: float = option(
+        4.0,
+        help="connection attempts per second across all fixtures (the provider asks for at "
+        "most 5); 0 for no limit",
+        env=True,
+        type=NON_NEGATIVE,
+    )
+    registry_poll: float = option(
+        10.0, help="with --all: seconds between looks for new fixtures", env=True, type=POSITIVE
+    )
+    progress_interval: float = option(
+        60.0, help="seconds between progress lines per fixture", env=True, type=POSITIVE
+    )
+    discover_every: float | None = option(
+        None,
+        help="with --all: register the provider's fixtures from today on every this many seconds",
+        env=True,
+        type=POSITIVE,
+        metavar="SECONDS",
+    )
+    worker_id: str = option(
+        help="with --all: this worker's name in the leases",
+        env=True,
+        default_text="host:pid",
+        factory=_worker_id,
+    )
+    lease_ttl: float = option(
+        30.0,
+        help="with --all: seconds a fixture's lease lasts unless renewed (renewed every third "
+        "of it)",
+        env=True,
+        type=POSITIVE,
+    )
+    max_fixtures: int | None = option(
+        None, help="with --all: claim at most this many fixtures", env=True, type=COUNT
+    )
     queue_size: int = 10_000
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     db_give_up_after: float = 600.0  # a database outage longer than this ends the run (exit 75)
     shutdown_timeout: float = 3.0  # how long a stop may spend flushing (all steps: < 5 s)
-    connect_rate: float = 4.0  # connection attempts per second, all fixtures together (0: no limit)
     auth_retries: int = 2  # a refused token is tried again this many times, spaced out ...
     auth_retry_delay: float = 2.0  # ... by this many seconds times the attempt number
-    registry_poll: float = 10.0  # --all: how often to look for new fixtures
-    progress_interval: float = 60.0  # how often to log a progress line per fixture
     state_interval: float = 2.0  # how often changed fixture states are saved
-    worker_id: str = "worker"  # the lease owner name, with --all (host:pid by default)
-    lease_ttl: float = 30.0  # a lease lasts this long unless renewed (every third of it)
-    max_fixtures: int | None = None  # with --all: claim at most this many
     rejected_burst: int = 100  # rejected frames stored per fixture at once ...
     rejected_per_minute: float = 1.0  # ... then this many a minute; the rest are only counted
     summary_interval: float = 10.0  # how often fixtures with new packets are reconciled
-    liveness_timeout: float = 30.0  # no packet or heartbeat this long: the connection is dead
-    pool_size: int = 4  # database connections, shared by every fixture
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    """How a long-running command shows itself to operators (``run`` and ``settle``)."""
+
+    metrics_port: int | None = option(
+        None,
+        help="serve /metrics (Prometheus), /healthz (alive) and /readyz (database reachable, "
+        "no fixture unable to connect for 2 min) on this port",
+        env=True,
+        type=click.IntRange(1, 65535),
+        metavar="PORT",
+    )
+    metrics_host: str = option(
+        "127.0.0.1",
+        help="address for the metrics port (0.0.0.0 in a container)",
+        env=True,
+        metavar="ADDRESS",
+    )
+    metrics_file: Path | None = option(
+        None,
+        help="write the metrics for node_exporter's textfile collector every 10 s and at exit "
+        "(atomic rename), for oneshot runs",
+        env=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        metavar="FILE",
+    )
+    status_interval: float = 10.0  # STATUS= to systemd, and the metrics file, this often
+
+
+@dataclass(frozen=True)
+class SettleOptions:
+    """How ``ingest settle`` behaves."""
+
+    until_finished: bool = option(
+        False,
+        help="exit 0 once every fixture followed has finished and all its packets are settled",
+    )
+    idle_check: float = option(
+        30.0,
+        help="seconds between checks of the LISTEN connection (and, with --all, the registry)",
+        env="INGEST_SETTLE_IDLE_CHECK",
+        type=POSITIVE,
+    )
+    pool_size: int = option(
+        POOL_SIZE, help="database connections (one more is kept for LISTEN)", env=True, type=COUNT
+    )
+    retry: RunOptions = field(default_factory=RunOptions)  # database retries, as the worker's

@@ -16,26 +16,17 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ingest.db.settlement import Listener, Settled, SettlementStore
 from ingest.errors import DatabaseUnavailable
 from ingest.ops.metrics import SettlerMetrics
-from ingest.settings import RunOptions
+from ingest.settings import SettleOptions
 from ingest.worker.retry import with_database_retries
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 CHANNEL = "ingest_actions"
-
-
-@dataclass
-class SettleOptions:
-    until_finished: bool = False
-    idle_check: float = 30.0  # seconds between looks at the LISTEN connection (and registry)
-    # database retries and their give-up time, as the worker's
-    retry: RunOptions = field(default_factory=RunOptions)
 
 
 class Settler:

@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 
 from ingest.db.migrations import head_revision
-from tests.acceptance.test_cli import Done, cli_env
+from tests.acceptance.test_cli import Done, cli, cli_env
 from tests.conftest import plain
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,3 +58,13 @@ async def test_alembic_by_hand_without_a_database_url_says_what_to_set() -> None
     assert done.code != 0
     assert "INGEST_DATABASE_URL" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_migrate_in_an_environment_with_revision_and_downgrade_keeps_the_schema(
+    database_url: str,
+) -> None:
+    # a service's environment that exports its build revision must not drop the schema
+    env = cli_env(INGEST_DATABASE_URL=database_url, INGEST_REVISION="base", INGEST_DOWNGRADE="1")
+    done = await cli("migrate", env=env)
+    assert done.code == 0, done.stderr
+    assert await revision(database_url) == head_revision()

@@ -115,6 +115,11 @@ async def test_run_all_follows_the_registry_and_picks_up_new_fixtures(
         states = {row["fixture_id"]: (row["enabled"], row["finished"]) for row in listed}
         assert states[str(disabled.fixture_id)] == (False, False)
         assert states[str(second.fixture_id)] == (True, True)
+        # what the README promises of `list --format json`: state, owner and lease expiry too
+        row = {r["fixture_id"]: r for r in listed}[str(second.fixture_id)]
+        assert row["state"] == "finished" and row["connects"] >= 1
+        assert {"owner", "lease_expires_at", "state_changed_at", "last_error"} <= set(row)
+        assert row["owner"] is None  # a clean stop releases the leases
     finally:
         await sql.close()
         if proc.returncode is None:
@@ -201,10 +206,11 @@ async def test_a_worker_started_while_the_database_is_down_waits_then_ingests_ev
         INGEST_FEED_URL=sim.url,
         INGEST_TOKEN=TOKEN,
         INGEST_CONNECT_RATE="0",
-        INGEST_SPEED="fast",
     )
     await asyncio.to_thread(pg_ctl, pgdata, "stop")
-    proc = await start_cli("run", str(recording.fixture_id), "--until-finished", env=env)
+    proc = await start_cli(
+        "run", str(recording.fixture_id), "--until-finished", "--speed", "fast", env=env
+    )
     assert proc.stderr is not None
     waiting = await asyncio.wait_for(proc.stderr.readline(), 20)
     assert b"database unavailable, retrying" in waiting, waiting

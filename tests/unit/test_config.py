@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
 import pytest
 
+from ingest.cli import parse
 from ingest.errors import ConfigError
-from ingest.settings import DEFAULT_FEED_URL, Secret, load_settings, parse_database_url
+from ingest.settings import DEFAULT_FEED_URL, Secret, Settings, load_settings, parse_database_url
 
 TOKEN = "s3cr3t-token-value"
 
@@ -18,15 +20,35 @@ def test_defaults_use_the_current_provider_host_and_the_embedded_database() -> N
     assert settings.database_url is None and settings.token is None
 
 
-def test_flags_win_over_the_environment() -> None:
+def settings_of(argv: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings the real command line builds from ``argv`` and the environment ``env``."""
+    for name in [n for n in os.environ if n.startswith("INGEST_") or n == "DATABASE_URL"]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    _, values = parse(argv)
+    return load_settings(env, **{k: v for k, v in values.items() if k in SETTINGS})
+
+
+SETTINGS = {"database_url", "data_dir", "feed_url", "api_url", "token_file"}
+
+
+def test_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {"INGEST_DATABASE_URL": "postgresql://env/db", "INGEST_FEED_URL": "ws://env:1"}
-    settings = load_settings(env, database_url="postgresql://flag/db", feed_url="ws://flag:2/")
+    settings = settings_of(
+        ["run", "--all", "--database-url", "postgresql://flag/db", "--feed-url", "ws://flag:2/"],
+        env,
+        monkeypatch,
+    )
     assert settings.database_url == "postgresql://flag/db"
     assert settings.feed_url == "ws://flag:2"
+    from_env = settings_of(["run", "--all"], env, monkeypatch)
+    assert (from_env.database_url, from_env.feed_url) == ("postgresql://env/db", "ws://env:1")
 
 
-def test_database_url_falls_back_to_DATABASE_URL() -> None:
-    assert load_settings({"DATABASE_URL": "postgresql://x/y"}).database_url == "postgresql://x/y"
+def test_database_url_falls_back_to_DATABASE_URL(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_of(["check"], {"DATABASE_URL": "postgresql://x/y"}, monkeypatch)
+    assert settings.database_url == "postgresql://x/y"
 
 
 @pytest.mark.parametrize(
@@ -63,9 +85,7 @@ def test_pooler_and_timeout_parameters_are_ours_not_the_servers() -> None:
 
 
 def test_a_multi_host_url_with_a_password_is_shown_without_it() -> None:
-    settings = load_settings(
-        {"INGEST_DATABASE_URL": "postgresql://u:hunter2@a:1,b:2/db?password=hunter2"}
-    )
+    settings = load_settings(database_url="postgresql://u:hunter2@a:1,b:2/db?password=hunter2")
     assert "hunter2" not in settings.database_url_display
     assert "hunter2" not in repr(settings)
     assert settings.database_url_display == "postgresql://u:***@a:1,b:2/db?password=***"
@@ -87,7 +107,7 @@ def test_a_multi_host_url_with_a_password_is_shown_without_it() -> None:
 )
 def test_urls_we_cannot_honour_are_configuration_errors(raw: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
-        load_settings({"INGEST_DATABASE_URL": raw})
+        load_settings({}, database_url=raw)
 
 
 def test_token_sources_in_order(tmp_path: Path) -> None:
@@ -128,9 +148,7 @@ def test_an_unreadable_or_empty_token_file_is_a_configuration_error(tmp_path: Pa
 
 
 def test_the_token_and_the_password_never_show(caplog: pytest.LogCaptureFixture) -> None:
-    settings = load_settings(
-        {"INGEST_TOKEN": TOKEN, "INGEST_DATABASE_URL": "postgresql://u:hunter2@h/db"}
-    )
+    settings = load_settings({"INGEST_TOKEN": TOKEN}, database_url="postgresql://u:hunter2@h/db")
     logging.getLogger("t").warning("settings: %s %r %s", settings, settings, settings.token)
     shown = f"{settings!r} {settings!s} {settings.token!r} {settings.token!s} {caplog.text}"
     shown += settings.database_url_display
