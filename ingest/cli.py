@@ -95,7 +95,13 @@ def build(cls: Callable[..., T], values: dict[str, Any]) -> T:
 
 
 class FixtureId(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2 on
+    """A fixture id, or the start of a registered one as ``ingest status`` shows it
+    (``7b89296c``): a str, resolved against the registry by the command."""
+
     name = "FIXTURE_ID"
+
+    def __init__(self, *, prefix: bool = True) -> None:
+        self.prefix = prefix
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, uuid.UUID):
@@ -103,10 +109,17 @@ class FixtureId(click.ParamType):  # type: ignore[type-arg]  # generic from clic
         try:
             return uuid.UUID(str(value))
         except ValueError:
-            self.fail(f"not a fixture id (a UUID): {value!r}", param, ctx)
+            pass
+        text = str(value).strip().lower()
+        if self.prefix and text and all(c in "0123456789abcdef-" for c in text):
+            return text
+        wanted = "a fixture id (a UUID)" + (", or the start of one" if self.prefix else "")
+        self.fail(f"not {wanted}: {value!r}", param, ctx)
 
 
 FIXTURE_ID = FixtureId()
+NEW_FIXTURE_ID = FixtureId(prefix=False)  # a fixture to register: the whole id
+Ref = uuid.UUID | str  # what FIXTURE_ID gives: an id, or the start of one
 _FORMAT = click.option(
     "--format",
     "output_format",
@@ -190,7 +203,7 @@ def _database_url(settings: Settings) -> str:
 @declared_options(Monitoring)
 @_feed
 @_database
-def run(fixture_ids: tuple[uuid.UUID, ...], run_all: bool, **values: Any) -> int:
+def run(fixture_ids: tuple[Ref, ...], run_all: bool, **values: Any) -> int:
     if not fixture_ids and not run_all:
         raise click.UsageError("give FIXTURE_ID ... or --all")
     settings = _start(values)
@@ -257,7 +270,9 @@ def status(
 
 
 @command(fixtures, "add", "register (or re-enable) fixtures")
-@click.argument("fixture_ids", nargs=-1, required=True, type=FIXTURE_ID, metavar="FIXTURE_ID...")
+@click.argument(
+    "fixture_ids", nargs=-1, required=True, type=NEW_FIXTURE_ID, metavar="FIXTURE_ID..."
+)
 @_database
 def fixtures_add(fixture_ids: tuple[uuid.UUID, ...], **values: Any) -> int:
     from ingest import commands
@@ -279,7 +294,7 @@ def fixtures_list(output_format: str, **values: Any) -> int:
 @command(fixtures, "disable", "stop streaming a fixture")
 @click.argument("fixture_id", type=FIXTURE_ID, metavar="FIXTURE_ID")
 @_database
-def fixtures_disable(fixture_id: uuid.UUID, **values: Any) -> int:
+def fixtures_disable(fixture_id: Ref, **values: Any) -> int:
     from ingest import commands
 
     url = _database_url(_start(values))
@@ -311,7 +326,7 @@ def fixtures_discover(live: bool, date_from: str | None, date_to: str | None, **
     help="directory for FIXTURE_ID.jsonl files; - for standard output (one fixture)",
 )  # fmt: skip
 @_database
-def export(fixture_ids: tuple[uuid.UUID, ...], output: str, **values: Any) -> int:
+def export(fixture_ids: tuple[Ref, ...], output: str, **values: Any) -> int:
     from ingest import commands
 
     url = _database_url(_start(values))
@@ -323,7 +338,7 @@ def export(fixture_ids: tuple[uuid.UUID, ...], output: str, **values: Any) -> in
 @_FORMAT
 @click.option("--plot", metavar="FILE.png", help="also draw the frame-by-frame progression")
 @_database
-def report(fixture_id: uuid.UUID, output_format: str, plot: str | None, **values: Any) -> int:
+def report(fixture_id: Ref, output_format: str, plot: str | None, **values: Any) -> int:
     from ingest import commands
 
     url = _database_url(_start(values))
@@ -335,7 +350,7 @@ def report(fixture_id: uuid.UUID, output_format: str, plot: str | None, **values
 @command(ingest, "verify", "gaps, conflicts, rejected messages; exit 1 if any")
 @click.argument("fixture_id", required=False, type=FIXTURE_ID, metavar="[FIXTURE_ID]")
 @_database
-def verify(fixture_id: uuid.UUID | None, **values: Any) -> int:
+def verify(fixture_id: Ref | None, **values: Any) -> int:
     from ingest import commands
 
     url = _database_url(_start(values))
@@ -351,7 +366,7 @@ def verify(fixture_id: uuid.UUID | None, **values: Any) -> int:
 @declared_options(SettleOptions)
 @declared_options(Monitoring)
 @_database
-def settle(fixture_ids: tuple[uuid.UUID, ...], settle_all: bool, **values: Any) -> int:
+def settle(fixture_ids: tuple[Ref, ...], settle_all: bool, **values: Any) -> int:
     if not fixture_ids and not settle_all:
         raise click.UsageError("give FIXTURE_ID ... or --all")
     url = _database_url(_start(values))

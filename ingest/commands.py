@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, TextIO
 import aiohttp
 
 from ingest.db.store import Store
-from ingest.errors import EX_OK, ConfigError, IngestError
+from ingest.errors import EX_OK, ConfigError, IngestError, UnknownFixture
 from ingest.feed.client import FeedSource, feed_session
 from ingest.ops.metrics import Metrics, SettlerMetrics
 from ingest.ops.monitor import Monitor
@@ -83,7 +83,7 @@ async def migrate(database_url: str, *, revision: str = "head", downgrade: bool 
 async def run(
     settings: Settings,
     database_url: str,
-    fixture_ids: Sequence[uuid.UUID],
+    refs: Sequence[FixtureRef],
     options: RunOptions,
     stop: asyncio.Event,
     *,
@@ -106,6 +106,7 @@ async def run(
     async with open_store(database_url, pool_size=options.pool_size) as store:
         if not await _wait_for_database(store, options, stop):
             return RunResult(stopped=True)
+        fixture_ids = await resolve_fixtures(store, refs)
         log.info(
             "streaming %s from %s into %s",
             f"{len(fixture_ids)} fixture(s)" + (" and the registry" if run_all else "")
@@ -299,7 +300,7 @@ async def status(
     once: bool = False,
     as_json: bool = False,
     interval: float = 2.0,
-    select: Sequence[str] = (),
+    select: Sequence[FixtureRef] = (),
     width: int | None = None,
 ) -> int:
     """A live table of the registered fixtures (``--once`` for a single look); ``select``: only
@@ -308,7 +309,7 @@ async def status(
 
     async with open_store(database_url) as store:
         await store.check_schema()
-        chosen = await _select_fixtures(store, select) if select else None
+        chosen = await resolve_fixtures(store, select) if select else None
         watcher = asyncio.create_task(
             fixture_status.watch(
                 lambda: store.fixtures(chosen),
@@ -331,16 +332,25 @@ async def status(
     return EX_OK
 
 
-async def _select_fixtures(store: Store, wanted: Sequence[str]) -> list[uuid.UUID]:
-    """Registered fixtures by id or by the start of one (``ingest status 6513270e``)."""
+FixtureRef = uuid.UUID | str  # a fixture id, or the start of one (as `ingest status` shows it)
+
+
+async def resolve_fixtures(store: Store, wanted: Sequence[FixtureRef]) -> list[uuid.UUID]:
+    """Fixture ids from full ids and from the starts of registered ones (``7b89296c``): a start
+    that matches no registered fixture, or several, is :class:`UnknownFixture`."""
+    if all(isinstance(w, uuid.UUID) for w in wanted):
+        return list(dict.fromkeys(w for w in wanted if isinstance(w, uuid.UUID)))
     known = [r.fixture_id for r in await store.fixtures()]
     chosen: list[uuid.UUID] = []
-    for text in wanted:
-        key = text.strip().lower()
+    for ref in wanted:
+        if isinstance(ref, uuid.UUID):
+            chosen.append(ref)
+            continue
+        key = ref.strip().lower()
         found = [f for f in known if str(f).startswith(key) or f.hex.startswith(key)]
         if len(found) != 1 or not key:
             what = "no registered fixture" if not found else f"{len(found)} fixtures"
-            raise ConfigError(f"{what} match {text!r}: give more of the fixture id")
+            raise UnknownFixture(f"{what} match {ref!r}: give more of the fixture id")
         chosen.append(found[0])
     return list(dict.fromkeys(chosen))
 
@@ -367,11 +377,12 @@ async def fixtures_add(database_url: str, ids: Sequence[uuid.UUID]) -> int:
     return EX_OK
 
 
-async def fixtures_disable(database_url: str, fixture_id: uuid.UUID) -> int:
+async def fixtures_disable(database_url: str, ref: FixtureRef) -> int:
     async with open_store(database_url) as store:
         await store.check_schema()
+        [fixture_id] = await resolve_fixtures(store, [ref])
         if not await store.set_enabled(fixture_id, False):
-            raise ConfigError(f"fixture {fixture_id} is not in the registry")
+            raise UnknownFixture(f"fixture {fixture_id} is not in the registry")
     log.info("fixture %s disabled", fixture_id)
     return EX_OK
 
@@ -430,16 +441,17 @@ def _fixture_json(row: FixtureRow) -> dict[str, object]:
     }
 
 
-async def verify(database_url: str, fixture_id: uuid.UUID | None, out: TextIO = sys.stdout) -> int:
+async def verify(database_url: str, ref: FixtureRef | None, out: TextIO = sys.stdout) -> int:
     """Report gaps, conflicts and rejected frames; exit 1 if there are any."""
     async with open_store(database_url) as store:
         await store.check_schema()
+        fixture_id = None if ref is None else (await resolve_fixtures(store, [ref]))[0]
         rows = await store.integrity(fixture_id)
         disagreements = await store.fixtures_in_disagreement(
             [fixture_id] if fixture_id is not None else None
         )
     if fixture_id is not None and not rows:
-        raise ConfigError(f"fixture {fixture_id} is not in the database")
+        raise UnknownFixture(f"fixture {fixture_id} is not in the database")
     problems = 0
     details: list[str] = []
     for row in rows:
@@ -480,7 +492,7 @@ def _shown(value: str | None) -> str:
 
 async def report(
     database_url: str,
-    fixture_id: uuid.UUID,
+    ref: FixtureRef,
     out: TextIO = sys.stdout,
     *,
     as_json: bool = False,
@@ -491,9 +503,10 @@ async def report(
 
     async with open_store(database_url) as store:
         await store.check_schema()
+        [fixture_id] = await resolve_fixtures(store, [ref])
         data = await store.match_report(fixture_id)
     if data is None:
-        raise ConfigError(f"nothing is known about fixture {fixture_id}")
+        raise UnknownFixture(f"nothing is known about fixture {fixture_id}")
     if as_json:
         out.write(match_report.to_json(data))
     else:
@@ -557,13 +570,13 @@ def _write_text(path: str | None, text: str) -> None:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
 
 
-async def export(database_url: str, fixture_ids: Sequence[uuid.UUID], output: str) -> int:
+async def export(database_url: str, refs: Sequence[FixtureRef], output: str) -> int:
     """``ingest export``: stored matches as JSON-lines recordings, one packet per line."""
     from ingest.export import stored_recordings, write_recordings
 
     async with open_store(database_url) as store:
         await store.check_schema()
-        recordings = await stored_recordings(store, fixture_ids)
+        recordings = await stored_recordings(store, await resolve_fixtures(store, refs))
     written = write_recordings(recordings, output)
     for recording, where in zip(recordings, written, strict=True):
         log.info(
@@ -657,7 +670,7 @@ async def demo(settings: Settings, database_url: str, stop: asyncio.Event, out: 
 
 async def settle(
     database_url: str,
-    fixture_ids: Sequence[uuid.UUID],
+    refs: Sequence[FixtureRef],
     stop: asyncio.Event,
     options: SettleOptions | None = None,
     *,
@@ -676,6 +689,7 @@ async def settle(
     async with open_store(database_url, pool_size=options.pool_size) as store:
         if not await _wait_for_database(store, options.retry, stop):  # as patient as `run`
             return EX_OK
+        fixture_ids = await resolve_fixtures(store, refs)
         settler = Settler(SettlementStore(store), options, metrics)
 
         monitor = await _start_monitor(metrics, store, settler.health, ops)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 EX_OK = 0
 EX_USAGE = 2
+EX_NOINPUT = 66  # the fixture asked about is not in the database
 EX_TEMPFAIL = 75  # a temporary failure outlasted its retries: systemd may restart
 EX_NOPERM = 77  # authentication refused
 EX_CONFIG = 78  # bad configuration
@@ -28,6 +29,13 @@ class ConfigError(IngestError):
 
 class FixtureNotFound(ConfigError):
     """The feed does not know a fixture (HTTP 404): that fixture stops, the others go on."""
+
+
+class UnknownFixture(IngestError):
+    """A command was asked about a fixture the database does not hold (exit 66), or about the
+    start of an id that matches no fixture, or several."""
+
+    exit_code = EX_NOINPUT
 
 
 class SchemaError(ConfigError):
@@ -66,6 +74,7 @@ class DatabaseUnavailable(TemporaryError):
 # Exit code 0 also covers a stop by SIGTERM / SIGINT: that is a normal way to end a worker.
 __all__ = [
     "EX_CONFIG",
+    "EX_NOINPUT",
     "EX_NOPERM",
     "EX_OK",
     "EX_TEMPFAIL",
@@ -79,4 +88,5 @@ __all__ = [
     "IngestError",
     "SchemaError",
     "TemporaryError",
+    "UnknownFixture",
 ]

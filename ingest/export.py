@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, UnknownFixture
 from ingest.simulator.recording import Recording
 
 
@@ -40,7 +40,7 @@ async def stored_recordings(
     for fixture_id in ids:
         packets = await store.stored_packets(fixture_id)
         if not packets:
-            raise ConfigError(f"no packets of fixture {fixture_id} are stored in this database")
+            raise UnknownFixture(f"no packets of fixture {fixture_id} are stored in this database")
         recordings.append(
             Recording.from_lines(packets, fixture_id=fixture_id, name=str(fixture_id))
         )

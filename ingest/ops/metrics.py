@@ -42,6 +42,9 @@ class Metrics:
         self.reconnects = Counter(
             "ingest_reconnects", "Connections lost and retried", ["reason"], registry=r
         )
+        self.fixtures = Gauge(
+            "ingest_fixtures", "This worker's fixtures by state", ["state"], registry=r
+        )
         self.connected = Gauge(
             "ingest_connected_fixtures", "Fixtures with an open feed connection", registry=r
         )

@@ -29,6 +29,7 @@ class FixtureStats:
     finished: bool = False
     state: State = State.STARTING
     state_since: float = field(default_factory=time.time)
+    unconnected_since: float | None = None  # wall time: trying to connect since then
     last_error: str | None = None
     state_saved: bool = False
 

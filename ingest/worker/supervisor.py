@@ -290,7 +290,11 @@ class Worker:
         for fixture_id in new:
             stats = self._states.add(fixture_id)
             row = rows.get(fixture_id)
+            if row is not None:
+                stats.connects = row.connects  # the registry counts across runs
             if row is not None and row.finished:
+                # as stored: a second run of a finished match is no new start of it
+                self._states.restore(fixture_id, State.FINISHED, row.state_changed_at)
                 stats.finished = True
                 log.info(
                     "fixture %s: already finished (%d packets stored); not reconnecting",
@@ -344,7 +348,7 @@ class Worker:
                     False,
                     f"the database has been unavailable for {now - writer.outage_since:.0f} s",
                 )
-        why = self._states.unable_to_connect(120)
+        why = self._states.unable_to_connect()
         return (False, why) if why else (True, "ok")
 
     def readiness(self) -> tuple[bool, str]:

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from ingest.errors import IngestError
@@ -18,35 +19,65 @@ from ingest.worker.progress import FixtureStats
 
 log = logging.getLogger(__name__)
 
+UNABLE_TO_CONNECT_AFTER = 120.0  # seconds: then /readyz fails and the watchdog is not fed
+_TRYING = (State.CONNECTING, State.BACKING_OFF)
+
 
 class StateTracker:
     """The run's :class:`FixtureStats` per fixture, and what is done with their states."""
 
-    def __init__(self, sink: Sink, options: RunOptions, metrics: Metrics | None) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        options: RunOptions,
+        metrics: Metrics | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._sink = sink
         self._options = options
         self._metrics = metrics
+        self._clock = clock  # wall time: state_since is shown to people and saved
         self.stats: dict[uuid.UUID, FixtureStats] = {}
 
     def __getitem__(self, fixture_id: uuid.UUID) -> FixtureStats:
         return self.stats[fixture_id]
 
     def add(self, fixture_id: uuid.UUID) -> FixtureStats:
-        return self.stats.setdefault(fixture_id, FixtureStats())
+        if fixture_id not in self.stats:
+            self.stats[fixture_id] = FixtureStats(state_since=self._clock())
+            if self._metrics is not None:
+                self._metrics.fixtures.labels(State.STARTING.value).inc()
+        return self.stats[fixture_id]
 
     def set(self, fixture_id: uuid.UUID, state: State, error: str | None = None) -> None:
-        stats = self.stats[fixture_id]
-        if self._metrics is not None and (stats.state == State.CONNECTED) != (
-            state == State.CONNECTED
-        ):
-            self._metrics.connected.inc(1 if state == State.CONNECTED else -1)
-        if self._metrics is not None and (stats.state == State.BLOCKED) != (state == State.BLOCKED):
-            self._metrics.blocked.inc(1 if state == State.BLOCKED else -1)
+        stats, now = self.stats[fixture_id], self._clock()
+        if self._metrics is not None and state != stats.state:
+            self._metrics.fixtures.labels(stats.state.value).dec()
+            self._metrics.fixtures.labels(state.value).inc()
+            for gauge, counted in ((self._metrics.connected, State.CONNECTED),
+                                   (self._metrics.blocked, State.BLOCKED)):  # fmt: skip
+                if (stats.state == counted) != (state == counted):
+                    gauge.inc(1 if state == counted else -1)
+        if state in _TRYING:  # the clock of "unable to connect" runs until a connection opens
+            if stats.unconnected_since is None:
+                stats.unconnected_since = now
+        else:
+            stats.unconnected_since = None
         if state != stats.state:
-            stats.state, stats.state_since = state, time.time()
+            stats.state, stats.state_since = state, now
         if error is not None:
             stats.last_error = error
         stats.state_saved = False
+
+    def restore(self, fixture_id: uuid.UUID, state: State, since: datetime | None) -> None:
+        """A state the registry already holds (nothing to save): a finished fixture's."""
+        stats = self.stats[fixture_id]
+        if self._metrics is not None and state != stats.state:
+            self._metrics.fixtures.labels(stats.state.value).dec()
+            self._metrics.fixtures.labels(state.value).inc()
+        stats.state, stats.state_saved = state, True
+        if since is not None:
+            stats.state_since = since.timestamp()
 
     async def save(self) -> None:
         """Save the states changed since the last save (one statement)."""
@@ -90,12 +121,17 @@ class StateTracker:
                 return f"fixture {fixture_id} is blocked: {stats.last_error}"
         return None
 
-    def unable_to_connect(self, for_seconds: float) -> str | None:
-        """Why a fixture has been backing off for longer than ``for_seconds``, if one has."""
-        wall = time.time()
+    def unable_to_connect(self, for_seconds: float = UNABLE_TO_CONNECT_AFTER) -> str | None:
+        """Why a fixture has been trying to connect (connecting and backing off in turn, the
+        backoff capped far below ``for_seconds``) for longer than ``for_seconds``, if one has."""
+        now = self._clock()
         for fixture_id, stats in self.stats.items():
-            if stats.state == State.BACKING_OFF and wall - stats.state_since > for_seconds:
-                return f"fixture {fixture_id} cannot connect: {stats.last_error}"
+            since = stats.unconnected_since
+            if since is not None and stats.state in _TRYING and now - since > for_seconds:
+                return (
+                    f"fixture {fixture_id} has been unable to connect for {now - since:.0f} s: "
+                    f"{stats.last_error}"
+                )
         return None
 
     def log_progress(self, fixture_ids: list[uuid.UUID]) -> None:

@@ -87,7 +87,7 @@ async def test_run_all_follows_the_registry_and_picks_up_new_fixtures(
     assert (await cli("fixtures", "add", str(first.fixture_id), str(disabled.fixture_id),
                       env=env)).code == 0  # fmt: skip
     assert (await cli("fixtures", "disable", str(disabled.fixture_id), env=env)).code == 0
-    assert (await cli("fixtures", "disable", str(uuid.uuid4()), env=env)).code == 78
+    assert (await cli("fixtures", "disable", str(uuid.uuid4()), env=env)).code == 66
     proc = await start_cli("run", "--all", "--registry-poll", "0.2", "--speed", "fast", env=env)
     sql = await asyncpg.connect(plain(database_url))
     try:
@@ -143,7 +143,7 @@ async def test_verify_reports_problems_with_exit_1(
     assert "gaps at seq 10-12" in verify.stdout
     assert f"{len(recording.lines) // 50} rejected message(s)" in verify.stdout
     unknown = await cli("verify", str(uuid.uuid4()), env=env)
-    assert unknown.code == 78
+    assert unknown.code == 66  # no such fixture: not a configuration error
 
 
 async def test_json_logs_for_machines_never_carry_the_token(
@@ -193,7 +193,7 @@ async def test_report_as_text_json_and_a_picture(
     assert plotted.code == 0
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 10_000
     missing = await cli("report", str(uuid.uuid4()), env=env)
-    assert missing.code == 78
+    assert missing.code == 66  # no such fixture, not "bad configuration"
 
 
 async def test_a_worker_started_while_the_database_is_down_waits_then_ingests_everything(
@@ -242,3 +242,27 @@ async def test_sigterm_while_waiting_for_the_database_stops_at_once(
     _, err = await asyncio.wait_for(proc.communicate(), 5)
     assert proc.returncode == 0, err.decode()
     assert b"stopped while waiting for the database" in err
+
+
+async def test_a_second_signal_during_the_stop_exits_at_once_with_128_plus_the_signal(
+    start_simulator: StartSimulator, own_server: tuple[str, Path], recording: Recording
+) -> None:
+    url, pgdata = own_server
+    sim = await start_simulator([recording], live=True)
+    env = cli_env(INGEST_DATABASE_URL=url, INGEST_FEED_URL=sim.url, INGEST_TOKEN=TOKEN)
+    assert (await cli("migrate", env=env)).code == 0
+    proc = await start_cli("run", str(recording.fixture_id), env=env)
+    assert proc.stderr is not None
+    sql = await asyncpg.connect(plain(url))
+    try:
+        await wait_until(lambda: sql.fetchval("SELECT count(*) > 0 FROM actions"), timeout=30)
+    finally:
+        await sql.close()
+    await asyncio.to_thread(pg_ctl, pgdata, "stop")  # the stop's flush now waits on the database
+    proc.send_signal(signal.SIGTERM)
+    while b"SIGTERM received: stopping" not in await asyncio.wait_for(proc.stderr.readline(), 20):
+        pass
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(proc.wait(), 10)
+    assert proc.returncode == 128 + signal.SIGTERM == 143
+    await asyncio.to_thread(pg_ctl, pgdata, "start")

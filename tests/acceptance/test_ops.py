@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.simulator.recording import Recording
 from tests.acceptance.test_cli import cli, cli_env, start_cli
@@ -80,9 +81,10 @@ async def test_metrics_health_and_metrics_file_of_a_running_worker(
         finally:
             await sql.close()
         written = {
-            line.split()[0]: float(line.split()[1])
-            for line in prom.read_text().splitlines()
-            if line and not line.startswith("#")
+            sample.name: sample.value
+            for family in text_string_to_metric_families(prom.read_text())
+            for sample in family.samples
+            if not sample.labels
         }
         assert written["ingest_packets_stored_total"] == rows
     finally:
@@ -114,7 +116,22 @@ async def test_status_shows_each_fixture(
         one = await cli("status", "--once", "--format", "json", selected, env=env)
         assert [e["fixture_id"] for e in json.loads(one.stdout)] == [fixture]
     unknown = await cli("status", "--once", "ffffffff", env=env)
-    assert unknown.code == 78 and "no registered fixture match 'ffffffff'" in unknown.stderr
+    assert unknown.code == 66 and "no registered fixture match 'ffffffff'" in unknown.stderr
+    # the start of an id works wherever a fixture is named, as in `status`
+    report = await cli("report", fixture[:8], "--format", "json", env=env)
+    assert report.code == 0 and json.loads(report.stdout)["match"]["fixture_id"] == fixture
+    assert (await cli("verify", fixture[:8], env=env)).code == 0
+    assert (await cli("export", fixture[:8], "--output", "-", env=env)).stdout.count("\n") == len(
+        recording.lines
+    )
+    for command in (["report"], ["export", "--output", "-"], ["verify"], ["fixtures", "disable"]):
+        missing = await cli(*command, "ffffffff", env=env)
+        assert missing.code == 66, (command, missing.stderr)
+        assert "no registered fixture match 'ffffffff'" in missing.stderr
+    absent = await cli("report", "00000000-0000-4000-8000-00000000ffff", env=env)
+    assert absent.code == 66 and "Traceback" not in absent.stderr
+    assert (await cli("fixtures", "disable", fixture[:8], env=env)).code == 0
+    assert (await cli("fixtures", "add", fixture[:8], env=env)).code == 2  # a new one: the id
 
 
 async def test_status_shows_players_and_score_of_a_match_in_play(

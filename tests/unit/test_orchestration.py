@@ -207,3 +207,20 @@ async def test_a_writer_that_fails_ends_the_run_with_its_error(
     sink = MemorySink(fail_writes=[RuntimeError("a bug in the write path")])
     with pytest.raises(RuntimeError, match="a bug in the write path"):
         await _run(MemorySource({fixture: lines}), sink, [fixture])
+
+
+async def test_a_second_run_of_a_finished_fixture_keeps_its_stored_state(
+    small_match: GeneratedMatch,
+) -> None:
+    fixture, lines = small_match.fixture_id, _lines(small_match)
+    sink, source = MemorySink(), MemorySource({fixture: lines})
+    await _run(source, sink, [fixture])
+    first = sink.registry[fixture].state
+    assert first is not None and first.state == "finished" and first.connects >= 1
+
+    again = await _run(source, sink, [fixture])
+    assert again.all_finished
+    kept = sink.registry[fixture].state
+    assert kept is not None
+    # not reset to "starting" with no connects, as if the match had never been streamed
+    assert (kept.state, kept.connects, kept.since) == ("finished", first.connects, first.since)
