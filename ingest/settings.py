@@ -46,6 +46,25 @@ COMMAND_TIMEOUT = 60.0  # a statement that takes longer fails (and is retried), 
 POSITIVE = click.FloatRange(min=0, min_open=True)  # seconds
 NON_NEGATIVE = click.FloatRange(min=0)
 COUNT = click.IntRange(min=1)
+MiB = 1024 * 1024
+
+
+class ByteSize(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2 on
+    """A size in bytes: ``268435456``, ``256MiB``, ``512M``, ``2G`` (K, M, G are 1024-based)."""
+
+    name = "SIZE"
+    _UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": MiB, "MB": MiB,
+              "MIB": MiB, "G": 1024 * MiB, "GB": 1024 * MiB, "GIB": 1024 * MiB}  # fmt: skip
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().replace(" ", "")
+        digits = text.rstrip("KMGIB")
+        unit = text[len(digits) :]
+        if not digits.isdigit() or unit not in self._UNITS or int(digits) == 0:
+            self.fail(f"not a size such as 256MiB or 268435456: {value!r}", param, ctx)
+        return int(digits) * self._UNITS[unit]
 
 
 @dataclass(frozen=True)
@@ -480,6 +499,15 @@ class RunOptions:
     )
     max_fixtures: int | None = option(
         None, help="with --all: claim at most this many fixtures", env=True, type=COUNT
+    )
+    max_buffer: int = option(
+        256 * MiB,
+        help="bytes received and not yet committed, across all fixtures (while the database is "
+        "away): when full, the fixtures stop reading their sockets until it drains; nothing is "
+        "dropped",
+        env=True,
+        type=ByteSize(),
+        default_text="256MiB",
     )
     queue_size: int = 10_000
     backoff_initial: float = 0.5

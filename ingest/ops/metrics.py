@@ -42,6 +42,11 @@ class Metrics:
         self.reconnects = Counter(
             "ingest_reconnects", "Connections lost and retried", ["reason"], registry=r
         )
+        self.buffer_bytes = Gauge(
+            "ingest_buffer_bytes",
+            "Bytes received and waiting to be committed (bounded by --max-buffer)",
+            registry=r,
+        )
         self.fixtures = Gauge(
             "ingest_fixtures", "This worker's fixtures by state", ["state"], registry=r
         )

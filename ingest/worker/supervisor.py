@@ -38,7 +38,7 @@ from ingest.worker.progress import FixtureStats, RunResult
 from ingest.worker.reconcile import SummaryWatch
 from ingest.worker.retry import RateLimiter, with_database_retries
 from ingest.worker.tracker import StateTracker
-from ingest.worker.writer import Writer
+from ingest.worker.writer import Buffer, Writer
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +104,16 @@ class Worker:
             if leases is not None
             else AllFixtures(sink, self._options, self._db_retry)
         )
+        self.buffer = Buffer(self._options.max_buffer)  # shared: the bound is per process
         self._writers = [
-            Writer(sink, self._states.stats, self._options, metrics, on_rewind=self._restart)
+            Writer(
+                sink, self._states.stats, self._options, metrics,
+                on_rewind=self._restart, buffer=self.buffer,
+            )
             for _ in range(max(1, self._options.writers))
-        ]
+        ]  # fmt: skip
+        if metrics is not None:
+            metrics.buffer_bytes.set_function(lambda: self.buffer.used)
         self._limiter = RateLimiter(self._options.connect_rate)
         self._followers: dict[uuid.UUID, asyncio.Task[None]] = {}
 

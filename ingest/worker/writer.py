@@ -26,6 +26,37 @@ log = logging.getLogger(__name__)
 _Item = tuple[uuid.UUID, Action | Rejected]
 
 
+def _size(frame: Action | Rejected) -> int:
+    """What a frame holds in memory while it waits, near enough: its text (or kept bytes)."""
+    return len(frame.payload) if isinstance(frame, Action) else len(frame.raw)
+
+
+class Buffer:
+    """The bytes received and not yet committed, across every writer, held under ``limit``.
+
+    While the database is away the writers cannot commit, so what the fixtures receive waits
+    here; when ``limit`` is reached :meth:`take` blocks, which stops the fixture tasks reading
+    their sockets (the same backpressure as a full queue), and nothing is dropped. A frame larger
+    than the whole limit is let in alone, when nothing else waits, so that it cannot block for
+    ever.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._freed = asyncio.Event()
+
+    async def take(self, size: int) -> None:
+        while self.used and self.used + size > self.limit:
+            self._freed.clear()
+            await self._freed.wait()
+        self.used += size
+
+    def give(self, size: int) -> None:
+        self.used -= size
+        self._freed.set()
+
+
 class Writer:
     """Commits what the fixture tasks received, in order, in batches.
 
@@ -42,8 +73,10 @@ class Writer:
         options: RunOptions,
         metrics: Metrics | None = None,
         on_rewind: Callable[[uuid.UUID], None] | None = None,
+        buffer: Buffer | None = None,
     ):
         self._sink = sink
+        self._buffer = buffer or Buffer(options.max_buffer)
         self._stats = stats
         self._options = options
         self._metrics = metrics
@@ -61,6 +94,11 @@ class Writer:
         )
 
     async def put(self, fixture_id: uuid.UUID, frame: Action | Rejected) -> None:
+        buffer, size = self._buffer, _size(frame)
+        if buffer.used + size > buffer.limit:  # only then a wait: the live path stays one check
+            await buffer.take(size)
+        else:
+            buffer.used += size
         await self._queue.put((fixture_id, frame))
 
     async def barrier(self) -> None:
@@ -99,6 +137,7 @@ class Writer:
             try:
                 if items:
                     await self._flush(items)
+                    self._buffer.give(sum(_size(frame) for _, frame in items))
             except BaseException as exc:
                 for waiter in waiters:
                     if not waiter.done():
