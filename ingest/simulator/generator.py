@@ -2,8 +2,8 @@
 
 ``generate_match(MatchSpec(seed=...))`` plays a whole snooker match with a small stochastic model
 (per-player pot probability, safety exchanges, fouls, concessions, re-spotted black, session
-intervals) and returns the provider-style Action packets (SPEC sections 1 and 2) in stream order,
-together with the ground truth of the match.
+intervals) and returns the provider-style Action packets (docs/feed.md, docs/match.md) in stream
+order, together with the ground truth of the match.
 
 This module plays the match: its frames, visits, suspensions and intervals. The parts it drives
 have modules of their own: :mod:`~ingest.simulator.table` the table state (balls on, points),

@@ -1,4 +1,4 @@
-"""A local feed that speaks the provider's protocol (SPEC sections 1 and 5).
+"""A local feed that speaks the provider's protocol (docs/feed.md: the feed, the simulator).
 
 Same URL path, the Accept check (HTTP 400), the token as the first message (an error message and a
 close when it is wrong or missing), the auth acknowledgement, heartbeats at a configurable
