@@ -1,7 +1,7 @@
 """One exception hierarchy for the whole product.
 
 Every error a user can meet is an :class:`IngestError`; its ``exit_code`` is what the CLI exits with
-(SPEC section 4). Driver errors (asyncpg, aiohttp) are translated into these at the module that
+(docs/interface.md). Driver errors (asyncpg, aiohttp) are translated into these at the module that
 talks to the driver, so that the rest of the code never imports a driver to handle its errors.
 """
 

@@ -39,9 +39,25 @@ def _without(row: dict[str, Any], *keys: str) -> dict[str, Any]:
 def render(report: dict[str, Any], out: TextIO, *, width: int | None = None) -> None:
     console = Console(file=out, width=width or 100, highlight=False, soft_wrap=False)
     match = report["match"]
-    home = match.get("home_player") or "Home"
-    away = match.get("away_player") or "Away"
-    names = {"home": home, "away": away}
+    names = {"home": match.get("home_player") or "Home", "away": match.get("away_player") or "Away"}
+    _print_header(console, match, names, report.get("mismatches") or [])
+    console.print(_frames_table(report["frames"], names))
+    big = [b for b in report["breaks"] if (b.get("break_score") or 0) >= MIN_BREAK]
+    if big:
+        console.print(_breaks_table(big, names))
+    else:
+        console.print(f"No break of {MIN_BREAK} or more.")
+    console.print(_players_table(report["players"], names))
+
+
+def _print_header(
+    console: Console,
+    match: dict[str, Any],
+    names: dict[str, str],
+    mismatches: list[dict[str, Any]],
+) -> None:
+    """The scoreline, the winner, the fixture, and any disagreement with the provider."""
+    home, away = names["home"], names["away"]
     status = match.get("status") or ""
     best_of = f"best of {match['best_of']}" if match.get("best_of") else ""
     score = f"{match.get('home_frames', 0)} - {match.get('away_frames', 0)}"
@@ -51,7 +67,6 @@ def render(report: dict[str, Any], out: TextIO, *, width: int | None = None) -> 
     if match.get("provisional"):
         console.print("[yellow]Includes provisional (Pending) actions.[/yellow]")
     console.print(f"Fixture {match['fixture_id']}")
-    mismatches = report.get("mismatches") or []
     if mismatches:
         console.print(
             f"[bold red]Disagrees with the provider's summary at seq {mismatches[0]['seq']}:"
@@ -62,13 +77,15 @@ def render(report: dict[str, Any], out: TextIO, *, width: int | None = None) -> 
             )
         )
 
+
+def _frames_table(rows: list[dict[str, Any]], names: dict[str, str]) -> Table:
     frames = Table(title="Frames", title_justify="left")
     frames.add_column("Frame", justify="right")
-    frames.add_column(home, justify="right")
-    frames.add_column(away, justify="right")
+    frames.add_column(names["home"], justify="right")
+    frames.add_column(names["away"], justify="right")
     frames.add_column("Winner")
     frames.add_column("Note")
-    for f in report["frames"]:
+    for f in rows:
         note = []
         if f.get("conceded"):
             note.append("conceded")
@@ -83,9 +100,10 @@ def render(report: dict[str, Any], out: TextIO, *, width: int | None = None) -> 
             names.get(f.get("winner") or "", "-"),
             ", ".join(note),
         )
-    console.print(frames)
+    return frames
 
-    big = [b for b in report["breaks"] if (b.get("break_score") or 0) >= MIN_BREAK]
+
+def _breaks_table(big: list[dict[str, Any]], names: dict[str, str]) -> Table:
     breaks = Table(title=f"Breaks of {MIN_BREAK} and more", title_justify="left")
     breaks.add_column("Frame", justify="right")
     breaks.add_column("Player")
@@ -96,16 +114,15 @@ def render(report: dict[str, Any], out: TextIO, *, width: int | None = None) -> 
             score_text = f"[bold]{score_text}[/bold]"
         player = b.get("player_name") or names.get(b.get("side") or "", "?")
         breaks.add_row(str(b.get("frame_number") or "-"), player, score_text)
-    if big:
-        console.print(breaks)
-    else:
-        console.print(f"No break of {MIN_BREAK} or more.")
+    return breaks
 
+
+def _players_table(rows: list[dict[str, Any]], names: dict[str, str]) -> Table:
     players = Table(title="Players", title_justify="left")
     players.add_column("")
     for column in ("Frames", "Points", "Pots", "Fouls", "Highest", "50+", "100+"):
         players.add_column(column, justify="right")
-    for p in report["players"]:
+    for p in rows:
         players.add_row(
             p.get("player_name") or names.get(p.get("side") or "", "?"),
             str(p.get("frames_won") or 0),
@@ -116,7 +133,7 @@ def render(report: dict[str, Any], out: TextIO, *, width: int | None = None) -> 
             str(p.get("breaks_50_plus") or 0),
             str(p.get("centuries") or 0),
         )
-    console.print(players)
+    return players
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

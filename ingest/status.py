@@ -226,36 +226,11 @@ async def watch(
     ``scores(fixture_ids)`` returns players, frames and the current frame's points, asked the
     same way. ``width``: the terminal's, unless given.
     """
-    previous: dict[Any, tuple[int, datetime]] = {}
-    checked: dict[Any, int] = {}  # fixture -> packets when its summary was last compared
-    mismatches: dict[Any, list[dict[str, Any]]] = {}
-    boards: dict[Any, dict[str, Any]] = {}
-
-    async def sample() -> list[dict[str, Any]]:
-        rows: list[FixtureRow] = await fetch()
-        now = datetime.now(UTC)
-        changed = [r.fixture_id for r in rows if checked.get(r.fixture_id) != r.packets]
-        if changed:
-            found = await disagreements(changed) if disagreements is not None else {}
-            scored = await scores(changed) if scores is not None else {}
-            for r in rows:
-                if r.fixture_id in changed:
-                    checked[r.fixture_id] = r.packets
-                    mismatches[r.fixture_id] = found.get(r.fixture_id, [])
-                    boards[r.fixture_id] = scored.get(r.fixture_id, {})
-        rates = {}
-        for r in rows:
-            if r.fixture_id in previous:
-                packets, at = previous[r.fixture_id]
-                elapsed = (now - at).total_seconds()
-                rates[r.fixture_id] = (r.packets - packets) / elapsed if elapsed > 0 else 0.0
-            previous[r.fixture_id] = (r.packets, now)
-        return rows_as_dicts(rows, rates, now, mismatches, boards)
-
+    looks = _Looks(fetch, disagreements, scores)
     if once:
-        await sample()
+        await looks.take()
         await asyncio.sleep(1.0)  # packets/s needs two looks: this one is a second apart
-        entries = await sample()
+        entries = await looks.take()
         if as_json:
             out.write(json.dumps(entries, indent=2) + "\n")
         else:
@@ -264,11 +239,52 @@ async def watch(
             console.print(table(entries, summary(entries), columns))
         return
     console = Console(file=out, width=width, highlight=False)
-    entries = await sample()
+    entries = await looks.take()
     with Live(
         table(entries, summary(entries), console.width), console=console, auto_refresh=False
     ) as live:
         while True:
             await asyncio.sleep(interval)
-            entries = await sample()
+            entries = await looks.take()
             live.update(table(entries, summary(entries), console.width), refresh=True)
+
+
+class _Looks:
+    """Successive looks at the fixtures: packets/s since the previous look, and the summary
+    mismatches and scores read again only for fixtures whose packet count changed."""
+
+    def __init__(self, fetch: Any, disagreements: Any, scores: Any) -> None:
+        self._fetch = fetch
+        self._disagreements = disagreements
+        self._scores = scores
+        self._previous: dict[Any, tuple[int, datetime]] = {}
+        self._checked: dict[Any, int] = {}  # fixture -> packets when its summary was compared
+        self._mismatches: dict[Any, list[dict[str, Any]]] = {}
+        self._boards: dict[Any, dict[str, Any]] = {}
+
+    async def take(self) -> list[dict[str, Any]]:
+        rows: list[FixtureRow] = await self._fetch()
+        now = datetime.now(UTC)
+        await self._read_changed(rows)
+        rates = {}
+        for r in rows:
+            if r.fixture_id in self._previous:
+                packets, at = self._previous[r.fixture_id]
+                elapsed = (now - at).total_seconds()
+                rates[r.fixture_id] = (r.packets - packets) / elapsed if elapsed > 0 else 0.0
+            self._previous[r.fixture_id] = (r.packets, now)
+        return rows_as_dicts(rows, rates, now, self._mismatches, self._boards)
+
+    async def _read_changed(self, rows: list[FixtureRow]) -> None:
+        checked = self._checked
+        changed = [r.fixture_id for r in rows if checked.get(r.fixture_id) != r.packets]
+        if not changed:
+            return
+        disagreements, scores = self._disagreements, self._scores
+        found = await disagreements(changed) if disagreements is not None else {}
+        scored = await scores(changed) if scores is not None else {}
+        for r in rows:
+            if r.fixture_id in changed:
+                checked[r.fixture_id] = r.packets
+                self._mismatches[r.fixture_id] = found.get(r.fixture_id, [])
+                self._boards[r.fixture_id] = scored.get(r.fixture_id, {})

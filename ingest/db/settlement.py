@@ -162,8 +162,8 @@ class SettlementStore:
 
     async def fixtures_on_hold(self, fixture_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """The fixtures that may not be settled now (their events wait, nothing is lost): those
-        whose latest ``fixtureSummary`` disagrees with our views (``summary_mismatches``, SPEC
-        section 7). Why each is held is in :attr:`hold_reasons`."""
+        whose latest ``fixtureSummary`` disagrees with our views (``summary_mismatches``,
+        docs/reconciliation.md). Why each is held is in :attr:`hold_reasons`."""
         disagreeing = await self.store.fixtures_in_disagreement(list(fixture_ids))
         for fixture_id, rows in disagreeing.items():
             fields = ", ".join(

@@ -1,7 +1,7 @@
 """What a frame from the feed is: an action, a control message, or something to reject.
 
 Pure functions, no I/O. Every field is read defensively: unknown fields and missing optional fields
-are normal (SPEC section 2), and a field with a value of the wrong type becomes NULL in its typed
+are normal (docs/match.md), and a field with a value of the wrong type becomes NULL in its typed
 column while the packet itself is stored as received.
 """
 
@@ -122,7 +122,7 @@ def _reject_constant(name: str) -> Any:
 
 
 class InvalidAction(ValueError):
-    """A packet with ``fixtureAction`` that cannot be keyed safely (SPEC section 3)."""
+    """A packet with ``fixtureAction`` that cannot be keyed safely (docs/keying.md)."""
 
 
 def classify(data: bytes, *, binary: bool, position: int, received_at: datetime) -> Frame:
@@ -370,7 +370,7 @@ MAX_SEQ_JUMP = 1_000_000  # a fixtureSeqNum this far beyond the last is not beli
 
 
 class Keying:
-    """How one fixture's packets are keyed (SPEC section 3), decided once, never by a later packet.
+    """How one fixture's packets are keyed (docs/keying.md), decided once, never by a later packet.
 
     By ``fixtureSeqNum`` when the feed numbers its packets, else by stream position. ``numbered``
     comes from the stored rows (None: nothing stored yet). On a fresh fixture the first packet

@@ -14,7 +14,7 @@ from typing import Literal
 
 import orjson
 
-# fixtureActionTypeId -> fixtureActionType (SPEC section 2)
+# fixtureActionTypeId -> fixtureActionType (docs/match.md)
 MATCH_CONDITIONS = 1
 TEAM_COLOURS = 2
 LINEUPS = 3  # the packet that says which team (and player) is home and which away

@@ -127,7 +127,6 @@ class Worker:
         """Stream ``fixture_ids`` and, with ``follow_registry``, the registry's enabled and
         unfinished fixtures, looked up again every ``registry_poll`` seconds: all of them, or
         with leases this worker's fair share of them (renewed every third of the lease TTL)."""
-        opts = self._options
         result = RunResult(fixtures=self._states.stats)
         side = self._start_side_tasks()
         stop_wait = asyncio.create_task(self._stop.wait(), name="stop")
@@ -136,48 +135,7 @@ class Worker:
             await self._or_stop(self._start([*fixture_ids]))
             if follow_registry:
                 await self._or_stop(self._poll_registry())
-            next_poll = time.monotonic() + self._balancer.poll_every
-            idle_logged = False
-            while True:
-                running = {t for t in self._followers.values() if not t.done()}
-                if (
-                    not running
-                    and opts.until_finished
-                    and not await self._or_stop(self._registry_has_work(follow_registry))
-                ):
-                    log.info("every fixture has finished")
-                    break
-                if not running and not idle_logged and not follow_registry:
-                    log.info("every fixture has finished; waiting to be stopped")
-                    idle_logged = True
-                done, _ = await asyncio.wait(
-                    {*running, *side.essential, stop_wait},
-                    timeout=max(next_poll - time.monotonic(), 0) if follow_registry else None,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if stop_wait in done:
-                    log.info("stopping: flushing what was received")
-                    result.stopped = True
-                    break
-                if side.tasks.get(_DEADLINE) in done:
-                    log.info("--max-runtime reached: stopping")
-                    result.stopped = True
-                    break
-                stopped_writers = [t for t in side.essential if t in done]
-                if stopped_writers:
-                    error = stopped_writers[0].exception() or RuntimeError("a writer stopped")
-                    break
-                failed = [
-                    t.exception()
-                    for t in done
-                    if t is not stop_wait and not t.cancelled() and t.exception()
-                ]  # a cancelled follower was restarted (see _restart)
-                if failed:
-                    error = failed[0]
-                    break
-                if follow_registry and time.monotonic() >= next_poll:
-                    next_poll = time.monotonic() + self._balancer.poll_every
-                    await self._or_stop(self._poll_registry())
+            error = await self._supervise(side, stop_wait, result, follow_registry)
         except _Stopped:
             log.info("stopping: flushing what was received")
             result.stopped = True
@@ -187,6 +145,69 @@ class Worker:
         if error is not None:
             raise error
         return result
+
+    async def _supervise(
+        self,
+        side: _SideTasks,
+        stop_wait: asyncio.Task[Any],
+        result: RunResult,
+        follow_registry: bool,
+    ) -> BaseException | None:
+        """Wait on the followers, the essential side tasks and the stop (polling the registry
+        when following it) until the run is to end; the error that ends it, if one does."""
+        next_poll = time.monotonic() + self._balancer.poll_every
+        idle_logged = False
+        while True:
+            running = {t for t in self._followers.values() if not t.done()}
+            if not running:
+                if self._options.until_finished and not await self._or_stop(
+                    self._registry_has_work(follow_registry)
+                ):
+                    log.info("every fixture has finished")
+                    return None
+                if not idle_logged and not follow_registry:
+                    log.info("every fixture has finished; waiting to be stopped")
+                    idle_logged = True
+            done, _ = await asyncio.wait(
+                {*running, *side.essential, stop_wait},
+                timeout=max(next_poll - time.monotonic(), 0) if follow_registry else None,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            ended, error = self._ended_by(done, side, stop_wait, result)
+            if ended:
+                return error
+            if follow_registry and time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + self._balancer.poll_every
+                await self._or_stop(self._poll_registry())
+
+    @staticmethod
+    def _ended_by(
+        done: set[asyncio.Task[Any]],
+        side: _SideTasks,
+        stop_wait: asyncio.Task[Any],
+        result: RunResult,
+    ) -> tuple[bool, BaseException | None]:
+        """Whether the tasks ``done`` end the run (a stop, the deadline, a writer that stopped,
+        a follower that failed), and the error it ends with."""
+        if stop_wait in done:
+            log.info("stopping: flushing what was received")
+            result.stopped = True
+            return True, None
+        if side.tasks.get(_DEADLINE) in done:
+            log.info("--max-runtime reached: stopping")
+            result.stopped = True
+            return True, None
+        stopped_writers = [t for t in side.essential if t in done]
+        if stopped_writers:
+            return True, stopped_writers[0].exception() or RuntimeError("a writer stopped")
+        failed = [
+            t.exception()
+            for t in done
+            if t is not stop_wait and not t.cancelled() and t.exception()
+        ]  # a cancelled follower was restarted (see _restart)
+        if failed:
+            return True, failed[0]
+        return False, None
 
     def _start_side_tasks(self) -> _SideTasks:
         side = _SideTasks()

@@ -1,6 +1,6 @@
 """Settlement and analytics views: action_states, match_results, frame_results, breaks, ...
 
-Every view reads each logical action in its latest state (SPEC section 1: corrections are new
+Every view reads each logical action in its latest state (docs/feed.md: corrections are new
 packets with the same actionId) and never fails on odd data: numbers and ids inside ``payload``
 are read with the safe casts ``ingest_int`` / ``ingest_uuid`` (NULL when malformed).
 

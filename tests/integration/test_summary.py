@@ -1,4 +1,4 @@
-"""Reconciliation with the provider's fixtureSummary (migration 0008, SPEC section 7).
+"""Reconciliation with the provider's fixtureSummary (migration 0008, docs/reconciliation.md).
 
 Packets go into a real PostgreSQL through the store, as the worker writes them; the
 ``summary_mismatches`` view, ``ingest verify``, ``ingest report`` and the worker's warnings must

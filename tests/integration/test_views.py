@@ -23,7 +23,7 @@ import pytest
 
 from ingest.db.store import Store
 from ingest.feed.packet import Action, classify
-from ingest.feed.vocabulary import (  # checked against the SPEC in tests/unit/test_vocabulary.py
+from ingest.feed.vocabulary import (  # held to docs/match.md by tests/unit/test_vocabulary.py
     BALL_POTTED,
     BREAK_ENDED,
     CANCELLED,
@@ -117,7 +117,7 @@ def ts(i: int) -> str:
 
 @dataclass
 class Feed:
-    """Hand-made packets of one fixture, in the shapes of SPEC section 2, numbered 1, 2, 3..."""
+    """Hand-made packets of one fixture, in the shapes of docs/match.md, numbered 1, 2, 3..."""
 
     best_of: int = 1
     fixture_id: uuid.UUID = field(default_factory=uuid.uuid4)

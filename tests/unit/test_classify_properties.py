@@ -1,7 +1,7 @@
 """Frame classification under inputs nobody thought of (hypothesis).
 
 Whatever the feed sends, ``classify`` returns a frame and never raises, and it returns an
-:class:`Action` only for a valid action packet (SPEC section 3), checked here by a separate,
+:class:`Action` only for a valid action packet (docs/keying.md), checked here by a separate,
 deliberately plain reading of the rule.
 """
 
@@ -78,7 +78,7 @@ def decode(data: bytes) -> Any:
 
 
 def is_valid_action(data: bytes) -> bool:
-    """SPEC section 3, read independently of ingest.feed.packet."""
+    """docs/keying.md (What a frame is), read independently of ingest.feed.packet."""
     try:
         packet = decode(data)
     except ValueError:  # orjson.JSONDecodeError is one too

@@ -1,4 +1,4 @@
-"""The provider's vocabulary, checked against the SPEC (sections 1 and 2) once, here: every
+"""The provider's vocabulary, checked against docs/feed.md and docs/match.md once, here: every
 other module and test takes the numbers from ingest.feed.vocabulary."""
 
 from __future__ import annotations
