@@ -47,6 +47,7 @@ async def test_the_writers_stop_taking_frames_at_the_byte_bound_and_lose_none() 
             peak = max(peak, buffer.used)
 
     feeders = [asyncio.create_task(feed(f, writers[i % 2])) for i, f in enumerate(fixtures)]
+
     async def full() -> bool:
         return buffer.used + size > limit
 
