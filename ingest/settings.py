@@ -427,7 +427,8 @@ class RunOptions:
     until_finished: bool = option(
         False,
         help="exit 0 once every fixture has finished (a fixture the provider dropped, "
-        "CollectionDropped, counts as finished, with a warning)",
+        "CollectionDropped, counts as finished, with a warning; one the feed does not know, "
+        "HTTP 404, as done, with an error logged)",
     )
     max_runtime: float | None = option(
         None, help="seconds, then a clean stop", type=POSITIVE, metavar="SECONDS"

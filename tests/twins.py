@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from ingest.errors import FeedUnavailable
+from ingest.errors import FeedUnavailable, FixtureNotFound
 from ingest.feed.packet import Action, Control, Keying, Rejected, classify
 from ingest.worker.ports import FixtureRow, SavedState, WriteResult
 
@@ -192,6 +192,7 @@ class MemorySource:
     drop_after: int | None = None
     script: dict[uuid.UUID, list[list[int]]] = field(default_factory=dict)
     connects: list[tuple[uuid.UUID, int]] = field(default_factory=list)
+    unknown: set[uuid.UUID] = field(default_factory=set)  # the feed answers HTTP 404
 
     async def stream(
         self,
@@ -203,6 +204,8 @@ class MemorySource:
         keying: Keying | None = None,
     ) -> AsyncGenerator[Action | Rejected, None]:
         self.connects.append((fixture_id, start_position))
+        if fixture_id in self.unknown:
+            raise FixtureNotFound(f"the feed does not know fixture {fixture_id} (HTTP 404)")
         packets = self.packets.get(fixture_id)
         if packets is None:
             raise FeedUnavailable(f"no such fixture {fixture_id}", reason="http")

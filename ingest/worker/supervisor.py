@@ -284,7 +284,11 @@ class Worker:
         """With the registry: are some fixtures still unfinished (perhaps streamed by others)?"""
         if not follow_registry:
             return False
-        return bool(await self._db_retry(self._sink.runnable_fixtures))
+        runnable = await self._db_retry(self._sink.runnable_fixtures)
+        # a fixture the feed does not know (404) ended here: it is done for --until-finished,
+        # as when its id is given, not work that keeps the run going for ever
+        unknown = {f for f, s in self._states.stats.items() if s.state == State.NOT_FOUND}
+        return bool(set(runnable) - unknown)
 
     async def _poll_registry(self) -> None:
         running = {f for f, t in self._followers.items() if not t.done()}

@@ -224,3 +224,19 @@ async def test_a_second_run_of_a_finished_fixture_keeps_its_stored_state(
     assert kept is not None
     # not reset to "starting" with no connects, as if the match had never been streamed
     assert (kept.state, kept.connects, kept.since) == ("finished", first.connects, first.since)
+
+
+async def test_until_finished_with_the_registry_ends_when_the_rest_is_unknown_to_the_feed(
+    small_match: GeneratedMatch,
+) -> None:
+    """With ids given, a fixture the feed does not know (404) counts as done; with --all it
+    kept the registry "unfinished" and the backfill timer's run never ended."""
+    known, unknown = small_match.fixture_id, uuid.uuid4()
+    sink = MemorySink()
+    await sink.register([known, unknown], enable=True)
+    source = MemorySource({known: _lines(small_match)}, unknown={unknown})
+    async with asyncio.timeout(10):
+        result = await Worker(source, sink, _options()).run([], follow_registry=True)
+    assert result.fixtures[known].finished
+    assert result.fixtures[unknown].state == "not found"
+    assert not result.stopped
