@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from ingest.errors import FeedUnavailable, FixtureNotFound
+from ingest.errors import AuthError, FeedUnavailable, FixtureNotFound
 from ingest.feed.packet import Action, Control, Keying, Rejected, classify
 from ingest.worker.ports import FixtureRow, SavedState, WriteResult
 
@@ -193,6 +193,7 @@ class MemorySource:
     script: dict[uuid.UUID, list[list[int]]] = field(default_factory=dict)
     connects: list[tuple[uuid.UUID, int]] = field(default_factory=list)
     unknown: set[uuid.UUID] = field(default_factory=set)  # the feed answers HTTP 404
+    refuse_token: bool = False  # the feed refuses the token, as after its expiry
 
     async def stream(
         self,
@@ -204,6 +205,8 @@ class MemorySource:
         keying: Keying | None = None,
     ) -> AsyncGenerator[Action | Rejected, None]:
         self.connects.append((fixture_id, start_position))
+        if self.refuse_token:
+            raise AuthError("the feed refused the access token")
         if fixture_id in self.unknown:
             raise FixtureNotFound(f"the feed does not know fixture {fixture_id} (HTTP 404)")
         packets = self.packets.get(fixture_id)

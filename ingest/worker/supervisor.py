@@ -229,7 +229,11 @@ class Worker:
         for task in followers:
             task.cancel()
         await asyncio.gather(*followers, stop_wait, *best_effort, return_exceptions=True)
-        for fixture_id in interrupted:
+        failed = [  # the error that ends the run (a refused token: exit 77, HTTP 400: 78)
+            f for f, t in self._followers.items()
+            if t.done() and not t.cancelled() and t.exception() is not None
+        ]  # fmt: skip
+        for fixture_id in [*interrupted, *failed]:  # not left "backing off" in the registry
             self._states.set(fixture_id, State.STOPPED)
         await asyncio.gather(
             *(

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from ingest.errors import DatabaseUnavailable
+from ingest.errors import AuthError, DatabaseUnavailable
 from ingest.ops.metrics import Metrics
 from ingest.settings import RunOptions
 from ingest.simulator.generator import GeneratedMatch, MatchSpec, generate_match
@@ -240,3 +240,16 @@ async def test_until_finished_with_the_registry_ends_when_the_rest_is_unknown_to
     assert result.fixtures[known].finished
     assert result.fixtures[unknown].state == "not found"
     assert not result.stopped
+
+
+async def test_a_run_ended_by_a_refused_token_leaves_no_fixture_backing_off(
+    small_match: GeneratedMatch,
+) -> None:
+    fixture = small_match.fixture_id
+    sink = MemorySink()
+    source = MemorySource({fixture: _lines(small_match)}, refuse_token=True)
+    with pytest.raises(AuthError):
+        await _run(source, sink, [fixture], auth_retries=1, auth_retry_delay=0.0)
+    saved = sink.registry[fixture].state
+    assert saved is not None and saved.state == "stopped"  # exit 77: not "backing off" for ever
+    assert saved.last_error is not None and "token" in saved.last_error
