@@ -136,7 +136,7 @@ def dashboard_queries() -> dict[str, str]:
     queries = {}
     for panel in dashboard_panels(dashboard["panels"]):
         for target in panel.get("targets", []):
-            queries[f"panel {panel['title']!r} {target['refId']}"] = target["expr"]
+            queries[f"panel {panel['id']} {panel['title']!r} {target['refId']}"] = target["expr"]
     for variable in dashboard["templating"]["list"]:
         if variable["type"] == "query":
             query = variable["query"]
@@ -274,6 +274,8 @@ def test_the_dashboard_and_its_provisioning() -> None:
     panels = dashboard_panels(dashboard["panels"])
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
+    titles = [p["title"] for p in panels]
+    assert len(titles) == len(set(titles)), "panel titles must be unique"
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
