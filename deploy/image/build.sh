@@ -125,6 +125,7 @@ PY
 echo "pip in the build: $(grep -v '^\[' "$work/pip/pip.conf" | tr '\n' ';' | sed 's/;$//; s/;/; /g')"
 
 # 3. the image -----------------------------------------------------------------------------------
+previous=$("${buildah[@]}" inspect --type image --format '{{.FromImageID}}' "$IMAGE" 2>/dev/null || true)
 started=$(date +%s)
 echo "image: $IMAGE (buildah bud, $ISOLATION isolation, $STORAGE_DRIVER storage) ..."
 "${buildah[@]}" bud --isolation "$ISOLATION" --format docker --pull=never \
@@ -138,3 +139,8 @@ echo "image: $IMAGE (buildah bud, $ISOLATION isolation, $STORAGE_DRIVER storage)
     --label org.opencontainers.image.base.name="$BASE_IMAGE" \
     --tag "$IMAGE" --file Dockerfile .
 echo "image: $IMAGE built in $(elapsed "$started")"
+# the image the tag named before, now nameless: removed, so that rebuilds do not pile up
+current=$("${buildah[@]}" inspect --type image --format '{{.FromImageID}}' "$IMAGE")
+if [ -n "$previous" ] && [ "$previous" != "$current" ]; then
+    "${buildah[@]}" rmi "$previous" >/dev/null 2>&1 || true
+fi
