@@ -30,7 +30,7 @@ buildah=(buildah --storage-driver "$STORAGE_DRIVER")
 command -v psql >/dev/null || { echo "image-test: psql is not installed" >&2; exit 1; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/snooker-ingest-image-test.XXXXXX")
-container= database= sim_pid= drain_pid=
+container='' database='' sim_pid='' drain_pid=''
 cleanup() {
     [ -z "$sim_pid" ] || kill "$sim_pid" 2>/dev/null || true
     [ -z "$drain_pid" ] || wait "$drain_pid" 2>/dev/null || true
@@ -64,6 +64,7 @@ mapfile -t entrypoint < <(image_config Entrypoint)
 user=$(image_config User)
 [ "${entrypoint[*]}" = ingest ] || fail "ENTRYPOINT is ${entrypoint[*]}, not ingest"
 [ "$user" = 10001:10001 ] || fail "the image's user is '$user', not 10001:10001"
+# shellcheck disable=SC2016  # expanded in the container, not here
 ids=$(timeout 60 "${buildah[@]}" run --isolation "$ISOLATION" "$container" -- sh -c 'echo "$(id -u):$(id -g)"')
 [ "$ids" = 10001:10001 ] || fail "commands in the image run as $ids, not 10001:10001"
 in_image -- --help > "$work/help.txt" || fail "ingest --help: exit $?"
@@ -71,8 +72,9 @@ grep -q '^usage: ingest' "$work/help.txt" || fail "ingest --help printed no usag
 step "ok: runs as uid:gid $ids; ingest --help (entrypoint ${entrypoint[*]})"
 
 # 2. migrate and check in a scratch database -------------------------------------------------------
-database="ingest_image_test_$$"
-psql -qX "$SERVER/test" -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$database\"" || fail "cannot create a database on $SERVER"
+scratch="ingest_image_test_$$"
+psql -qX "$SERVER/test" -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$scratch\"" || fail "cannot create a database on $SERVER"
+database=$scratch  # dropped at exit from here on
 db_env=(--env "INGEST_DATABASE_URL=$SERVER/$database")
 if in_image "${db_env[@]}" -- check > "$work/check0.txt" 2>&1; then
     fail "ingest check said ok before the schema was applied: $(cat "$work/check0.txt")"
@@ -128,8 +130,9 @@ read -r rows max_seq <<< "$counts"
 [ "$rows" = "$packets" ] || fail "$rows actions rows stored for $fixture, the recording has $packets packets"
 [ "$max_seq" = "$last_seq" ] || fail "max(seq) stored is $max_seq, the recording's last fixtureSeqNum is $last_seq"
 stored=$(sed -n 's/^ingest_packets_stored_total \([0-9.e+]*\)$/\1/p' "$work/out/ingest.prom")
-[ -n "$stored" ] && python3 -c 'import sys; sys.exit(float(sys.argv[1]) != int(sys.argv[2]))' "$stored" "$rows" \
-    || fail "the run's metrics file says ingest_packets_stored_total ${stored:-(missing)}, $rows rows stored"
+if [ -z "$stored" ] || ! python3 -c 'import sys; sys.exit(float(sys.argv[1]) != int(sys.argv[2]))' "$stored" "$rows"; then
+    fail "the run's metrics file says ingest_packets_stored_total ${stored:-(missing)}, $rows rows stored"
+fi
 in_image "${db_env[@]}" -- verify "$fixture" > "$work/verify.txt" 2>&1 \
     || fail "ingest verify $fixture: $(tail -20 "$work/verify.txt")"
 step "ok: ingest run in the image stored $rows rows = $packets packets, max(seq) $max_seq = $last_seq, metrics count $stored, verify clean (run ${run_seconds} s, feed $feed)"
