@@ -113,11 +113,15 @@ exec 3<&-
 printf dev > "$work/token"
 chown 10001:10001 "$work/token" && chmod 0400 "$work/token"  # as deploy/README.md says
 mkdir "$work/out" && chown 10001:10001 "$work/out"
+# the image serves metrics on 0.0.0.0:9108, which is the host's own with chroot isolation: a free
+# port on loopback instead
+metrics_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 run_started=$(date +%s)
 in_image "${db_env[@]}" --env "INGEST_FEED_URL=$feed" \
     --env INGEST_TOKEN_FILE=/run/secrets/ingest-token \
     --volume "$work/token:/run/secrets/ingest-token:ro" \
-    --env INGEST_METRICS_PORT=0 --env INGEST_METRICS_FILE=/tmp/out/ingest.prom \
+    --env INGEST_METRICS_HOST=127.0.0.1 --env "INGEST_METRICS_PORT=$metrics_port" \
+    --env INGEST_METRICS_FILE=/tmp/out/ingest.prom \
     --volume "$work/out:/tmp/out" \
     -- run --until-finished --speed fast "$fixture" > "$work/run.log" 2>&1 \
     || fail "ingest run in the image: exit $?: $(tail -20 "$work/run.log")"
