@@ -68,7 +68,7 @@ user=$(image_config User)
 ids=$(timeout 60 "${buildah[@]}" run --isolation "$ISOLATION" "$container" -- sh -c 'echo "$(id -u):$(id -g)"')
 [ "$ids" = 10001:10001 ] || fail "commands in the image run as $ids, not 10001:10001"
 in_image -- --help > "$work/help.txt" || fail "ingest --help: exit $?"
-grep -q '^usage: ingest' "$work/help.txt" || fail "ingest --help printed no usage: $(head -3 "$work/help.txt")"
+grep -qi '^usage: ingest' "$work/help.txt" || fail "ingest --help printed no usage: $(head -3 "$work/help.txt")"
 step "ok: runs as uid:gid $ids; ingest --help (entrypoint ${entrypoint[*]})"
 
 # 2. migrate and check in a scratch database -------------------------------------------------------
