@@ -22,6 +22,14 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
     PYTHONDONTWRITEBYTECODE=1
 
+# Where pip finds packages, for a build behind a mirror or a TLS-inspecting proxy. Unset (the
+# default), pip uses PyPI as usual. Build arguments of this stage only: they are not in the
+# runtime image. `make image` (deploy/image/build.sh) mounts a pip.conf and names it here.
+#   --build-arg PIP_INDEX_URL=https://mirror.example/simple
+#   --build-arg PIP_CONFIG_FILE=/mnt/pip.conf   (buildah/podman: -v DIR:/mnt:ro)
+ARG PIP_INDEX_URL
+ARG PIP_CONFIG_FILE
+
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src

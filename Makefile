@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-quick chaos soak lint typecheck clean
+.PHONY: demo test bench bench-quick chaos soak lint typecheck clean image image-test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,16 @@ chaos: $(STAMP)
 
 soak: $(STAMP)
 	$(BIN)/python -m bench.chaos --soak $(CHAOS_ARGS)
+
+# the container image from the Dockerfile, with buildah and a base image made from Debian's
+# packages (mmdebstrap): no Docker engine, no registry (deploy/README.md, Container)
+image:
+	deploy/image/build.sh
+
+# run that image: --help as uid 10001, migrate and check in a scratch database, and a match
+# streamed from the simulator on this host (make image first)
+image-test: $(STAMP)
+	deploy/image/test.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check ingest tests migrations bench
