@@ -8,11 +8,15 @@ generated match.
   matches ingested by ``ingest run --until-finished --speed fast`` and settled by ``ingest
   settle --until-finished``. Each statement is checked by the key phrase of its first comment
   line: a statement without a check, or a check without its statement, fails.
+- The two ```python LISTEN examples, with the placeholder URL replaced by the test database's,
+  in a subprocess, while a match is ingested (settled): every line they print is checked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import re
 import shutil
 import subprocess
@@ -21,7 +25,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,13 +34,16 @@ import asyncpg
 import pytest
 
 from ingest.simulator.generator import GeneratedMatch, MatchSpec, generate_match, to_jsonl
-from tests.acceptance.test_cli import Done, cli_env
+from ingest.simulator.recording import Recording
+from tests.acceptance.test_cli import Done, cli, cli_env
 from tests.acceptance.test_ops import free_port
 from tests.conftest import (
     TOKEN,
+    StartFeed,
     _create_database,
     _drop_database,
     plain,
+    wait_until,
     with_database,
 )
 from tests.integration.test_settlement import implied, truth_breaks, truth_results
@@ -557,3 +564,141 @@ async def test_every_readme_query_gives_the_truth(ingested: Ingested, runner: st
                     CHECKS[key](context, rows)
                 except AssertionError as e:
                     raise AssertionError(f"{key!r}, seed {SPECS[i].seed}: {e}") from e
+
+
+# -- the LISTEN examples -----------------------------------------------------------------------
+
+
+def listener_script(section: str, url: str) -> str:
+    """The section's ```python block, its placeholder URL replaced by ``url``."""
+    code = the_one(section, "python")
+    placeholders = re.findall(r'asyncpg\.connect\(("[^"]*")\)', code)
+    assert len(placeholders) == 1, placeholders
+    return code.replace(placeholders[0], json.dumps(url))
+
+
+@contextlib.asynccontextmanager
+async def listener(
+    section: str, url: str, channel: str, folder: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """The README's example running in the venv's python (unbuffered, to read its lines as
+    they come), once its LISTEN is in place; killed at the end."""
+    script = folder / "listen.py"
+    script.write_text(listener_script(section, plain(url)))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-u", str(script), env=cli_env(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        conn = await asyncpg.connect(plain(url))
+        try:
+
+            async def listening() -> bool:
+                if proc.returncode is not None:
+                    raise AssertionError(await stderr_of(proc))
+                return bool(
+                    await conn.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND query ILIKE $1",
+                        f"LISTEN %{channel}%",
+                    )
+                )
+
+            await wait_until(listening, timeout=20)
+        finally:
+            await conn.close()
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def stderr_of(proc: asyncio.subprocess.Process) -> str:
+    assert proc.stderr is not None
+    if proc.returncode is None:
+        proc.kill()
+    return (await proc.stderr.read()).decode()[-3000:]
+
+
+async def printed(proc: asyncio.subprocess.Process, count: int, timeout: float = 20) -> list[str]:
+    """The next ``count`` lines the process prints."""
+    assert proc.stdout is not None
+    lines = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(lines) < count:
+                line = await proc.stdout.readline()
+                if not line:
+                    break
+                lines.append(line.decode().rstrip("\n"))
+    except TimeoutError:
+        pass
+    if len(lines) < count:
+        raise AssertionError(
+            f"{len(lines)} of {count} lines: {lines[-3:]}\n{await stderr_of(proc)}"
+        )
+    return lines
+
+
+async def test_the_ingest_actions_listener_prints_the_match_after_each_batch(
+    database_url: str, start_feed: StartFeed, recording: Recording, match: GeneratedMatch,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    fixture = str(match.fixture_id)
+    feed = await start_feed([recording])
+    async with listener(
+        "Reacting to new actions without polling", database_url, "ingest_actions", tmp_path
+    ) as proc:
+        # the test's own listener counts the notifications the example must react to
+        batches: list[dict[str, Any]] = []
+        conn = await asyncpg.connect(plain(database_url))
+        try:
+            await conn.add_listener("ingest_actions", lambda *a: batches.append(json.loads(a[3])))
+            env = cli_env(INGEST_DATABASE_URL=database_url, INGEST_FEED_URL=feed,
+                          INGEST_TOKEN=TOKEN)  # fmt: skip
+            # small batches: many notifications, close together, as a live feed sends them
+            done = await cli("run", fixture, "--until-finished", "--speed", "fast",
+                             "--batch-size", "10", env=env)  # fmt: skip
+            assert done.code == 0, done.stderr
+
+            async def all_notified() -> bool:  # up to the batch with the finished packet
+                return any(b["finished"] for b in batches)
+
+            await wait_until(all_notified)
+        finally:
+            await conn.close()
+        assert len(batches) >= 10 and {b["fixture_id"] for b in batches} == {fixture}
+        lines = await printed(proc, len(batches))
+        record = rf"<Record fixture_id=UUID\('{fixture}'\) .*>"
+        assert all(re.fullmatch(record, line) for line in lines), lines[:3]
+        t = match.truth
+        assert (
+            f"home_frames={t['home_frames']} away_frames={t['away_frames']} "
+            f"winner='{t['winner']}' finished=True status='completed'"
+        ) in lines[-1]
+        proc.kill()
+        assert await stderr_of(proc) == ""
+
+
+async def test_the_settlement_events_listener_prints_each_event(
+    database_url: str, start_feed: StartFeed, recording: Recording, match: GeneratedMatch,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    fixture = str(match.fixture_id)
+    env = cli_env(INGEST_DATABASE_URL=database_url, INGEST_FEED_URL=await start_feed([recording]),
+                  INGEST_TOKEN=TOKEN)  # fmt: skip
+    done = await cli("run", fixture, "--until-finished", "--speed", "fast", env=env)
+    assert done.code == 0, done.stderr
+    async with listener("Settlement events", database_url, "settlement_events", tmp_path) as proc:
+        settled = await cli("settle", fixture, "--until-finished", env=env)
+        assert settled.code == 0, settled.stderr
+        events = implied(match.packets, match.truth, truth_breaks(match.truth))
+        lines = await printed(proc, len(events))
+        assert lines == [
+            f"{fixture} {market} {kind} {outcome} {certainty}"
+            for market, kind, outcome, certainty, _ in events
+        ]
+        assert f"{fixture} match_winner settle {match.truth['winner']} confirmed" in lines
+        proc.kill()
+        assert await stderr_of(proc) == ""
