@@ -10,6 +10,9 @@ generated match.
   line: a statement without a check, or a check without its statement, fails.
 - The two ```python LISTEN examples, with the placeholder URL replaced by the test database's,
   in a subprocess, while a match is ingested (settled): every line they print is checked.
+- The ```sh walk-throughs of "The feed simulator and the match generator" and "Replaying stored
+  matches", run by ``bash -e`` with the database URL, the fixture ids and the ports substituted
+  (the token as written); whatever they leave running is stopped at the end, failure or not.
 """
 
 from __future__ import annotations
@@ -17,19 +20,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -46,6 +53,7 @@ from tests.conftest import (
     wait_until,
     with_database,
 )
+from tests.integration.test_export import action_rows
 from tests.integration.test_settlement import implied, truth_breaks, truth_results
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -702,3 +710,171 @@ async def test_the_settlement_events_listener_prints_each_event(
         assert f"{fixture} match_winner settle {match.truth['winner']} confirmed" in lines
         proc.kill()
         assert await stderr_of(proc) == ""
+
+
+# -- the sh walk-throughs ----------------------------------------------------------------------
+
+
+@dataclass
+class Script(Done):
+    pgid: int  # the script's process group: bash and whatever it left running
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of a process group."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+async def group_gone(pgid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while group_members(pgid):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+@contextlib.asynccontextmanager
+async def bash(
+    script: str, *, cwd: Path, env: dict[str, str], timeout: float = 90
+) -> AsyncIterator[Script]:
+    """Run ``script`` with ``bash -e`` (each line must succeed) in a process group of its own;
+    at the end, whatever happened, every process still in the group is stopped. Its output goes
+    to files: background servers keep pipes open after the script ends."""
+    (cwd / "readme.sh").write_text(script)
+    out, err = cwd / "readme.stdout", cwd / "readme.stderr"
+    with out.open("wb") as o, err.open("wb") as e:
+        proc = await asyncio.create_subprocess_exec(
+            "bash", "-e", "readme.sh", cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+            stdout=o, stderr=e, start_new_session=True,
+        )  # fmt: skip
+    try:
+        try:
+            code = await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"over {timeout} s:\n{err.read_text()[-3000:]}") from None
+        yield Script(code, out.read_text(), err.read_text(), proc.pid)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            if await group_gone(proc.pid, 5):
+                break
+        if proc.returncode is None:
+            await proc.wait()
+
+
+def script_env(**extra: str) -> dict[str, str]:
+    """What a user's shell has after ``source .venv/bin/activate``."""
+    assert (VENV_BIN / "ingest").exists()
+    return cli_env(PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", **extra)
+
+
+def substitute(script: str, replacements: list[tuple[str, str]]) -> str:
+    for old, new in replacements:
+        assert old in script, f"the README's block no longer has {old!r}:\n{script}"
+        script = script.replace(old, new)
+    return script
+
+
+WALK_THROUGH_URL = "postgresql://postgres@127.0.0.1:5432/snooker"
+
+
+async def test_the_generator_walk_through_ends_with_the_report(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    written = the_one("The feed simulator and the match generator", "sh")
+    spec = re.search(r"--seed (\d+) --best-of (\d+) --fixture-id (\S+)", written)
+    assert spec, written
+    match = generate_match(MatchSpec(seed=int(spec[1]), best_of=int(spec[2]),
+                                     fixture_id=uuid.UUID(spec[3])))  # fmt: skip
+    script = substitute(
+        written, [(WALK_THROUGH_URL, plain(empty_database_url)), ("8765", str(free_port()))]
+    )
+    async with bash(script, cwd=tmp_path, env=script_env()) as done:
+        assert done.code == 0, done.stderr
+        # its `kill %1` stopped the background server: nothing is left in the group
+        assert await group_gone(done.pgid, 10), "the simulator outlived the walk-through"
+    assert (tmp_path / "match.jsonl").read_text() == to_jsonl(match.packets)  # same seed, bytes
+    t = match.truth
+    home, away = t["home"]["name"], t["away"]["name"]
+    assert (
+        f"generated fixture {match.fixture_id}: {t['packets']} packets, "
+        f"{t['winner']} {t['home_frames']}-{t['away_frames']}"
+    ) in done.stderr
+    report = done.stdout.splitlines()
+    assert re.fullmatch(
+        rf"{home}\s+{t['home_frames']} - {t['away_frames']}\s+{away}\s+best of {t['best_of']}, "
+        "completed",
+        report[0],
+    ), report[:2]
+    assert report[1] == f"Winner: {t[t['winner']]['name']}"
+    assert f"Fixture {match.fixture_id}" in report
+    for f in t["frames"]:
+        row = rf"│\s+{f['frame_number']} │\s+{f['home_points']} │\s+{f['away_points']} │ .*"
+        assert any(re.fullmatch(row, line) for line in report), f
+    assert report[-1].startswith("└"), "the report is not the end of the output"
+
+
+async def test_the_replay_walk_through_exports_and_serves_the_stored_matches(
+    ingested: Ingested, other_database_url: str, tmp_path: Path
+) -> None:
+    first, second = (str(m.fixture_id) for m in ingested.matches)
+    ports = free_port(), free_port()
+    script = substitute(
+        the_one("Replaying stored matches", "sh"),
+        [("FIXTURE_ID ...", f"{first} {second}"), ("ID1 ID2", f"{first} {second}"),
+         ("FIXTURE_ID", first), ("8765", str(ports[0])), ("8766", str(ports[1]))],
+    )  # fmt: skip
+    token = re.findall(r"INGEST_TOKEN=(\S+) ingest feed serve", script)
+    assert len(token) == 2 and len(set(token)) == 1, script
+    stored = {f: await _stored(ingested.url, f) for f in (first, second)}
+    env = script_env(INGEST_DATABASE_URL=ingested.url)
+    async with bash(script, cwd=tmp_path, env=env) as done:
+        assert done.code == 0, done.stderr
+        for f in (first, second):  # a file per fixture, one packet per line in seq order
+            assert (tmp_path / "recordings" / f"{f}.jsonl").read_text().splitlines() == stored[f]
+        assert (tmp_path / "match.jsonl").read_text().splitlines() == stored[first]
+        # both servers serve both matches ("every finished match"; "these ones")
+        for port in ports:
+            assert await served(port) == {first, second}
+        # and what they serve is the stored match, row for row
+        for fixture, port in ((first, ports[0]), (second, ports[1])):
+            copy_env = cli_env(INGEST_DATABASE_URL=other_database_url, INGEST_TOKEN=token[0],
+                               INGEST_FEED_URL=f"ws://127.0.0.1:{port}")  # fmt: skip
+            run = await cli("run", fixture, "--until-finished", "--speed", "fast", env=copy_env)
+            assert run.code == 0, run.stderr
+    assert await action_rows(other_database_url) == await action_rows(ingested.url)
+
+
+async def served(port: int, timeout: float = 30) -> set[str]:
+    """The fixtures a simulator serves, once it answers."""
+    async with aiohttp.ClientSession() as http, asyncio.timeout(timeout):
+        while True:
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/_control/stats") as r:
+                    if r.status == 200:
+                        return set(await r.json())
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+
+
+async def _stored(url: str, fixture: str) -> list[str]:
+    conn = await asyncpg.connect(plain(url))
+    try:
+        rows = await conn.fetch(
+            "SELECT payload::text FROM actions WHERE fixture_id = $1 ORDER BY seq",
+            uuid.UUID(fixture),
+        )
+        return [r[0] for r in rows]
+    finally:
+        await conn.close()
