@@ -301,12 +301,10 @@ def sync_cli(*args: str, env: dict[str, str], timeout: float = 60) -> Done:
     return Done(done.returncode, done.stdout, done.stderr)
 
 
-def wait_for_http(
-    url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30
-) -> None:
+def wait_for_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        assert proc is None or proc.poll() is None, f"the server exited: {proc.returncode}"
+        assert proc.poll() is None, f"the server exited {proc.returncode}: {log.read_text()}"
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
@@ -333,13 +331,14 @@ def ingested(
             path = folder / f"{m.fixture_id}.jsonl"
             path.write_text(to_jsonl(m.packets))
             recordings += ["--recording", str(path)]
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "ingest", "feed", "serve", "--port", str(port), *recordings],
-            env=cli_env(INGEST_TOKEN=TOKEN), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
+        port, log = free_port(), folder / "feed-serve.log"
+        with log.open("wb") as err:  # a file: nobody reads a pipe while the match is ingested
+            server = subprocess.Popen(
+                [sys.executable, "-m", "ingest", "feed", "serve", "--port", str(port), *recordings],
+                env=cli_env(INGEST_TOKEN=TOKEN), stdout=subprocess.DEVNULL, stderr=err,
+            )  # fmt: skip
         try:
-            wait_for_http(f"http://127.0.0.1:{port}/_control/stats", server)
+            wait_for_http(f"http://127.0.0.1:{port}/_control/stats", server, log)
             env = cli_env(INGEST_DATABASE_URL=url, INGEST_TOKEN=TOKEN,
                           INGEST_FEED_URL=f"ws://127.0.0.1:{port}")  # fmt: skip
             ids = [str(m.fixture_id) for m in matches]
@@ -529,15 +528,15 @@ SELECT 'O''Sullivan' AS literal,  E'back\\\\slash ''n'' quote' AS escaped, 41::i
 
 
 @pytest.mark.skipif(PSQL is None, reason="psql is not installed (Debian: postgresql-client)")
-async def test_psql_and_the_substitution_give_the_same_rows(ingested: Ingested) -> None:
+async def test_psql_and_the_substitution_give_the_same_rows(database_url: str) -> None:
     variables = {"v": "O'Sullivan", "w": "back\\slash 'n' quote", "n": "41", "col": 'a "b"'}
     script = """-- :n in a comment
 SELECT :'v' AS literal, :'w' AS escaped, :n::int + 1 AS raw, ':n' AS quoted, $$:n$$ AS dollar,
        /* :n */ 'a::b' AS cast_text, E'\\\\:n' AS e_string, 1 AS :"col";
 SELECT :n AS "second; statement:n" WHERE false;
 """
-    by_psql = await run_sql("psql", ingested.url, script, variables)
-    assert by_psql == await run_sql("asyncpg", ingested.url, script, variables)
+    by_psql = await run_sql("psql", database_url, script, variables)
+    assert by_psql == await run_sql("asyncpg", database_url, script, variables)
     assert by_psql[0] == [{"literal": "O'Sullivan", "escaped": "back\\slash 'n' quote",
                            "raw": "42", "quoted": ":n", "dollar": ":n", "cast_text": "a::b",
                            "e_string": "\\:n", 'a "b"': "1"}]  # fmt: skip
@@ -847,10 +846,13 @@ async def test_the_replay_walk_through_exports_and_serves_the_stored_matches(
         for port in ports:
             assert await served(port) == {first, second}
         # and what they serve is the stored match, row for row
-        for fixture, port in ((first, ports[0]), (second, ports[1])):
-            copy_env = cli_env(INGEST_DATABASE_URL=other_database_url, INGEST_TOKEN=token[0],
-                               INGEST_FEED_URL=f"ws://127.0.0.1:{port}")  # fmt: skip
-            run = await cli("run", fixture, "--until-finished", "--speed", "fast", env=copy_env)
+        copies = [
+            cli("run", fixture, "--until-finished", "--speed", "fast",
+                env=cli_env(INGEST_DATABASE_URL=other_database_url, INGEST_TOKEN=token[0],
+                            INGEST_FEED_URL=f"ws://127.0.0.1:{port}"))
+            for fixture, port in ((first, ports[0]), (second, ports[1]))
+        ]  # fmt: skip
+        for run in await asyncio.gather(*copies):
             assert run.code == 0, run.stderr
     assert await action_rows(other_database_url) == await action_rows(ingested.url)
 
