@@ -79,7 +79,7 @@ LABEL org.opencontainers.image.title="snooker-ingest" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.base.name="docker.io/library/python:3.11-slim" \
       snooker-ingest.required-env="INGEST_DATABASE_URL" \
-      snooker-ingest.ops.metrics-port="9108"
+      snooker-ingest.metrics-port="9108"
 
 # A fixed uid/gid, so volume permissions and Kubernetes' runAsNonRoot can rely on it.
 RUN groupadd --system --gid 10001 ingest \
