@@ -30,7 +30,6 @@ from ingest.db.engine import RECYCLE, Database, suspect
 from ingest.db.translate import BAD_DATA, DRIVER_ERRORS, translate
 from ingest.feed.packet import Action, Rejected
 from ingest.feed.vocabulary import LINEUPS, LineupPacket, Side, lineup_in_effect, side_map
-from ingest.settings import DatabaseTarget
 from ingest.worker.ports import WriteResult
 
 # a fixture's progress row, merged with what a batch inserted (the batch statement and a COPY's)
@@ -171,7 +170,7 @@ _INSERT_ACTION = _INSERT_ACTIONS_TEMPLATE.format(
 )
 
 
-class Writes(Database):
+class Writes:
     """Store batches atomically; knows each fixture's home/away teams to fill ``actions.side``."""
 
     # A batch of at least this many packets (a backfill's, or a catch-up's) is first tried as a
@@ -179,10 +178,9 @@ class Writes(Database):
     # the extra round trips (BEGIN, COPY, progress, COMMIT) are nothing against a batch this big.
     copy_at = 64
 
-    def __init__(
-        self, target: DatabaseTarget, *, pool_size: int = 4, command_timeout: float | None = 60.0
-    ) -> None:
-        super().__init__(target, pool_size=pool_size, command_timeout=command_timeout)
+    def __init__(self, database: Database) -> None:
+        self._db = database
+        self._pooler = database.pooler  # fixed with the target: read once, not per batch
         # fixture -> its Lineups actions (action id -> latest packet), and the sides they give:
         # {team id: "home"/"away"}, to fill actions.side
         self._lineups: dict[uuid.UUID, dict[str | None, LineupPacket]] = {}
@@ -193,10 +191,10 @@ class Writes(Database):
         self._writing: list[tuple[asyncpg.Connection, float]] = []
 
     async def close(self) -> None:
+        """Give back the connections kept between batches (before the pool closes)."""
         held, self._writing = self._writing, []
         for conn, _ in held:
-            await self.release(conn)
-        await super().close()
+            await self._db.release(conn)
 
     async def write(
         self,
@@ -222,7 +220,7 @@ class Writes(Database):
                 # never hand out again a connection the error left unfit, or mid-transaction
                 if suspect(exc) or raw.is_in_transaction():
                     raw.terminate()  # at once: a graceful close could wait on a dead peer
-                    await self.release(raw)
+                    await self._db.release(raw)
                 else:
                     self._writing.append((raw, since))
                 raise
@@ -243,8 +241,8 @@ class Writes(Database):
                 return raw, since
             if not raw.is_closed():
                 raw.terminate()
-            await self.release(raw)
-        return await self.acquire(), time.monotonic()
+            await self._db.release(raw)
+        return await self._db.acquire(), time.monotonic()
 
     async def _write(
         self,

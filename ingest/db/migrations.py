@@ -116,8 +116,11 @@ async def run_on_alembic_connection(
         await engine.dispose()
 
 
-class Migrations(Database):
+class Migrations:
     """Bring the schema to a revision, and check that it is at the head."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
 
     async def migrate(self, revision: str = "head", *, downgrade: bool = False) -> None:
         from alembic import command
@@ -131,16 +134,16 @@ class Migrations(Database):
             else:
                 command.upgrade(cfg, revision)
 
-        await run_on_alembic_connection(self._target, run)
+        await run_on_alembic_connection(self._db.target, run)
 
     async def schema_revision(self) -> str | None:
         """The revision in ``alembic_version``; None when the schema is empty."""
-        exists = await self._fetch(
+        exists = await self._db.fetch(
             "reading the schema version", "SELECT to_regclass('alembic_version') IS NOT NULL"
         )
         if not exists[0][0]:
             return None
-        rows = await self._fetch(
+        rows = await self._db.fetch(
             "reading the schema version", "SELECT version_num FROM alembic_version"
         )
         if len(rows) > 1:

@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from ingest.db.engine import positional
+from ingest.db.engine import Database, positional
 from ingest.db.store import Store
 from ingest.db.translate import DRIVER_ERRORS, translate
 from ingest.settlement.markets import RELEVANT_TYPES, Event, Packet, Replay, replay
@@ -122,9 +122,13 @@ class Listener:
     """A dedicated connection that LISTENs; ``lost`` is set when it breaks."""
 
     def __init__(
-        self, store: Store, raw: asyncpg.Connection, channel: str, on_payload: Callable[[str], None]
+        self,
+        database: Database,
+        raw: asyncpg.Connection,
+        channel: str,
+        on_payload: Callable[[str], None],
     ) -> None:
-        self._store, self._raw, self._channel = store, raw, channel
+        self._database, self._raw, self._channel = database, raw, channel
         self._on_payload = on_payload
         self.lost = False
 
@@ -150,7 +154,7 @@ class Listener:
         except (TimeoutError, *DRIVER_ERRORS):
             self._raw.terminate()
         finally:
-            await self._store.release(self._raw)
+            await self._database.release(self._raw)
 
 
 class SettlementStore:
@@ -193,12 +197,12 @@ class SettlementStore:
         return [Progress(*row) for row in rows]
 
     async def _fetch(self, what: str, sql: str, params: dict[str, Any]) -> list[Any]:
-        return await self.store._fetch(what, sql, params)
+        return await self.store.database.fetch(what, sql, params)
 
     async def settle(self, fixture_id: uuid.UUID) -> Settled:
         """Append the events of the packets stored since the checkpoint, in one transaction."""
         try:
-            async with self.store.connection() as conn, conn.transaction():
+            async with self.store.database.connection() as conn, conn.transaction():
                 return await self._settle(conn, fixture_id)
         except DRIVER_ERRORS as exc:
             raise translate(exc, f"settling fixture {fixture_id}") from exc
@@ -252,9 +256,9 @@ class SettlementStore:
     async def listen(self, channel: str, on_payload: Callable[[str], None]) -> Listener:
         """LISTEN on a connection of its own; ``on_payload`` hears each notification."""
         try:
-            raw = await self.store.acquire()
+            raw = await self.store.database.acquire()
             try:
-                listener = Listener(self.store, raw, channel, on_payload)
+                listener = Listener(self.store.database, raw, channel, on_payload)
 
                 def lost(_: Any) -> None:
                     listener.lost = True
@@ -264,7 +268,7 @@ class SettlementStore:
                 return listener
             except BaseException:
                 raw.terminate()
-                await self.store.release(raw)
+                await self.store.database.release(raw)
                 raise
         except DRIVER_ERRORS as exc:
             raise translate(exc, f"listening on {channel}") from exc

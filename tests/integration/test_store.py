@@ -174,7 +174,7 @@ async def test_a_large_batch_with_a_packet_jsonb_cannot_hold_stores_the_rest(
 
 async def test_the_stores_sessions_do_not_jit_compile(store: Store) -> None:
     """With JIT on, PostgreSQL compiled a one-fixture match_results lookup: 0.9 s, not 4 ms."""
-    rows = await store._fetch("reading a setting", "SHOW jit")
+    rows = await store.database.fetch("reading a setting", "SHOW jit")
     assert rows[0][0] == "off"
 
 
