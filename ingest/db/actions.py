@@ -1,4 +1,5 @@
-"""The write path: a batch of packets (and rejected frames) stored in one statement.
+"""The write path: a batch of packets (and rejected frames) stored in one statement, or from
+:attr:`Writes.copy_at` packets on with COPY.
 
 Every committed batch sends ``NOTIFY ingest_actions`` with a JSON payload per fixture
 (``fixture_id``, ``max_seq``, ``inserted``, ``finished``).
@@ -6,8 +7,10 @@ Every committed batch sends ``NOTIFY ingest_actions`` with a JSON payload per fi
 Writes are idempotent: each action packet is inserted keyed by ``(fixture_id, seq)`` with
 ``ON CONFLICT DO NOTHING``; a replayed seq with a different payload is recorded in
 ``action_conflicts``. One batch is one statement and one transaction, with the rows passed as
-arrays (``unnest``), so a batch costs one round trip whatever its size. The column lists of that
-statement are derived from :data:`ingest.db.schema.actions`.
+arrays (``unnest``), so a batch costs one round trip whatever its size; a big batch goes by COPY
+first, in one transaction with its progress and notifications (:meth:`Writes._copy`). The
+column lists of both are built at import from :data:`ingest.db.columns.ACTIONS`, the list of
+the table's columns that :mod:`ingest.db.schema` builds the table from.
 
 Known limit: when two workers write the same fixture at the same moment (a lease handover),
 a replay whose first copy is committed by the other worker during this statement is absorbed but
@@ -26,6 +29,7 @@ from typing import Any
 
 import asyncpg
 
+from ingest.db.columns import ACTIONS
 from ingest.db.engine import RECYCLE, Database, suspect
 from ingest.db.translate import BAD_DATA, DRIVER_ERRORS, translate
 from ingest.feed.packet import Action, Rejected
@@ -130,23 +134,21 @@ _REASON_CHARS = 500
 
 
 # Every column of `actions` but `stored_at`, which the server stamps, with the array type it
-# travels as; `payload` travels as text and is cast to jsonb by the insert (so PostgreSQL, not the
-# driver, parses it). tests/integration/test_schema.py holds this equal to ingest.db.schema.
-WRITTEN: tuple[tuple[str, str], ...] = (
-    ("fixture_id", "uuid[]"), ("seq", "bigint[]"), ("payload", "text[]"),
-    ("received_at", "timestamp with time zone[]"), ("finished", "boolean[]"),
-    ("action_id", "uuid[]"), ("fixture_seq_num", "bigint[]"), ("action_type_id", "integer[]"),
-    ("action_type", "text[]"), ("action_subtype_id", "integer[]"), ("action_subtype", "text[]"),
-    ("send_type_id", "smallint[]"), ("send_type", "text[]"), ("period", "integer[]"),
-    ("provider_ts", "timestamp with time zone[]"), ("timeline_sequence", "double precision[]"),
-    ("team_id", "uuid[]"), ("player_id", "uuid[]"), ("side", "text[]"),
-)  # fmt: skip
-_JSONB = frozenset({"payload"})
+# travels as (ingest.db.columns, the list ingest.db.schema builds the table from); jsonb travels
+# as text and is cast to jsonb by the insert (so PostgreSQL, not the driver, parses it).
+_STAMPED_BY_SERVER = frozenset({"stored_at"})
+_JSONB = frozenset(c.name for c in ACTIONS if c.type == "jsonb")
+WRITTEN: tuple[tuple[str, str], ...] = tuple(
+    (c.name, f"{'text' if c.name in _JSONB else c.type}[]")
+    for c in ACTIONS
+    if c.name not in _STAMPED_BY_SERVER
+)
 # the Action attribute that fills a column, where its name differs from the column's
 _RENAMED = {"action_type_id": "type_id", "action_type": "type_name",
             "action_subtype_id": "subtype_id", "action_subtype": "subtype_name"}  # fmt: skip
-_ATTRIBUTES = tuple(_RENAMED.get(name, name) for name, _ in WRITTEN[1:])  # after fixture_id
-_COLUMNS = [name for name, _ in WRITTEN]
+# every column after the first (fixture_id, the batch's own) is filled from the action
+_ATTRIBUTES = tuple(_RENAMED.get(name, name) for name, _ in WRITTEN[1:])
+COLUMNS = [name for name, _ in WRITTEN]  # in the order of a row: the COPY's column list
 _values = operator.attrgetter(*_ATTRIBUTES)  # an action's values for those columns, as a tuple
 
 _NAMES = ", ".join(name for name, _ in WRITTEN)
@@ -321,7 +323,7 @@ class Writes:
         fixtures = sorted(progress)
         try:
             async with raw.transaction():  # a savepoint behind a pooler
-                await raw.copy_records_to_table("actions", records=records, columns=_COLUMNS)
+                await raw.copy_records_to_table("actions", records=records, columns=COLUMNS)
                 await raw.execute(
                     _COPIED_PROGRESS,
                     fixtures,
