@@ -33,7 +33,13 @@ from ingest.db.columns import ACTIONS
 from ingest.db.engine import RECYCLE, Database, suspect
 from ingest.db.translate import BAD_DATA, DRIVER_ERRORS, translate
 from ingest.feed.packet import Action, Rejected
-from ingest.feed.vocabulary import LINEUPS, LineupPacket, Side, lineup_in_effect, side_map
+from ingest.feed.vocabulary import (
+    LINEUP_TEAM_PATHS,
+    LINEUPS,
+    LineupPacket,
+    Lineups,
+    action_key,
+)
 from ingest.worker.ports import WriteResult
 
 # a fixture's progress row, merged with what a batch inserted (the batch statement and a COPY's)
@@ -94,13 +100,25 @@ _INSERT_ACTIONS_TEMPLATE = """
     """
 
 
-_LINEUP_PACKETS = """
-    SELECT DISTINCT ON (fixture_id, action_id) fixture_id, action_id::text, seq,
-           payload #>> '{fixtureAction,metadata,home,teamId}',
-           payload #>> '{fixtureAction,metadata,away,teamId}', send_type_id
-    FROM actions WHERE fixture_id = ANY(CAST($1 AS uuid[])) AND action_type_id = $2
-    ORDER BY fixture_id, action_id, seq DESC
-    """  # each stored Lineups action in its latest packet: ingest.feed.vocabulary.lineup_in_effect
+# Every stored Lineups action of the fixtures in its latest packet (of any type: a Lineups Updated
+# to another type no longer counts), for ingest.feed.vocabulary.Lineups; a packet without an
+# actionId is an action of its own (vocabulary.action_key)
+_LINEUP_PACKETS = f"""
+    SELECT DISTINCT ON (fixture_id, key) fixture_id, key, seq, action_type_id, send_type_id,
+           home, away
+    FROM (
+        SELECT a.fixture_id, coalesce(a.action_id::text, 'seq:' || a.seq) AS key, a.seq,
+               a.action_type_id, a.send_type_id,
+               a.payload #>> '{LINEUP_TEAM_PATHS["home"]}' AS home,
+               a.payload #>> '{LINEUP_TEAM_PATHS["away"]}' AS away
+        FROM actions a
+        WHERE a.fixture_id = ANY(CAST($1 AS uuid[]))
+          AND (a.action_type_id = $2
+               OR a.action_id IN (SELECT l.action_id FROM actions l
+                                  WHERE l.fixture_id = a.fixture_id AND l.action_type_id = $2))
+    ) p
+    ORDER BY fixture_id, key, seq DESC
+    """
 
 # After a COPY (see Writes._copy): the same progress and notifications as the batch statement's,
 # from per-fixture figures computed by the client (every copied row was inserted)
@@ -183,10 +201,8 @@ class Writes:
     def __init__(self, database: Database) -> None:
         self._db = database
         self._pooler = database.pooler  # fixed with the target: read once, not per batch
-        # fixture -> its Lineups actions (action id -> latest packet), and the sides they give:
-        # {team id: "home"/"away"}, to fill actions.side
-        self._lineups: dict[uuid.UUID, dict[str | None, LineupPacket]] = {}
-        self._sides: dict[uuid.UUID, dict[str, Side]] = {}
+        # fixture -> its Lineups actions and the sides they give, to fill actions.side
+        self._lineups: dict[uuid.UUID, Lineups] = {}
         # Write-path connections stay checked out between batches (at most one per concurrent
         # write, so no more than before): a checkout and return (with the pool's reset of the
         # session) costs more than a one-packet batch statement itself. (connection, since)
@@ -337,40 +353,34 @@ class Writes:
         self, raw: asyncpg.Connection, actions: Sequence[tuple[uuid.UUID, Action]]
     ) -> None:
         """Fill ``Action.side`` from the fixture's Lineups in effect (stored, or earlier in this
-        batch), by the rule of :func:`ingest.feed.vocabulary.lineup_in_effect`."""
+        batch), by the home/away rule of :class:`ingest.feed.vocabulary.Lineups`."""
         lineups = self._lineups
         unknown = {
             f
             for f, a in actions
-            if (a.team_id is not None or a.lineup is not None) and f not in lineups
+            if (a.team_id is not None or a.type_id == LINEUPS) and f not in lineups
         }
         if unknown:
             # read first, remember after: a read that fails (the database going away) must not
             # leave a fixture half known
-            found: dict[uuid.UUID, dict[str | None, LineupPacket]] = {f: {} for f in unknown}
-            for fixture_id, action_id, seq, home, away, send in await raw.fetch(
+            found = {f: Lineups() for f in unknown}  # none yet: sides stay NULL until one comes
+            for fixture_id, key, seq, type_id, send, home, away in await raw.fetch(
                 _LINEUP_PACKETS, list(unknown), LINEUPS
             ):
-                packet = LineupPacket(seq, _uuid_text(home), _uuid_text(away), send)
-                found[fixture_id][action_id] = packet
-            for fixture_id, packets in found.items():
-                self._lineups[fixture_id] = packets  # none yet: sides stay NULL until one comes
-                self._update_sides(fixture_id)
+                packet = LineupPacket(seq, _uuid_text(home), _uuid_text(away), send, type_id)
+                found[fixture_id].see(key, packet)
+            lineups.update(found)
         for fixture_id, action in actions:
-            if action.lineup is not None:
-                known = self._lineups[fixture_id].get(action.action_id)
-                if known is None or known.seq <= action.seq:
-                    home, away = action.lineup
-                    self._lineups[fixture_id][action.action_id] = LineupPacket(
-                        action.seq, home, away, action.send_type_id
-                    )
-                    self._update_sides(fixture_id)
+            known = lineups.get(fixture_id)
+            if known is None:
+                continue  # neither a team's packet nor a Lineups: nothing to know yet
+            # known.concerns(...), inlined: this runs for every packet the worker stores
+            if action.type_id == LINEUPS or action.action_id in known.actions:
+                home, away = action.lineup or (None, None)
+                packet = LineupPacket(action.seq, home, away, action.send_type_id, action.type_id)
+                known.see(action_key(action.action_id, action.seq), packet)
             elif action.team_id is not None:
-                action.side = self._sides[fixture_id].get(action.team_id)
-
-    def _update_sides(self, fixture_id: uuid.UUID) -> None:
-        effect = lineup_in_effect(self._lineups[fixture_id].values())
-        self._sides[fixture_id] = side_map(effect.home, effect.away) if effect else {}
+                action.side = known.sides.get(action.team_id)
 
     async def _insert_round(
         self,
