@@ -403,9 +403,9 @@ async def test_a_fixture_on_hold_waits_and_loses_nothing(
     asked: list[int] = []
 
     class Holding(SettlementStore):
-        async def fixtures_on_hold(self, fixture_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        async def fixtures_on_hold(self, fixture_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
             asked.append(1)
-            return hold & set(fixture_ids)
+            return {f: "held by the test" for f in hold & set(fixture_ids)}
 
     await write(store, match.fixture_id, match.packets)
     settler = Settler(Holding(store), SettleOptions(until_finished=True, idle_check=0.2),
