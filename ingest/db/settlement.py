@@ -24,6 +24,7 @@ import asyncpg
 from ingest.db.engine import Database, positional
 from ingest.db.store import Store
 from ingest.db.translate import DRIVER_ERRORS, translate
+from ingest.feed.vocabulary import LINEUP_TEAM_PATHS, LINEUPS
 from ingest.settlement.markets import RELEVANT_TYPES, Packet, Replay, replay
 from ingest.settlement.ports import Progress, Settled
 
@@ -39,14 +40,16 @@ SELECT top.last_seq, p.*
 FROM top
 LEFT JOIN LATERAL (  -- one statement, one snapshot: the packets and the checkpoint agree
     SELECT a.seq, a.action_id::text AS action_id, a.action_type_id, a.send_type_id, a.period,
-           coalesce(CASE a.team_id WHEN l.home_team_id THEN 'home'
-                                   WHEN l.away_team_id THEN 'away' END, a.side) AS side,
-           a.finished,
+           a.team_id::text AS team_id, a.side, a.finished,
            CASE WHEN a.action_type_id IN ({_TYPES}) OR a.finished
                 THEN (a.payload -> 'fixtureAction' -> 'metadata')::text END AS metadata,
-           a.payload #>> '{{fixtureSummary,collectionStatus}}' AS summary_collection
+           a.payload #>> '{{fixtureSummary,collectionStatus}}' AS summary_collection,
+           -- a Lineups packet's teams, read as the fixture_lineups view reads them
+           CASE WHEN a.action_type_id = {LINEUPS}
+                THEN ingest_uuid(a.payload #>> '{LINEUP_TEAM_PATHS["home"]}')::text END AS home,
+           CASE WHEN a.action_type_id = {LINEUPS}
+                THEN ingest_uuid(a.payload #>> '{LINEUP_TEAM_PATHS["away"]}')::text END AS away
     FROM actions a
-    LEFT JOIN fixture_lineups l ON l.fixture_id = a.fixture_id
     WHERE a.fixture_id = :f AND a.seq <= top.last_seq
       AND (a.action_type_id IN ({_TYPES}) OR a.finished
            OR a.action_id IN (SELECT action_id FROM relevant_ids))
@@ -276,4 +279,6 @@ def _packet(row: Any) -> Packet:
         finished=bool(row["finished"]),
         metadata=metadata if isinstance(metadata, dict) else None,
         summary_collection=row["summary_collection"],
+        team_id=row["team_id"],
+        lineup=(row["home"], row["away"]) if row["action_type_id"] == LINEUPS else None,
     )
