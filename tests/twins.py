@@ -279,6 +279,7 @@ class MemoryLedger:
     subscriptions: list[MemorySubscription] = field(default_factory=list)
     fail_settles: list[BaseException] = field(default_factory=list)
     passes: int = 0  # settle calls that committed
+    hold_checks: int = 0  # fixtures_on_hold calls
 
     async def write(
         self,
@@ -330,6 +331,7 @@ class MemoryLedger:
         return rows
 
     async def fixtures_on_hold(self, fixture_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+        self.hold_checks += 1
         return {f: self.holds[f] for f in fixture_ids if f in self.holds}
 
     async def settle(self, fixture_id: uuid.UUID) -> Settled:
