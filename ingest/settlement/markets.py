@@ -1,7 +1,7 @@
 """Settlement as events: which markets the stored packets decide, and the changes between states.
 
-Pure logic, no I/O. The settler (``ingest.settlement.settler``) reads a fixture's relevant
-packets in seq order from the store, folds them here one by one and writes the
+Pure logic, no I/O. A settlement pass (:meth:`ingest.settlement.ports.Ledger.settle`) reads a
+fixture's relevant packets in seq order, folds them here one by one and appends the
 :class:`Event` s this module derives. The market state after packet ``seq`` depends only on
 the packets up to ``seq``, so the event log is the same whether the settler follows a match
 live, catches up after a crash or replays a finished one: one event per change,
@@ -12,6 +12,8 @@ Cancelled and Deleted do not count; Pending is provisional; a side is the acting
 the Lineups in effect, by :class:`ingest.feed.vocabulary.Lineups`, else the side stored with
 the packet). Folded packet by packet, the Lineups in effect are those of the packets so far:
 a corrected Lineups settles each side's markets again at the packet that corrects it.
+``tests/integration/test_market_rules.py`` holds these rules and the views equal on generated
+matches with corrections; it names the two cases where they knowingly differ.
 
 - ``frame_winner:<n>``: settled by frame n's Frame Ended in effect (its side, else its
   ``homePoints``/``awayPoints``); ``provisional`` while that Frame Ended is Pending.
