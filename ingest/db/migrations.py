@@ -2,9 +2,11 @@
 at once. The migrations themselves are in ``migrations/versions`` (in the wheel:
 ``ingest/_migrations``); :mod:`ingest.db.schema` describes the tables they make.
 
-Only :meth:`Migrations.migrate` imports alembic and SQLAlchemy. The check every command makes
-(:meth:`Migrations.check_schema`) reads ``alembic_version`` with one query and finds the head
-revision in the migration files themselves, so a worker starts without importing either.
+Only migrating imports alembic and SQLAlchemy (:meth:`Migrations.migrate`, and alembic run by
+hand, whose ``migrations/env.py`` connects through :func:`run_on_alembic_connection`). The check
+every command makes (:meth:`Migrations.check_schema`) reads ``alembic_version`` with one query
+and finds the head revision in the migration files themselves, so a worker starts without
+importing either.
 """
 
 from __future__ import annotations
@@ -117,7 +119,8 @@ async def run_on_alembic_connection(
 
 
 class Migrations:
-    """Bring the schema to a revision, and check that it is at the head."""
+    """Bring the schema to a revision, and check that it is at the head (over the store's
+    :class:`Database`; migrating itself opens a SQLAlchemy connection of its own)."""
 
     def __init__(self, database: Database) -> None:
         self._db = database

@@ -93,7 +93,8 @@ LEFT JOIN settlement_checkpoints c ON c.fixture_id = k.fixture_id
 
 
 class Listener:
-    """A dedicated connection that LISTENs; ``lost`` is set when it breaks."""
+    """A dedicated connection that LISTENs (a :class:`~ingest.settlement.ports.Subscription`);
+    ``lost`` is set when it breaks."""
 
     def __init__(
         self,

@@ -3,7 +3,9 @@ Lineups packet names the teams, and the home/away rule.
 
 Used by the parser (:mod:`ingest.feed.packet`), the write path (:mod:`ingest.db.actions`),
 settlement (:mod:`ingest.settlement.markets`), the match generator and the tests. The SQL views
-(migration 0003) apply the same rule in SQL; ``tests/integration/test_views.py`` holds them to it.
+(migration 0003) apply the same home/away rule in SQL (the ``fixture_lineups`` view):
+``tests/integration/test_store.py`` holds the write path's sides to it, and
+``tests/integration/test_market_rules.py`` settlement's.
 """
 
 from __future__ import annotations

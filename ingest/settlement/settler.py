@@ -40,6 +40,8 @@ class SettleOptions:
 
 
 class Settler:
+    """Settles the fixtures it follows as their packets are stored, through a :class:`Ledger`."""
+
     def __init__(self, ledger: Ledger, options: SettleOptions, metrics: SettlerMetrics) -> None:
         self._ledger = ledger
         self._options = options
