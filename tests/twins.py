@@ -1,25 +1,33 @@
-"""In-memory twins of the worker's ports, for unit tests of pure orchestration logic.
+"""In-memory twins of the worker's ports and of the settler's, for unit tests of pure
+orchestration logic.
 
 They are held to the same contract tests as the real parts
 (``tests/integration/test_ports_contract.py``: :class:`MemorySink` beside the PostgreSQL store,
-:class:`MemorySource` beside the websocket client on a real feed), so a unit test that passes on
-a twin says something about the real thing. They keep only what the contract promises: a sink
-absorbs duplicates and records a differing replay as a conflict; a source yields the packets from
-``startPosition`` on, keyed as the real client keys them.
+:class:`MemorySource` beside the websocket client on a real feed;
+``tests/integration/test_ledger_contract.py``: :class:`MemoryLedger` beside
+``SettlementStore``), so a unit test that passes on a twin says something about the real thing.
+They keep only what the contract promises: a sink absorbs duplicates and records a differing
+replay as a conflict; a source yields the packets from ``startPosition`` on, keyed as the real
+client keys them; a ledger notifies each stored batch and settles a fixture's new packets once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
 from ingest.errors import AuthError, FeedUnavailable, FixtureNotFound
 from ingest.feed.packet import Action, Control, Keying, Rejected, classify
+from ingest.feed.vocabulary import LINEUPS, LineupPacket, Lineups, action_key
+from ingest.settlement.markets import Event, Packet, replay
+from ingest.settlement.ports import Progress, Settled
 from ingest.worker.ports import FixtureRow, SavedState, WriteResult
 
 
@@ -239,3 +247,152 @@ class MemorySource:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass
+class MemorySubscription:
+    """A :class:`ingest.settlement.ports.Subscription`; set ``lost`` to break it."""
+
+    channel: str
+    on_payload: Callable[[str], None]
+    lost: bool = False
+    closed: bool = False
+
+    async def ping(self) -> bool:
+        await asyncio.sleep(0)  # a round trip
+        return not self.lost
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class MemoryLedger:
+    """A :class:`ingest.settlement.ports.Ledger` over a :class:`MemorySink`.
+
+    :meth:`write` is the worker's write (the sink's) followed by its ``NOTIFY ingest_actions``
+    per fixture. A pass (:meth:`settle`) replays the fixture's packets as the database side
+    reads them (the side the write path would have stored, from the Lineups in effect then)
+    and appends the events after its checkpoint. ``holds``: fixture -> why it may not be
+    settled now; ``fail_settles``: raised by the next passes, before they change anything.
+    """
+
+    sink: MemorySink = field(default_factory=MemorySink)
+    holds: dict[uuid.UUID, str] = field(default_factory=dict)
+    events: dict[uuid.UUID, list[Event]] = field(default_factory=dict)
+    markets: dict[uuid.UUID, dict[str, int]] = field(default_factory=dict)
+    checkpoints: dict[uuid.UUID, int] = field(default_factory=dict)
+    subscriptions: list[MemorySubscription] = field(default_factory=list)
+    fail_settles: list[BaseException] = field(default_factory=list)
+    passes: int = 0  # settle calls that committed
+    hold_checks: int = 0  # fixtures_on_hold calls
+
+    async def write(
+        self,
+        actions: Sequence[tuple[uuid.UUID, Action]],
+        rejected: Sequence[tuple[uuid.UUID, Rejected]] = (),
+    ) -> WriteResult:
+        before = set(self.sink.rows)
+        result = await self.sink.write(actions, rejected)
+        for fixture_id in result.inserted:
+            new = [a for f, a in actions if f == fixture_id and (f, a.seq) not in before]
+            payload = {"fixture_id": str(fixture_id), "max_seq": max(a.seq for a in new),
+                       "inserted": result.inserted[fixture_id],
+                       "finished": any(a.finished for a in new)}  # fmt: skip
+            self.notify("ingest_actions", json.dumps(payload))
+        return result
+
+    def notify(self, channel: str, payload: str) -> None:
+        for subscription in list(self.subscriptions):
+            if subscription.channel == channel and not (subscription.lost or subscription.closed):
+                subscription.on_payload(payload)
+
+    async def listen(self, channel: str, on_payload: Callable[[str], None]) -> MemorySubscription:
+        await asyncio.sleep(0)
+        subscription = MemorySubscription(channel, on_payload)
+        self.subscriptions.append(subscription)
+        return subscription
+
+    async def followed(self, fixture_ids: Sequence[uuid.UUID], follow_all: bool) -> list[uuid.UUID]:
+        ids = list(dict.fromkeys(fixture_ids))
+        if follow_all:
+            registry = self.sink.registry
+            enabled = sorted((f for f, e in registry.items() if e.enabled),
+                             key=lambda f: (registry[f].added, f))  # fmt: skip
+            ids += [f for f in enabled if f not in ids]
+        return ids
+
+    async def progress(self, fixture_ids: Sequence[uuid.UUID]) -> list[Progress]:
+        rows = []
+        for fixture_id in fixture_ids:
+            entry = self.sink.registry.get(fixture_id)
+            rows.append(
+                Progress(
+                    fixture_id,
+                    max(self.sink.seqs(fixture_id), default=0),
+                    entry is not None and entry.finished,
+                    self.checkpoints.get(fixture_id, 0),
+                )
+            )
+        return rows
+
+    async def fixtures_on_hold(self, fixture_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+        self.hold_checks += 1
+        return {f: self.holds[f] for f in fixture_ids if f in self.holds}
+
+    async def settle(self, fixture_id: uuid.UUID) -> Settled:
+        await asyncio.sleep(0)
+        if self.fail_settles:
+            raise self.fail_settles.pop(0)
+        packets = self.packets(fixture_id)
+        last_seq = packets[-1].seq if packets else 0
+        checkpoint = self.checkpoints.get(fixture_id, 0)
+        result = replay(packets, checkpoint)
+        if last_seq <= checkpoint:
+            return Settled(fixture_id, [], checkpoint, checkpoint, result.ended)
+        opened = self.markets.setdefault(fixture_id, {})
+        for market, seq in result.markets.items():
+            opened.setdefault(market, seq)
+        self.events.setdefault(fixture_id, []).extend(result.events)
+        self.checkpoints[fixture_id] = last_seq
+        self.passes += 1
+        return Settled(fixture_id, result.events, last_seq, checkpoint, result.ended)
+
+    def packets(self, fixture_id: uuid.UUID) -> list[Packet]:
+        """Every stored packet of the fixture in seq order, as settlement reads it."""
+        lineups, packets = Lineups(), []
+        for seq in self.sink.seqs(fixture_id):
+            action = self.sink.rows[(fixture_id, seq)]
+            stored_side = None  # what the write path stores in actions.side
+            if lineups.concerns(action.type_id, action.action_id):
+                home, away = action.lineup or (None, None)
+                lineups.see(
+                    action_key(action.action_id, seq),
+                    LineupPacket(seq, home, away, action.send_type_id, action.type_id),
+                )
+            elif action.team_id is not None:
+                stored_side = lineups.sides.get(action.team_id)
+            packets.append(_settlement_packet(action, stored_side))
+        return packets
+
+
+def _settlement_packet(action: Action, stored_side: str | None) -> Packet:
+    packet = orjson.loads(action.payload)
+    fa, summary = packet.get("fixtureAction"), packet.get("fixtureSummary")
+    metadata = fa.get("metadata") if isinstance(fa, dict) else None
+    collection: Any = summary.get("collectionStatus") if isinstance(summary, dict) else None
+    if collection is not None and not isinstance(collection, str):
+        collection = json.dumps(collection)  # as PostgreSQL's #>> shows a JSON value
+    return Packet(
+        seq=action.seq,
+        action_id=action.action_id,
+        type_id=action.type_id,
+        send_type_id=action.send_type_id,
+        period=action.period,
+        side=stored_side,
+        finished=action.finished,
+        metadata=metadata if isinstance(metadata, dict) else None,
+        summary_collection=collection,
+        team_id=action.team_id,
+        lineup=(action.lineup or (None, None)) if action.type_id == LINEUPS else None,
+    )

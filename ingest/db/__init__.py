@@ -1,7 +1,8 @@
 """The database side: the only package that speaks SQL or imports a driver.
 
-``engine`` (pool) and ``translate`` (driver errors as ours), ``schema`` (the tables, once),
-``migrations`` (alembic), ``writes`` (the write path), ``registry`` and ``leases`` (the worker's
-tables), ``reads`` (read models for reports, status and export), ``settlement`` (settlement's
-SQL), and ``store`` (the one :class:`~ingest.db.store.Store` over all of them).
+``engine`` (the asyncpg pool, :class:`~ingest.db.engine.Database`) and ``translate`` (driver
+errors as ours), ``schema`` (the tables, once, in SQLAlchemy Core), ``migrations`` (alembic),
+``actions`` (the write path), ``registry`` and ``leases`` (the worker's tables), ``reads`` (read
+models for reports, status and export), ``settlement`` (settlement's SQL), and ``store`` (the one
+:class:`~ingest.db.store.Store`, composed of those repositories over one pool).
 """

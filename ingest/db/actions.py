@@ -1,4 +1,5 @@
-"""The write path: a batch of packets (and rejected frames) stored in one statement.
+"""The write path: a batch of packets (and rejected frames) stored in one statement, or from
+:attr:`Writes.copy_at` packets on with COPY.
 
 Every committed batch sends ``NOTIFY ingest_actions`` with a JSON payload per fixture
 (``fixture_id``, ``max_seq``, ``inserted``, ``finished``).
@@ -6,8 +7,10 @@ Every committed batch sends ``NOTIFY ingest_actions`` with a JSON payload per fi
 Writes are idempotent: each action packet is inserted keyed by ``(fixture_id, seq)`` with
 ``ON CONFLICT DO NOTHING``; a replayed seq with a different payload is recorded in
 ``action_conflicts``. One batch is one statement and one transaction, with the rows passed as
-arrays (``unnest``), so a batch costs one round trip whatever its size. The column lists of that
-statement are derived from :data:`ingest.db.schema.actions`.
+arrays (``unnest``), so a batch costs one round trip whatever its size; a big batch goes by COPY
+first, in one transaction with its progress and notifications (:meth:`Writes._copy`). The
+column lists of both are built at import from :data:`ingest.db.columns.ACTIONS`, the list of
+the table's columns that :mod:`ingest.db.schema` builds the table from.
 
 Known limit: when two workers write the same fixture at the same moment (a lease handover),
 a replay whose first copy is committed by the other worker during this statement is absorbed but
@@ -26,11 +29,17 @@ from typing import Any
 
 import asyncpg
 
+from ingest.db.columns import ACTIONS
 from ingest.db.engine import RECYCLE, Database, suspect
 from ingest.db.translate import BAD_DATA, DRIVER_ERRORS, translate
 from ingest.feed.packet import Action, Rejected
-from ingest.feed.vocabulary import LINEUPS, LineupPacket, Side, lineup_in_effect, side_map
-from ingest.settings import DatabaseTarget
+from ingest.feed.vocabulary import (
+    LINEUP_TEAM_PATHS,
+    LINEUPS,
+    LineupPacket,
+    Lineups,
+    action_key,
+)
 from ingest.worker.ports import WriteResult
 
 # a fixture's progress row, merged with what a batch inserted (the batch statement and a COPY's)
@@ -91,13 +100,25 @@ _INSERT_ACTIONS_TEMPLATE = """
     """
 
 
-_LINEUP_PACKETS = """
-    SELECT DISTINCT ON (fixture_id, action_id) fixture_id, action_id::text, seq,
-           payload #>> '{fixtureAction,metadata,home,teamId}',
-           payload #>> '{fixtureAction,metadata,away,teamId}', send_type_id
-    FROM actions WHERE fixture_id = ANY(CAST($1 AS uuid[])) AND action_type_id = $2
-    ORDER BY fixture_id, action_id, seq DESC
-    """  # each stored Lineups action in its latest packet: ingest.feed.vocabulary.lineup_in_effect
+# Every stored Lineups action of the fixtures in its latest packet (of any type: a Lineups Updated
+# to another type no longer counts), for ingest.feed.vocabulary.Lineups; a packet without an
+# actionId is an action of its own (vocabulary.action_key)
+_LINEUP_PACKETS = f"""
+    SELECT DISTINCT ON (fixture_id, key) fixture_id, key, seq, action_type_id, send_type_id,
+           home, away
+    FROM (
+        SELECT a.fixture_id, coalesce(a.action_id::text, 'seq:' || a.seq) AS key, a.seq,
+               a.action_type_id, a.send_type_id,
+               a.payload #>> '{LINEUP_TEAM_PATHS["home"]}' AS home,
+               a.payload #>> '{LINEUP_TEAM_PATHS["away"]}' AS away
+        FROM actions a
+        WHERE a.fixture_id = ANY(CAST($1 AS uuid[]))
+          AND (a.action_type_id = $2
+               OR a.action_id IN (SELECT l.action_id FROM actions l
+                                  WHERE l.fixture_id = a.fixture_id AND l.action_type_id = $2))
+    ) p
+    ORDER BY fixture_id, key, seq DESC
+    """
 
 # After a COPY (see Writes._copy): the same progress and notifications as the batch statement's,
 # from per-fixture figures computed by the client (every copied row was inserted)
@@ -131,23 +152,21 @@ _REASON_CHARS = 500
 
 
 # Every column of `actions` but `stored_at`, which the server stamps, with the array type it
-# travels as; `payload` travels as text and is cast to jsonb by the insert (so PostgreSQL, not the
-# driver, parses it). tests/integration/test_schema.py holds this equal to ingest.db.schema.
-WRITTEN: tuple[tuple[str, str], ...] = (
-    ("fixture_id", "uuid[]"), ("seq", "bigint[]"), ("payload", "text[]"),
-    ("received_at", "timestamp with time zone[]"), ("finished", "boolean[]"),
-    ("action_id", "uuid[]"), ("fixture_seq_num", "bigint[]"), ("action_type_id", "integer[]"),
-    ("action_type", "text[]"), ("action_subtype_id", "integer[]"), ("action_subtype", "text[]"),
-    ("send_type_id", "smallint[]"), ("send_type", "text[]"), ("period", "integer[]"),
-    ("provider_ts", "timestamp with time zone[]"), ("timeline_sequence", "double precision[]"),
-    ("team_id", "uuid[]"), ("player_id", "uuid[]"), ("side", "text[]"),
-)  # fmt: skip
-_JSONB = frozenset({"payload"})
+# travels as (ingest.db.columns, the list ingest.db.schema builds the table from); jsonb travels
+# as text and is cast to jsonb by the insert (so PostgreSQL, not the driver, parses it).
+_STAMPED_BY_SERVER = frozenset({"stored_at"})
+_JSONB = frozenset(c.name for c in ACTIONS if c.type == "jsonb")
+WRITTEN: tuple[tuple[str, str], ...] = tuple(
+    (c.name, f"{'text' if c.name in _JSONB else c.type}[]")
+    for c in ACTIONS
+    if c.name not in _STAMPED_BY_SERVER
+)
 # the Action attribute that fills a column, where its name differs from the column's
 _RENAMED = {"action_type_id": "type_id", "action_type": "type_name",
             "action_subtype_id": "subtype_id", "action_subtype": "subtype_name"}  # fmt: skip
-_ATTRIBUTES = tuple(_RENAMED.get(name, name) for name, _ in WRITTEN[1:])  # after fixture_id
-_COLUMNS = [name for name, _ in WRITTEN]
+# every column after the first (fixture_id, the batch's own) is filled from the action
+_ATTRIBUTES = tuple(_RENAMED.get(name, name) for name, _ in WRITTEN[1:])
+COLUMNS = [name for name, _ in WRITTEN]  # in the order of a row: the COPY's column list
 _values = operator.attrgetter(*_ATTRIBUTES)  # an action's values for those columns, as a tuple
 
 _NAMES = ", ".join(name for name, _ in WRITTEN)
@@ -171,7 +190,7 @@ _INSERT_ACTION = _INSERT_ACTIONS_TEMPLATE.format(
 )
 
 
-class Writes(Database):
+class Writes:
     """Store batches atomically; knows each fixture's home/away teams to fill ``actions.side``."""
 
     # A batch of at least this many packets (a backfill's, or a catch-up's) is first tried as a
@@ -179,24 +198,21 @@ class Writes(Database):
     # the extra round trips (BEGIN, COPY, progress, COMMIT) are nothing against a batch this big.
     copy_at = 64
 
-    def __init__(
-        self, target: DatabaseTarget, *, pool_size: int = 4, command_timeout: float | None = 60.0
-    ) -> None:
-        super().__init__(target, pool_size=pool_size, command_timeout=command_timeout)
-        # fixture -> its Lineups actions (action id -> latest packet), and the sides they give:
-        # {team id: "home"/"away"}, to fill actions.side
-        self._lineups: dict[uuid.UUID, dict[str | None, LineupPacket]] = {}
-        self._sides: dict[uuid.UUID, dict[str, Side]] = {}
+    def __init__(self, database: Database) -> None:
+        self._db = database
+        self._pooler = database.pooler  # fixed with the target: read once, not per batch
+        # fixture -> its Lineups actions and the sides they give, to fill actions.side
+        self._lineups: dict[uuid.UUID, Lineups] = {}
         # Write-path connections stay checked out between batches (at most one per concurrent
         # write, so no more than before): a checkout and return (with the pool's reset of the
         # session) costs more than a one-packet batch statement itself. (connection, since)
         self._writing: list[tuple[asyncpg.Connection, float]] = []
 
     async def close(self) -> None:
+        """Give back the connections kept between batches (before the pool closes)."""
         held, self._writing = self._writing, []
         for conn, _ in held:
-            await self.release(conn)
-        await super().close()
+            await self._db.release(conn)
 
     async def write(
         self,
@@ -222,7 +238,7 @@ class Writes(Database):
                 # never hand out again a connection the error left unfit, or mid-transaction
                 if suspect(exc) or raw.is_in_transaction():
                     raw.terminate()  # at once: a graceful close could wait on a dead peer
-                    await self.release(raw)
+                    await self._db.release(raw)
                 else:
                     self._writing.append((raw, since))
                 raise
@@ -243,8 +259,8 @@ class Writes(Database):
                 return raw, since
             if not raw.is_closed():
                 raw.terminate()
-            await self.release(raw)
-        return await self.acquire(), time.monotonic()
+            await self._db.release(raw)
+        return await self._db.acquire(), time.monotonic()
 
     async def _write(
         self,
@@ -323,7 +339,7 @@ class Writes(Database):
         fixtures = sorted(progress)
         try:
             async with raw.transaction():  # a savepoint behind a pooler
-                await raw.copy_records_to_table("actions", records=records, columns=_COLUMNS)
+                await raw.copy_records_to_table("actions", records=records, columns=COLUMNS)
                 await raw.execute(
                     _COPIED_PROGRESS,
                     fixtures,
@@ -337,40 +353,34 @@ class Writes(Database):
         self, raw: asyncpg.Connection, actions: Sequence[tuple[uuid.UUID, Action]]
     ) -> None:
         """Fill ``Action.side`` from the fixture's Lineups in effect (stored, or earlier in this
-        batch), by the rule of :func:`ingest.feed.vocabulary.lineup_in_effect`."""
+        batch), by the home/away rule of :class:`ingest.feed.vocabulary.Lineups`."""
         lineups = self._lineups
         unknown = {
             f
             for f, a in actions
-            if (a.team_id is not None or a.lineup is not None) and f not in lineups
+            if (a.team_id is not None or a.type_id == LINEUPS) and f not in lineups
         }
         if unknown:
             # read first, remember after: a read that fails (the database going away) must not
             # leave a fixture half known
-            found: dict[uuid.UUID, dict[str | None, LineupPacket]] = {f: {} for f in unknown}
-            for fixture_id, action_id, seq, home, away, send in await raw.fetch(
+            found = {f: Lineups() for f in unknown}  # none yet: sides stay NULL until one comes
+            for fixture_id, key, seq, type_id, send, home, away in await raw.fetch(
                 _LINEUP_PACKETS, list(unknown), LINEUPS
             ):
-                packet = LineupPacket(seq, _uuid_text(home), _uuid_text(away), send)
-                found[fixture_id][action_id] = packet
-            for fixture_id, packets in found.items():
-                self._lineups[fixture_id] = packets  # none yet: sides stay NULL until one comes
-                self._update_sides(fixture_id)
+                packet = LineupPacket(seq, _uuid_text(home), _uuid_text(away), send, type_id)
+                found[fixture_id].see(key, packet)
+            lineups.update(found)
         for fixture_id, action in actions:
-            if action.lineup is not None:
-                known = self._lineups[fixture_id].get(action.action_id)
-                if known is None or known.seq <= action.seq:
-                    home, away = action.lineup
-                    self._lineups[fixture_id][action.action_id] = LineupPacket(
-                        action.seq, home, away, action.send_type_id
-                    )
-                    self._update_sides(fixture_id)
+            known = lineups.get(fixture_id)
+            if known is None:
+                continue  # neither a team's packet nor a Lineups: nothing to know yet
+            # known.concerns(...), inlined: this runs for every packet the worker stores
+            if action.type_id == LINEUPS or action.action_id in known.actions:
+                home, away = action.lineup or (None, None)
+                packet = LineupPacket(action.seq, home, away, action.send_type_id, action.type_id)
+                known.see(action_key(action.action_id, action.seq), packet)
             elif action.team_id is not None:
-                action.side = self._sides[fixture_id].get(action.team_id)
-
-    def _update_sides(self, fixture_id: uuid.UUID) -> None:
-        effect = lineup_in_effect(self._lineups[fixture_id].values())
-        self._sides[fixture_id] = side_map(effect.home, effect.away) if effect else {}
+                action.side = known.sides.get(action.team_id)
 
     async def _insert_round(
         self,

@@ -1,10 +1,13 @@
 """The connection pool, and the three ways a query runs on it (with its errors translated).
 
-One asyncpg pool per process, made from the URL as the user wrote it; every query goes through
-``_fetch``, ``_execute`` or ``_fetch_in_transaction`` of :class:`Database`, which translate
-driver errors (:mod:`ingest.db.translate`). Queries are written with ``:name`` parameters (the
-notation SQLAlchemy's ``text()`` and psql's variables share); :func:`positional` turns them into
-the driver's ``$n`` once per statement.
+One asyncpg pool per process, made from the URL as the user wrote it: a :class:`Database`, which
+every repository of :mod:`ingest.db` (registry, leases, read models, migrations, settlement, the
+write path) holds and shares. A query runs through :meth:`Database.fetch`,
+:meth:`Database.execute` or :meth:`Database.fetch_in_transaction`, which translate driver errors
+(:mod:`ingest.db.translate`); the write path and settlement's transaction hold a connection
+of their own (:meth:`Database.connection`, :meth:`Database.acquire`) and translate their errors
+themselves. Queries are written with ``:name`` parameters (the notation psql's variables use);
+:func:`positional` turns them into the driver's ``$n`` once per statement.
 
 The worker speaks to asyncpg directly: SQLAlchemy and alembic, which the schema's definition and
 ``ingest migrate`` use, cost a fifth of a second and 25 MB to import, more than the rest of a
@@ -28,7 +31,7 @@ from ingest.db.translate import (
     is_unavailable,
     translate,
 )
-from ingest.settings import DatabaseTarget
+from ingest.settings import COMMAND_TIMEOUT, POOL_SIZE, DatabaseTarget
 
 RECYCLE = 1800.0  # seconds a kept write-path connection is used before it is replaced
 ACQUIRE_TIMEOUT = 30.0  # seconds to wait for a free pooled connection: then "unavailable"
@@ -110,13 +113,17 @@ def connect_arguments(target: DatabaseTarget, command_timeout: float | None) -> 
 
 
 class Database:
-    """A pool over a database target (shown without its password).
+    """A pool over a database target (shown without its password), shared by the repositories.
 
     The pool is made on first use, so that constructing a store needs no event loop.
     """
 
     def __init__(
-        self, target: DatabaseTarget, *, pool_size: int = 4, command_timeout: float | None = 60.0
+        self,
+        target: DatabaseTarget,
+        *,
+        pool_size: int = POOL_SIZE,
+        command_timeout: float | None = COMMAND_TIMEOUT,
     ) -> None:
         self._target = target
         self._pooler = target.pooler
@@ -132,6 +139,11 @@ class Database:
     def target(self) -> DatabaseTarget:
         return self._target
 
+    @property
+    def pooler(self) -> bool:
+        """Behind a transaction-pooling proxy: every statement runs inside a transaction."""
+        return self._pooler
+
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
@@ -141,7 +153,7 @@ class Database:
                 pool.terminate()  # a connection stuck on a dead server: do not wait for it
 
     async def ping(self) -> None:
-        await self._fetch("connecting to the database", "SELECT 1")
+        await self.fetch("connecting to the database", "SELECT 1")
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is not None:
@@ -188,7 +200,8 @@ class Database:
             with contextlib.suppress(TimeoutError, *DRIVER_ERRORS):
                 await self._pool.release(conn, timeout=5)
 
-    async def _fetch(self, what: str, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+    async def fetch(self, what: str, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+        """The rows of one statement (``what``: what it was doing, for the error message)."""
         text, args = _arguments(sql, params)
         try:
             async with self.connection() as conn:
@@ -199,7 +212,8 @@ class Database:
         except DRIVER_ERRORS as exc:
             raise translate(exc, what) from exc
 
-    async def _execute(self, what: str, sql: str, params: dict[str, Any] | None = None) -> int:
+    async def execute(self, what: str, sql: str, params: dict[str, Any] | None = None) -> int:
+        """Run one statement in a transaction of its own; the rows it changed."""
         text, args = _arguments(sql, params)
         try:
             async with self.connection() as conn, conn.transaction():
@@ -208,9 +222,10 @@ class Database:
             raise translate(exc, what) from exc
         return _rowcount(status)
 
-    async def _fetch_in_transaction(
+    async def fetch_in_transaction(
         self, what: str, statements: Sequence[tuple[str, dict[str, Any]]]
     ) -> list[Any]:
+        """Run statements in one transaction; the rows of the last one."""
         try:
             async with self.connection() as conn, conn.transaction():
                 rows: list[Any] = []

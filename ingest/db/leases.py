@@ -42,8 +42,11 @@ RETURNING f.fixture_id
 """
 
 
-class LeaseTable(Database):
+class LeaseTable:
     """Claim, renew and release leases; read the fair share."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
 
     async def claim_fixtures(
         self, owner: str, ttl: float, max_fixtures: int | None, held: int
@@ -54,7 +57,7 @@ class LeaseTable(Database):
         ``max_fixtures``; ``FOR UPDATE SKIP LOCKED`` lets workers claim at the same moment
         without waiting on each other or taking the same fixture.
         """
-        rows = await self._fetch_in_transaction(
+        rows = await self._db.fetch_in_transaction(
             "claiming fixtures",
             [
                 (_WORKER_HEARTBEAT, {"owner": owner, "held": held}),
@@ -65,7 +68,7 @@ class LeaseTable(Database):
         return [row[0] for row in rows]
 
     async def fair_share(self, owner: str, ttl: float) -> int:
-        rows = await self._fetch(
+        rows = await self._db.fetch(
             "reading the fair share", _FAIR_SHARE, {"owner": owner, "ttl": ttl}
         )
         return int(rows[0][0])
@@ -74,7 +77,7 @@ class LeaseTable(Database):
         self, owner: str, ttl: float, fixture_ids: Sequence[uuid.UUID]
     ) -> list[uuid.UUID]:
         """Extend this worker's leases; the fixtures not returned are no longer ours."""
-        rows = await self._fetch_in_transaction(
+        rows = await self._db.fetch_in_transaction(
             "renewing leases",
             [
                 (_WORKER_HEARTBEAT, {"owner": owner, "held": len(fixture_ids)}),
@@ -100,7 +103,7 @@ class LeaseTable(Database):
             "AND (CAST(:ids AS uuid[]) IS NULL OR fixture_id = ANY(CAST(:ids AS uuid[])))"
         )
         params = {"owner": owner, "ids": list(fixture_ids) if fixture_ids is not None else None}
-        await self._fetch_in_transaction(
+        await self._db.fetch_in_transaction(
             "releasing leases",
             [
                 (f"SELECT 1 FROM fixtures WHERE {mine} ORDER BY fixture_id FOR UPDATE", params),
@@ -108,7 +111,7 @@ class LeaseTable(Database):
             ],
         )
         if fixture_ids is None:
-            await self._execute(
+            await self._db.execute(
                 "leaving the worker list", "DELETE FROM workers WHERE worker_id = :owner",
                 {"owner": owner},
             )  # fmt: skip

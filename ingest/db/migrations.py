@@ -2,9 +2,11 @@
 at once. The migrations themselves are in ``migrations/versions`` (in the wheel:
 ``ingest/_migrations``); :mod:`ingest.db.schema` describes the tables they make.
 
-Only :meth:`Migrations.migrate` imports alembic and SQLAlchemy. The check every command makes
-(:meth:`Migrations.check_schema`) reads ``alembic_version`` with one query and finds the head
-revision in the migration files themselves, so a worker starts without importing either.
+Only migrating imports alembic and SQLAlchemy (:meth:`Migrations.migrate`, and alembic run by
+hand, whose ``migrations/env.py`` connects through :func:`run_on_alembic_connection`). The check
+every command makes (:meth:`Migrations.check_schema`) reads ``alembic_version`` with one query
+and finds the head revision in the migration files themselves, so a worker starts without
+importing either.
 """
 
 from __future__ import annotations
@@ -116,8 +118,12 @@ async def run_on_alembic_connection(
         await engine.dispose()
 
 
-class Migrations(Database):
-    """Bring the schema to a revision, and check that it is at the head."""
+class Migrations:
+    """Bring the schema to a revision, and check that it is at the head (over the store's
+    :class:`Database`; migrating itself opens a SQLAlchemy connection of its own)."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
 
     async def migrate(self, revision: str = "head", *, downgrade: bool = False) -> None:
         from alembic import command
@@ -131,16 +137,16 @@ class Migrations(Database):
             else:
                 command.upgrade(cfg, revision)
 
-        await run_on_alembic_connection(self._target, run)
+        await run_on_alembic_connection(self._db.target, run)
 
     async def schema_revision(self) -> str | None:
         """The revision in ``alembic_version``; None when the schema is empty."""
-        exists = await self._fetch(
+        exists = await self._db.fetch(
             "reading the schema version", "SELECT to_regclass('alembic_version') IS NOT NULL"
         )
         if not exists[0][0]:
             return None
-        rows = await self._fetch(
+        rows = await self._db.fetch(
             "reading the schema version", "SELECT version_num FROM alembic_version"
         )
         if len(rows) > 1:

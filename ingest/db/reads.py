@@ -35,12 +35,15 @@ FROM scope s ORDER BY s.fixture_id
 """
 
 
-class ReadModels(Database):
+class ReadModels:
     """Queries over the views and tables for people and exports; nothing here writes."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
 
     async def integrity(self, fixture_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
         """Per fixture: packets, seq gaps (as "first-last" ranges), conflicts, rejected frames."""
-        rows = await self._fetch("checking integrity", _INTEGRITY, {"f": fixture_id})
+        rows = await self._db.fetch("checking integrity", _INTEGRITY, {"f": fixture_id})
         return [dict(row) for row in rows]
 
     async def summary_mismatches(
@@ -49,7 +52,7 @@ class ReadModels(Database):
         """Rows of the ``summary_mismatches`` view (all fixtures when ``fixture_ids`` is None):
         ``fixture_id``, ``seq``, ``field``, ``ours``, ``provider``, in fixture and field order."""
         where = "WHERE fixture_id = ANY(CAST(:ids AS uuid[]))" if fixture_ids is not None else ""
-        rows = await self._fetch_in_transaction(
+        rows = await self._db.fetch_in_transaction(
             "comparing with the provider's summary",
             [
                 # the views' cost estimates are high enough to trigger JIT compilation, which
@@ -83,7 +86,7 @@ class ReadModels(Database):
         ``match_results`` and ``frame_results`` views)."""
         if not fixture_ids:
             return {}
-        rows = await self._fetch_in_transaction(
+        rows = await self._db.fetch_in_transaction(
             "reading the scores",
             [
                 ("SET LOCAL jit = off", {}),  # see summary_mismatches
@@ -105,7 +108,7 @@ class ReadModels(Database):
 
     async def finished_fixtures(self) -> list[uuid.UUID]:
         """The fixtures whose finished packet is stored, in fixture id order."""
-        rows = await self._fetch(
+        rows = await self._db.fetch(
             "reading the finished fixtures",
             "SELECT DISTINCT fixture_id FROM actions WHERE finished ORDER BY fixture_id",
         )
@@ -114,7 +117,7 @@ class ReadModels(Database):
     async def stored_packets(self, fixture_id: uuid.UUID) -> list[str]:
         """Every stored packet of a fixture as JSON text, in seq order: the payload received
         (jsonb: the same JSON value, with its keys and whitespace normalised by PostgreSQL)."""
-        rows = await self._fetch(
+        rows = await self._db.fetch(
             "reading the stored packets",
             "SELECT payload::text FROM actions WHERE fixture_id = :f ORDER BY seq",
             {"f": fixture_id},
@@ -124,22 +127,22 @@ class ReadModels(Database):
     async def match_report(self, fixture_id: uuid.UUID) -> dict[str, Any] | None:
         """Everything ``ingest report`` shows, read from the settlement views."""
         params = {"f": fixture_id}
-        match = await self._fetch(
+        match = await self._db.fetch(
             "reading the match", "SELECT * FROM match_results WHERE fixture_id = :f", params
         )
         if not match:
             return None
-        frames = await self._fetch(
+        frames = await self._db.fetch(
             "reading the frames",
             "SELECT * FROM frame_results WHERE fixture_id = :f ORDER BY frame_number",
             params,
         )
-        breaks = await self._fetch(
+        breaks = await self._db.fetch(
             "reading the breaks",
             "SELECT * FROM breaks WHERE fixture_id = :f ORDER BY first_seq",
             params,
         )
-        players = await self._fetch(
+        players = await self._db.fetch(
             "reading the player statistics",
             "SELECT * FROM player_match_stats WHERE fixture_id = :f ORDER BY side DESC",
             params,

@@ -21,12 +21,15 @@ SELECT 1 FROM fixtures WHERE fixture_id = ANY(CAST(:ids AS uuid[])) ORDER BY fix
 """
 
 
-class Registry(Database):
+class Registry:
     """Fixtures, their positions and their states."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
 
     async def max_seq(self, fixture_id: uuid.UUID) -> int:
         """The resume point: ``MAX(seq)`` of the fixture, 0 when nothing is stored."""
-        rows = await self._fetch(
+        rows = await self._db.fetch(
             "reading the resume position",
             "SELECT coalesce(max(seq), 0) FROM actions WHERE fixture_id = :f",
             {"f": fixture_id},
@@ -35,7 +38,7 @@ class Registry(Database):
 
     async def max_seqs(self, fixture_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
         """``MAX(seq)`` of several fixtures at once (0 for a fixture with nothing stored)."""
-        rows = await self._fetch(
+        rows = await self._db.fetch(
             "reading the stored positions",
             "SELECT f, coalesce((SELECT max(seq) FROM actions WHERE fixture_id = f), 0) "
             "FROM unnest(CAST(:ids AS uuid[])) AS f",
@@ -46,7 +49,7 @@ class Registry(Database):
     async def payload_at(self, fixture_id: uuid.UUID, seq: int) -> str | None:
         """The stored packet at ``seq`` as JSON text (not decoded here: a hostile packet may be
         nested deeper than Python's recursion limit), or None."""
-        rows = await self._fetch(
+        rows = await self._db.fetch(
             "reading a stored packet",
             "SELECT payload::text FROM actions WHERE fixture_id = :f AND seq = :s",
             {"f": fixture_id, "s": seq},
@@ -56,7 +59,7 @@ class Registry(Database):
     async def is_numbered(self, fixture_id: uuid.UUID) -> bool | None:
         """Does the fixture's latest stored packet carry the provider's ``fixtureSeqNum``?
         None when nothing is stored."""
-        rows = await self._fetch(
+        rows = await self._db.fetch(
             "reading the resume position",
             "SELECT fixture_seq_num IS NOT NULL FROM actions WHERE fixture_id = :f "
             "ORDER BY seq DESC LIMIT 1",
@@ -68,7 +71,7 @@ class Registry(Database):
         """Add fixtures to the registry; with ``enable``, re-enable ones that were disabled."""
         ids = list(fixture_ids)
         conflict = "UPDATE SET enabled = true" if enable else "NOTHING"
-        return await self._execute(
+        return await self._db.execute(
             "registering fixtures",
             "INSERT INTO fixtures (fixture_id) SELECT DISTINCT * FROM unnest(CAST(:ids AS uuid[])) "
             f"ON CONFLICT (fixture_id) DO {conflict}",
@@ -76,7 +79,7 @@ class Registry(Database):
         )
 
     async def set_enabled(self, fixture_id: uuid.UUID, enabled: bool) -> bool:
-        count = await self._execute(
+        count = await self._db.execute(
             "updating the fixture registry",
             "UPDATE fixtures SET enabled = :e WHERE fixture_id = :f",
             {"e": enabled, "f": fixture_id},
@@ -85,7 +88,7 @@ class Registry(Database):
 
     async def fixtures(self, fixture_ids: Sequence[uuid.UUID] | None = None) -> list[FixtureRow]:
         where = "WHERE fixture_id = ANY(CAST(:ids AS uuid[]))" if fixture_ids is not None else ""
-        rows = await self._fetch(
+        rows = await self._db.fetch(
             "reading the fixture registry",
             "SELECT fixture_id, enabled, finished, last_seq, packets, last_packet_at, state, "
             "state_changed_at, connects, last_error, owner, lease_expires_at "
@@ -99,7 +102,7 @@ class Registry(Database):
         if not states:
             return
         ids = [s.fixture_id for s in states]
-        await self._fetch_in_transaction(
+        await self._db.fetch_in_transaction(
             "saving fixture states",
             [
                 (LOCK_IN_ORDER, {"ids": ids}),
@@ -129,7 +132,7 @@ class Registry(Database):
         )
 
     async def runnable_fixtures(self) -> list[uuid.UUID]:
-        rows = await self._fetch(
+        rows = await self._db.fetch(
             "reading the fixture registry",
             "SELECT fixture_id FROM fixtures WHERE enabled AND NOT finished "
             "ORDER BY added_at, fixture_id",

@@ -1,13 +1,19 @@
 """The tables, defined once (SQLAlchemy Core), as the migrations in ``migrations/versions`` make
-them. Column lists in SQL (the write path's ``unnest`` input, its ``INSERT`` list) are derived
-from these definitions, never written out by hand; ``tests/integration/test_schema.py`` compares
-every table here with a migrated database (columns, types, nullability), so the two cannot drift.
+them; ``tests/integration/test_schema.py`` compares every table here with a migrated database
+(columns, types, nullability), so the two cannot drift.
+
+``actions`` is built from :data:`ingest.db.columns.ACTIONS`, the list of its columns as plain
+data, which is also what the write path builds its SQL from (its column lists are never written
+out by hand): the worker imports that list, not this module, which would import SQLAlchemy.
 
 The migrations stay the source of the database's shape (alembic's history is fixed): a schema
-change is a new migration *and* the matching change here.
+change is a new migration *and* the matching change here (for ``actions``, in
+:mod:`ingest.db.columns`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -22,6 +28,9 @@ from sqlalchemy import (
     Text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
+from sqlalchemy.types import TypeEngine
+
+from ingest.db import columns
 
 metadata = MetaData()
 
@@ -51,29 +60,31 @@ fixtures = Table(
     Column("rejected_unstored", BigInteger, nullable=False, server_default="0"),
 )
 
+# built from the one list of its columns, which the write path reads without SQLAlchemy
+_TYPES: dict[str, TypeEngine[Any]] = {
+    "uuid": UUID(as_uuid=True),
+    "bigint": BigInteger(),
+    "integer": Integer(),
+    "smallint": SmallInteger(),
+    "boolean": Boolean(),
+    "text": Text(),
+    "double precision": Double(),
+    "jsonb": JSONB(),
+    "timestamp with time zone": _TZ,
+}
 actions = Table(
     "actions",
     metadata,
-    Column("fixture_id", UUID(as_uuid=True), primary_key=True),
-    Column("seq", BigInteger, primary_key=True),
-    Column("payload", JSONB, nullable=False),
-    Column("received_at", _TZ, nullable=False),
-    Column("stored_at", _TZ, nullable=False, server_default="now()"),
-    Column("finished", Boolean, nullable=False, server_default="false"),
-    Column("action_id", UUID(as_uuid=True)),
-    Column("fixture_seq_num", BigInteger),
-    Column("action_type_id", Integer),
-    Column("action_type", Text),
-    Column("action_subtype_id", Integer),
-    Column("action_subtype", Text),
-    Column("send_type_id", SmallInteger),
-    Column("send_type", Text),
-    Column("period", Integer),
-    Column("provider_ts", _TZ),
-    Column("timeline_sequence", Double),
-    Column("team_id", UUID(as_uuid=True)),
-    Column("player_id", UUID(as_uuid=True)),
-    Column("side", Text),  # 'home' / 'away' from the fixture's Lineups (0002)
+    *(
+        Column(
+            c.name,
+            _TYPES[c.type],
+            primary_key=c.primary_key,
+            nullable=c.nullable,
+            server_default=c.server_default,
+        )
+        for c in columns.ACTIONS
+    ),
 )
 
 rejected_messages = Table(

@@ -1,8 +1,9 @@
-"""The database side of settlement (the SQL next to :mod:`ingest.db.store`).
+"""The database side of settlement: :class:`SettlementStore`, the PostgreSQL
+:class:`~ingest.settlement.ports.Ledger` of the settler, on the pool of a :class:`Store`.
 
 One fixture is settled in one transaction: lock its checkpoint row, read its relevant packets up
 to the newest one (one statement, one snapshot), derive the events of the packets after the
-checkpoint (:func:`ingest.settlement.replay`), append them (each announced with
+checkpoint (:func:`ingest.settlement.markets.replay`), append them (each announced with
 ``NOTIFY settlement_events``) and move the checkpoint. A crash before the commit leaves nothing,
 a crash after it leaves everything: no event is lost or written twice, and the unique index on
 ``(fixture_id, market, decided_by_seq, kind)`` would refuse a repeat anyway.
@@ -16,15 +17,16 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from ingest.db.engine import positional
+from ingest.db.engine import Database, positional
 from ingest.db.store import Store
 from ingest.db.translate import DRIVER_ERRORS, translate
-from ingest.settlement.markets import RELEVANT_TYPES, Event, Packet, Replay, replay
+from ingest.feed.vocabulary import LINEUP_TEAM_PATHS, LINEUPS
+from ingest.settlement.markets import RELEVANT_TYPES, Packet, Replay, replay
+from ingest.settlement.ports import Progress, Settled
 
 _TYPES = ", ".join(str(t) for t in RELEVANT_TYPES)
 
@@ -38,14 +40,16 @@ SELECT top.last_seq, p.*
 FROM top
 LEFT JOIN LATERAL (  -- one statement, one snapshot: the packets and the checkpoint agree
     SELECT a.seq, a.action_id::text AS action_id, a.action_type_id, a.send_type_id, a.period,
-           coalesce(CASE a.team_id WHEN l.home_team_id THEN 'home'
-                                   WHEN l.away_team_id THEN 'away' END, a.side) AS side,
-           a.finished,
+           a.team_id::text AS team_id, a.side, a.finished,
            CASE WHEN a.action_type_id IN ({_TYPES}) OR a.finished
                 THEN (a.payload -> 'fixtureAction' -> 'metadata')::text END AS metadata,
-           a.payload #>> '{{fixtureSummary,collectionStatus}}' AS summary_collection
+           a.payload #>> '{{fixtureSummary,collectionStatus}}' AS summary_collection,
+           -- a Lineups packet's teams, read as the fixture_lineups view reads them
+           CASE WHEN a.action_type_id = {LINEUPS}
+                THEN ingest_uuid(a.payload #>> '{LINEUP_TEAM_PATHS["home"]}')::text END AS home,
+           CASE WHEN a.action_type_id = {LINEUPS}
+                THEN ingest_uuid(a.payload #>> '{LINEUP_TEAM_PATHS["away"]}')::text END AS away
     FROM actions a
-    LEFT JOIN fixture_lineups l ON l.fixture_id = a.fixture_id
     WHERE a.fixture_id = :f AND a.seq <= top.last_seq
       AND (a.action_type_id IN ({_TYPES}) OR a.finished
            OR a.action_id IN (SELECT action_id FROM relevant_ids))
@@ -88,43 +92,18 @@ LEFT JOIN settlement_checkpoints c ON c.fixture_id = k.fixture_id
 """
 
 
-@dataclass(frozen=True)
-class Progress:
-    """How far settlement of a fixture is behind what is stored."""
-
-    fixture_id: uuid.UUID
-    last_seq: int
-    finished: bool
-    checkpoint: int
-
-    @property
-    def behind(self) -> bool:
-        return self.checkpoint < self.last_seq
-
-    @property
-    def done(self) -> bool:
-        """Finished, and every packet's consequences are in the event log."""
-        return self.finished and not self.behind
-
-
-@dataclass(frozen=True)
-class Settled:
-    """What one settlement transaction did."""
-
-    fixture_id: uuid.UUID
-    events: list[Event]
-    checkpoint: int
-    previous: int
-    ended: bool
-
-
 class Listener:
-    """A dedicated connection that LISTENs; ``lost`` is set when it breaks."""
+    """A dedicated connection that LISTENs (a :class:`~ingest.settlement.ports.Subscription`);
+    ``lost`` is set when it breaks."""
 
     def __init__(
-        self, store: Store, raw: asyncpg.Connection, channel: str, on_payload: Callable[[str], None]
+        self,
+        database: Database,
+        raw: asyncpg.Connection,
+        channel: str,
+        on_payload: Callable[[str], None],
     ) -> None:
-        self._store, self._raw, self._channel = store, raw, channel
+        self._database, self._raw, self._channel = database, raw, channel
         self._on_payload = on_payload
         self.lost = False
 
@@ -150,55 +129,59 @@ class Listener:
         except (TimeoutError, *DRIVER_ERRORS):
             self._raw.terminate()
         finally:
-            await self._store.release(self._raw)
+            await self._database.release(self._raw)
 
 
 class SettlementStore:
-    """Settlement's reads and writes, on the pool of a :class:`Store`."""
+    """Settlement's reads and writes, on the pool of a :class:`Store`: the settler's
+    :class:`~ingest.settlement.ports.Ledger`."""
 
     def __init__(self, store: Store) -> None:
-        self.store = store  # one pool for the whole process
-        self.hold_reasons: dict[uuid.UUID, str] = {}
+        self._db = store.database  # one pool for the whole process
+        self._reads = store.reads
 
-    async def fixtures_on_hold(self, fixture_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        """The fixtures that may not be settled now (their events wait, nothing is lost): those
-        whose latest ``fixtureSummary`` disagrees with our views (``summary_mismatches``,
-        docs/reconciliation.md). Why each is held is in :attr:`hold_reasons`."""
-        disagreeing = await self.store.fixtures_in_disagreement(list(fixture_ids))
+    async def fixtures_on_hold(self, fixture_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+        """The fixtures that may not be settled now (their events wait, nothing is lost), each
+        with why: those whose latest ``fixtureSummary`` disagrees with our views
+        (``summary_mismatches``, docs/reconciliation.md)."""
+        disagreeing = await self._reads.fixtures_in_disagreement(list(fixture_ids))
+        held = {}
         for fixture_id, rows in disagreeing.items():
             fields = ", ".join(
                 f"{r['field']} (ours {r['ours']}, provider {r['provider']})" for r in rows[:5]
             )
-            self.hold_reasons[fixture_id] = (
+            held[fixture_id] = (
                 f"its latest summary (seq {rows[0]['seq']}) disagrees with our views: {fields}"
             )
-        return set(disagreeing)
+        return held
 
-    async def followed(self, fixture_ids: Sequence[uuid.UUID], follow_all: bool) -> list[Any]:
+    async def followed(self, fixture_ids: Sequence[uuid.UUID], follow_all: bool) -> list[uuid.UUID]:
         """The given fixtures, plus with ``follow_all`` every enabled one in the registry."""
         ids = list(dict.fromkeys(fixture_ids))
         if follow_all:
-            rows = await self._fetch(
+            rows = await self._db.fetch(
                 "reading the fixture registry",
                 "SELECT fixture_id FROM fixtures WHERE enabled ORDER BY added_at, fixture_id",
-                {},
             )
             ids += [r[0] for r in rows if r[0] not in ids]
         return ids
 
     async def progress(self, fixture_ids: Sequence[uuid.UUID]) -> list[Progress]:
-        rows = await self._fetch(
+        rows = await self._db.fetch(
             "reading settlement progress", _PROGRESS, {"ids": list(fixture_ids)}
         )
         return [Progress(*row) for row in rows]
 
-    async def _fetch(self, what: str, sql: str, params: dict[str, Any]) -> list[Any]:
-        return await self.store._fetch(what, sql, params)
+    async def packets(self, fixture_id: uuid.UUID) -> list[Packet]:
+        """The packets settlement reads of a fixture, in seq order, as a settlement pass reads
+        them (for tools and tests: a pass reads them inside its own transaction)."""
+        rows = await self._db.fetch("reading a fixture's packets", _PACKETS, {"f": fixture_id})
+        return [_packet(r) for r in rows if r["seq"] is not None]
 
     async def settle(self, fixture_id: uuid.UUID) -> Settled:
         """Append the events of the packets stored since the checkpoint, in one transaction."""
         try:
-            async with self.store.connection() as conn, conn.transaction():
+            async with self._db.connection() as conn, conn.transaction():
                 return await self._settle(conn, fixture_id)
         except DRIVER_ERRORS as exc:
             raise translate(exc, f"settling fixture {fixture_id}") from exc
@@ -252,9 +235,9 @@ class SettlementStore:
     async def listen(self, channel: str, on_payload: Callable[[str], None]) -> Listener:
         """LISTEN on a connection of its own; ``on_payload`` hears each notification."""
         try:
-            raw = await self.store.acquire()
+            raw = await self._db.acquire()
             try:
-                listener = Listener(self.store, raw, channel, on_payload)
+                listener = Listener(self._db, raw, channel, on_payload)
 
                 def lost(_: Any) -> None:
                     listener.lost = True
@@ -264,7 +247,7 @@ class SettlementStore:
                 return listener
             except BaseException:
                 raw.terminate()
-                await self.store.release(raw)
+                await self._db.release(raw)
                 raise
         except DRIVER_ERRORS as exc:
             raise translate(exc, f"listening on {channel}") from exc
@@ -297,4 +280,6 @@ def _packet(row: Any) -> Packet:
         finished=bool(row["finished"]),
         metadata=metadata if isinstance(metadata, dict) else None,
         summary_collection=row["summary_collection"],
+        team_id=row["team_id"],
+        lineup=(row["home"], row["away"]) if row["action_type_id"] == LINEUPS else None,
     )

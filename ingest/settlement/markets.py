@@ -1,14 +1,19 @@
 """Settlement as events: which markets the stored packets decide, and the changes between states.
 
-Pure logic, no I/O. The settler (``ingest.settlement.settler``) reads a fixture's relevant
-packets in seq order from the store, folds them here one by one and writes the
+Pure logic, no I/O. A settlement pass (:meth:`ingest.settlement.ports.Ledger.settle`) reads a
+fixture's relevant packets in seq order, folds them here one by one and appends the
 :class:`Event` s this module derives. The market state after packet ``seq`` depends only on
 the packets up to ``seq``, so the event log is the same whether the settler follows a match
 live, catches up after a crash or replays a finished one: one event per change,
 ``decided_by_seq`` the packet that made it.
 
 The rules follow the settlement views of migration 0003 (latest state per ``actionId``;
-Cancelled and Deleted do not count; Pending is provisional):
+Cancelled and Deleted do not count; Pending is provisional; a side is the acting team's through
+the Lineups in effect, by :class:`ingest.feed.vocabulary.Lineups`, else the side stored with
+the packet). Folded packet by packet, the Lineups in effect are those of the packets so far:
+a corrected Lineups settles each side's markets again at the packet that corrects it.
+``tests/integration/test_market_rules.py`` holds these rules and the views equal on generated
+matches with corrections; it names the two cases where they knowingly differ.
 
 - ``frame_winner:<n>``: settled by frame n's Frame Ended in effect (its side, else its
   ``homePoints``/``awayPoints``); ``provisional`` while that Frame Ended is Pending.
@@ -39,11 +44,18 @@ from ingest.feed.vocabulary import (
     DELETED,
     FRAME_ENDED,
     FRAME_STARTED,
+    LINEUPS,
     PENDING,
     STATUS_UPDATED,
+    LineupPacket,
+    Lineups,
+    Side,
+    action_key,
 )
 
-RELEVANT_TYPES = (FRAME_STARTED, FRAME_ENDED, BREAK_ENDED, STATUS_UPDATED)
+# the action types settlement reads (with every packet of an action that was one of them, and
+# every finished packet); the Lineups say which team is home
+RELEVANT_TYPES = (LINEUPS, FRAME_STARTED, FRAME_ENDED, BREAK_ENDED, STATUS_UPDATED)
 DROPPED, LIVE = COLLECTION_DROPPED, COLLECTING_LIVE
 
 MATCH_MARKETS = (
@@ -67,10 +79,12 @@ class Packet:
     type_id: int | None
     send_type_id: int | None
     period: int | None
-    side: str | None
+    side: str | None  # as the write path stored it (by the Lineups in effect then)
     finished: bool
     metadata: Mapping[str, Any] | None = None
     summary_collection: str | None = None  # fixtureSummary.collectionStatus
+    team_id: str | None = None
+    lineup: tuple[str | None, str | None] | None = None  # a Lineups packet: home, away team ids
 
 
 @dataclass(frozen=True)
@@ -123,10 +137,6 @@ def _int(value: Any) -> int | None:
     return None
 
 
-def _side(value: Any) -> str | None:
-    return value if value in ("home", "away") else None
-
-
 @dataclass
 class Match:
     """The effective state of one fixture, folded packet by packet."""
@@ -136,14 +146,20 @@ class Match:
     frames_seen: dict[int, int] = field(default_factory=dict)  # frame -> seq that opened it
     ended_by: _Action | None = None  # the finished packet that is not a drop
     collection: str | None = None
+    lineups: Lineups = field(default_factory=Lineups)  # which team is home, so far
 
     def apply(self, packet: Packet) -> None:
         if self.first_seq is None:
             self.first_seq = packet.seq
-        key = packet.action_id or f"seq:{packet.seq}"
+        key = action_key(packet.action_id, packet.seq)
         known = self.actions.get(key)
         action = _Action(packet, known.first_seq if known else packet.seq)
         self.actions[key] = action
+        if self.lineups.concerns(packet.type_id, packet.action_id):
+            home, away = packet.lineup or (None, None)
+            self.lineups.see(
+                key, LineupPacket(packet.seq, home, away, packet.send_type_id, packet.type_id)
+            )
         if (
             packet.period is not None
             and packet.period >= 1
@@ -171,6 +187,11 @@ class Match:
     def dropped(self) -> bool:
         return self.collection == DROPPED
 
+    def side_of(self, packet: Packet) -> Side | None:
+        """The side of the team that made a packet, by the Lineups in effect now (as the views
+        read every action's side through the fixture's current Lineups)."""
+        return self.lineups.side(packet.team_id, packet.side)
+
     def markets(self) -> dict[str, int]:
         """Every market seen so far, with the packet that opened it."""
         if self.first_seq is None:
@@ -193,7 +214,7 @@ class Match:
         winners: dict[int, str] = {}
         for n in self.frames_seen:
             end = frame_ends.get(n)
-            winner = _frame_winner(end.packet) if end is not None else None
+            winner = _frame_winner(end.packet, self.side_of(end.packet)) if end else None
             if end is None or winner is None:
                 result[f"frame_winner:{n}"] = OPEN
                 continue
@@ -233,7 +254,7 @@ class Match:
             )
             if breaks:
                 _, best = max(breaks, key=lambda b: (b[0], -b[1].first_seq))
-                side = _side(best.packet.side)
+                side = self.side_of(best.packet)
                 result["highest_break_side"] = (
                     Decision("settled", side, _certainty(end_pending or best.pending))
                     if side is not None
@@ -252,8 +273,8 @@ class Match:
         return result
 
 
-def _frame_winner(packet: Packet) -> str | None:
-    side = _side(packet.side)
+def _frame_winner(packet: Packet, side: Side | None) -> str | None:
+    """A Frame Ended's winner: the side that won it, else the one with more points."""
     if side is not None:
         return side
     meta = packet.metadata or {}

@@ -1,11 +1,12 @@
 """``ingest settle``: the settlement consumer.
 
 It catches up from its checkpoints, then reacts to ``NOTIFY ingest_actions`` (sent by the worker
-with every committed batch): each notified fixture is settled in one transaction (events and
-checkpoint together, see :mod:`ingest.db.settlement`). No polling on the hot path; a slow
-timer (``idle_check``) only checks the LISTEN connection, and with ``--all`` the registry. After
-a lost LISTEN connection it reconnects and catches up again, so nothing notified meanwhile is
-missed. Orchestration only: no driver here.
+with every committed batch): each notified fixture is settled in one pass, its events and its
+checkpoint together (:meth:`~ingest.settlement.ports.Ledger.settle`). No polling on the hot
+path; a slow timer (``idle_check``) only checks the LISTEN connection, and with ``--all`` the
+registry. After a lost LISTEN connection it reconnects and catches up again, so nothing notified
+meanwhile is missed. Orchestration only: it talks to a :class:`~ingest.settlement.ports.Ledger`
+(PostgreSQL's is :class:`ingest.db.settlement.SettlementStore`), and imports no driver.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from ingest.db.settlement import Listener, Settled, SettlementStore
 from ingest.errors import DatabaseUnavailable
 from ingest.ops.metrics import SettlerMetrics
 from ingest.settings import SettleOptions
+from ingest.settlement.ports import Ledger, Settled, Subscription
 from ingest.worker.retry import with_database_retries
 
 log = logging.getLogger(__name__)
@@ -30,16 +31,16 @@ CHANNEL = "ingest_actions"
 
 
 class Settler:
-    def __init__(
-        self, store: SettlementStore, options: SettleOptions, metrics: SettlerMetrics
-    ) -> None:
-        self._store = store
+    """Settles the fixtures it follows as their packets are stored, through a :class:`Ledger`."""
+
+    def __init__(self, ledger: Ledger, options: SettleOptions, metrics: SettlerMetrics) -> None:
+        self._ledger = ledger
         self._options = options
         self._metrics = metrics
         self._wake = asyncio.Event()
         self._notified: dict[uuid.UUID, float] = {}  # fixture -> when first notified
         self._stopping = False
-        self._listener: Listener | None = None
+        self._listener: Subscription | None = None
         self._held: set[uuid.UUID] = set()
         self.events_written = 0
 
@@ -76,11 +77,11 @@ class Settler:
                         await self._listener.close()
                         self._listener = None
                     self._listener = await self._retry(
-                        lambda: self._store.listen(CHANNEL, self._on_notify), "listening"
+                        lambda: self._ledger.listen(CHANNEL, self._on_notify), "listening"
                     )
                     # listening first, then catching up: nothing committed in between is missed
                     following = await self._retry(
-                        lambda: self._store.followed(fixture_ids, follow_all), "reading fixtures"
+                        lambda: self._ledger.followed(fixture_ids, follow_all), "reading fixtures"
                     )
                     self._metrics.followed.set(len(following))
                     await self._catch_up(following)
@@ -104,7 +105,7 @@ class Settler:
                         continue
                     if follow_all:
                         known = await self._retry(
-                            lambda: self._store.followed([], True), "reading fixtures"
+                            lambda: self._ledger.followed([], True), "reading fixtures"
                         )
                         new = [f for f in known if f not in following]
                         if new:
@@ -120,7 +121,7 @@ class Settler:
                 self._listener = None
 
     async def _catch_up(self, fixture_ids: Sequence[uuid.UUID]) -> None:
-        rows = await self._retry(lambda: self._store.progress(fixture_ids), "reading progress")
+        rows = await self._retry(lambda: self._ledger.progress(fixture_ids), "reading progress")
         behind = [r.fixture_id for r in rows if r.behind]
         if behind:
             log.info("catching up %d fixture(s)", len(behind))
@@ -131,13 +132,11 @@ class Settler:
     ) -> None:
         if not fixture_ids:
             return
-        held = await self._retry(lambda: self._store.fixtures_on_hold(fixture_ids), "holds")
+        reasons = await self._retry(lambda: self._ledger.fixtures_on_hold(fixture_ids), "holds")
+        held = set(reasons)
         for fixture_id in held - self._held:
-            log.warning(
-                "fixture %s is on hold, its settlement waits: %s",
-                fixture_id,
-                self._store.hold_reasons.get(fixture_id, "held"),
-            )
+            log.warning("fixture %s is on hold, its settlement waits: %s", fixture_id,
+                        reasons[fixture_id])  # fmt: skip
         for fixture_id in (self._held & set(fixture_ids)) - held:
             log.info("fixture %s: no longer on hold; settling", fixture_id)
         self._held = (self._held - set(fixture_ids)) | held
@@ -163,11 +162,11 @@ class Settler:
                 )  # fmt: skip
 
     def _settler_of(self, fixture_id: uuid.UUID) -> Callable[[], Awaitable[Settled]]:
-        return lambda: self._store.settle(fixture_id)
+        return lambda: self._ledger.settle(fixture_id)
 
     async def _all_done(self, following: Sequence[uuid.UUID]) -> bool:
         try:
-            rows = await self._store.progress(following)
+            rows = await self._ledger.progress(following)
         except DatabaseUnavailable:
             return False
         return all(r.done and r.fixture_id not in self._held for r in rows)

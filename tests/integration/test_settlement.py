@@ -33,6 +33,7 @@ from tests.integration.test_views import (
     CONFIRMED,
     FRAME_ENDED,
     FRAME_STARTED,
+    LINEUPS,
     PENDING,
     RESTORED,
     STATUS_UPDATED,
@@ -347,6 +348,46 @@ async def test_a_dropped_match_is_voided_then_restored(
     )
 
 
+async def test_a_corrected_lineups_resettles_the_sides_the_same_live_and_at_once(
+    store: Store, sql: asyncpg.Connection
+) -> None:
+    """A Lineups action Updated with home and away swapped, after frame 1 was settled: each
+    side's markets are settled again at that packet, whether the settler had already settled the
+    frame (live) or sees the whole match at once. (Reading sides through the Lineups in effect
+    at settling time, settlement wrote a different log live than at once.)"""
+    match = generate_match(MatchSpec(seed=1, best_of=7))
+    packets = copy.deepcopy(match.packets)
+    lineups = next(i for i, p in enumerate(packets) if fa(p)["fixtureActionTypeId"] == LINEUPS)
+    swapped = resend(packets[lineups], UPDATED)
+    meta = fa(swapped)["metadata"]
+    meta["home"], meta["away"] = meta["away"], meta["home"]
+    i = index_of(packets, FRAME_ENDED, 1)
+    packets.insert(i + 1, swapped)
+    renumber(packets)
+    swap_seq = i + 2
+
+    live, at_once = uuid.uuid4(), uuid.uuid4()
+    await write(store, live, packets[: swap_seq - 1])
+    await settle(store, live)  # frame 1 settled before the swap
+    await write(store, live, packets[swap_seq - 1 :])
+    await settle(store, live)
+    await write(store, at_once, packets)
+    await settle(store, at_once)
+
+    log = await event_log(sql, live)
+    assert log == await event_log(sql, at_once)
+    other = {"home": "away", "away": "home"}
+    winner = match.truth["frames"][0]["winner"]
+    assert ("frame_winner:1", "settle", winner, "confirmed", swap_seq - 1) in log
+    assert ("frame_winner:1", "settle", other[winner], "confirmed", swap_seq) in log
+    outcomes = {r["market"]: r["outcome"] for r in await sql.fetch(
+        "SELECT market, outcome FROM market_results WHERE fixture_id = $1", live
+    )}  # fmt: skip
+    for frame in match.truth["frames"]:  # every frame's winner, through the swapped Lineups
+        assert outcomes[f"frame_winner:{frame['frame_number']}"] == other[frame["winner"]]
+    assert outcomes["match_winner"] == other[match.truth["winner"]]
+
+
 # -- the consumer ------------------------------------------------------------------------------
 
 
@@ -403,9 +444,9 @@ async def test_a_fixture_on_hold_waits_and_loses_nothing(
     asked: list[int] = []
 
     class Holding(SettlementStore):
-        async def fixtures_on_hold(self, fixture_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        async def fixtures_on_hold(self, fixture_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
             asked.append(1)
-            return hold & set(fixture_ids)
+            return {f: "held by the test" for f in hold & set(fixture_ids)}
 
     await write(store, match.fixture_id, match.packets)
     settler = Settler(Holding(store), SettleOptions(until_finished=True, idle_check=0.2),

@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime
 
 import asyncpg
+import pytest
 
 from ingest.db.store import Store
 from ingest.errors import DatabaseUnavailable, IngestError
@@ -174,7 +175,7 @@ async def test_a_large_batch_with_a_packet_jsonb_cannot_hold_stores_the_rest(
 
 async def test_the_stores_sessions_do_not_jit_compile(store: Store) -> None:
     """With JIT on, PostgreSQL compiled a one-fixture match_results lookup: 0.9 s, not 4 ms."""
-    rows = await store._fetch("reading a setting", "SHOW jit")
+    rows = await store.database.fetch("reading a setting", "SHOW jit")
     assert rows[0][0] == "off"
 
 
@@ -332,6 +333,47 @@ async def test_a_cancelled_lineups_gives_way_to_the_one_before_as_in_the_views(
         fixture,
     )
     assert tuple(view) == (one, two)  # the view agrees
+
+
+@pytest.mark.parametrize("batches", ["one batch", "a new process per packet"])
+async def test_the_lineups_in_effect_are_the_views_for_every_kind_of_lineups_action(
+    database_url: str, sql: asyncpg.Connection, batches: str
+) -> None:
+    """The home/away rule (ingest.feed.vocabulary.Lineups) is the fixture_lineups view's: a
+    Lineups action counts in its latest packet, so one Updated to another type gives way to the
+    one before; a Lineups packet without an actionId is an action of its own."""
+    fixture, one, two = uuid.uuid4(), str(uuid.uuid4()), str(uuid.uuid4())
+    first_id, swap_id = str(uuid.uuid4()), str(uuid.uuid4())
+
+    def lineups(seq: int, home: str, away: str, action_id: str | None, **extra: object) -> Action:
+        teams = {"home": {"teamId": home}, "away": {"teamId": away}}
+        fields = {"fixtureActionTypeId": 3, "sendTypeId": 5, "metadata": teams, **extra}
+        return packet(seq, actionId=action_id, **fields)
+
+    written = [
+        lineups(1, one, two, first_id),
+        lineups(2, two, one, swap_id),  # swapped: team one is away
+        packet(3, team={"id": one}),
+        lineups(4, two, one, swap_id, fixtureActionTypeId=7, sendTypeId=2),  # no longer Lineups
+        packet(5, team={"id": one}),  # the first Lineups again: team one is home
+        lineups(6, two, one, None),  # no actionId: its own action, in effect
+        packet(7, team={"id": one}),
+    ]
+    groups = [written] if batches == "one batch" else [[a] for a in written]
+    for group in groups:
+        store = Store.connect(database_url)
+        try:
+            await store.write([(fixture, a) for a in group])
+        finally:
+            await store.close()
+    rows = await sql.fetch("SELECT seq, side FROM actions WHERE team_id IS NOT NULL ORDER BY seq")
+    assert [(r["seq"], r["side"]) for r in rows] == [(3, "away"), (5, "home"), (7, "away")]
+    view = await sql.fetchrow(
+        "SELECT home_team_id::text, away_team_id::text, seq FROM fixture_lineups "
+        "WHERE fixture_id = $1",
+        fixture,
+    )
+    assert tuple(view) == (two, one, 6)  # the view agrees
 
 
 async def test_a_differing_replay_is_recorded_once(store: Store, sql: asyncpg.Connection) -> None:
