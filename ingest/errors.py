@@ -71,6 +71,16 @@ class DatabaseUnavailable(TemporaryError):
     """PostgreSQL could not be reached or went away."""
 
 
+class ServerChanged(DatabaseUnavailable):
+    """Another database server answers than the one the last batches went to (a failover
+    behind a pooler, which raises no error of its own): nothing was written; what the new one
+    holds must be checked first (retried as an outage, whose end runs that check)."""
+
+    def __init__(self, message: str, *, server: object) -> None:
+        super().__init__(message)
+        self.server = server
+
+
 # Exit code 0 also covers a stop by SIGTERM / SIGINT: that is a normal way to end a worker.
 __all__ = [
     "EX_CONFIG",
@@ -87,6 +97,7 @@ __all__ = [
     "FrameTooLarge",
     "IngestError",
     "SchemaError",
+    "ServerChanged",
     "TemporaryError",
     "UnknownFixture",
 ]

@@ -55,6 +55,8 @@ class MemorySink:
         self,
         actions: Sequence[tuple[uuid.UUID, Action]],
         rejected: Sequence[tuple[uuid.UUID, Rejected]] = (),
+        *,
+        server: object = None,
     ) -> WriteResult:
         await asyncio.sleep(0)  # a write is a suspension point, as a round trip is
         if self.fail_writes:

@@ -32,6 +32,7 @@ import asyncpg
 from ingest.db.columns import ACTIONS
 from ingest.db.engine import RECYCLE, Database, suspect
 from ingest.db.translate import BAD_DATA, DRIVER_ERRORS, translate
+from ingest.errors import ServerChanged
 from ingest.feed.packet import Action, Rejected
 from ingest.feed.vocabulary import (
     LINEUP_TEAM_PATHS,
@@ -58,6 +59,7 @@ _INSERT_ACTIONS_TEMPLATE = """
         INSERT INTO actions ({names})
         SELECT {selected}
         FROM input
+        WHERE {guard}  -- nothing is written on a server other than the one the writer knows
         ON CONFLICT (fixture_id, seq) DO NOTHING
         RETURNING fixture_id, seq, finished, received_at
     ),
@@ -96,7 +98,8 @@ _INSERT_ACTIONS_TEMPLATE = """
            ARRAY(SELECT fixture_id FROM inserted GROUP BY fixture_id ORDER BY 1) AS fixtures,
            ARRAY(SELECT count(*) FROM inserted GROUP BY fixture_id ORDER BY fixture_id) AS counts,
            ARRAY(SELECT seq FROM conflicts) AS conflict_seqs,
-           ARRAY(SELECT fixture_id FROM conflicts) AS conflict_fixtures
+           ARRAY(SELECT fixture_id FROM conflicts) AS conflict_fixtures,
+           {server} AS server
     """
 
 
@@ -172,12 +175,21 @@ _values = operator.attrgetter(*_ATTRIBUTES)  # an action's values for those colu
 _NAMES = ", ".join(name for name, _ in WRITTEN)
 _SELECTED = ", ".join(f"{name}::jsonb" if name in _JSONB else name for name, _ in WRITTEN)
 _UNNEST = ", ".join(f"CAST(${n} AS {kind})" for n, (_, kind) in enumerate(WRITTEN, 1))
+# Which server answered: its postmaster's start time. Behind a pooler a failover can raise no
+# error on our side (the client connection to the bouncer survives), so every batch names the
+# server it expects (the last parameter; NULL: any), is written only there, and says which one
+# answered: a promoted standby, or a restarted server, is a different one (see Writes.write).
+SERVER = "pg_postmaster_start_time()"
+_EXPECTED = f"${len(WRITTEN) + 1}::timestamptz"
+_GUARD = f"({_EXPECTED} IS NULL OR {_EXPECTED} = {SERVER})"
 # a batch: one array per column
 _INSERT_ACTIONS = _INSERT_ACTIONS_TEMPLATE.format(
     input=f"SELECT * FROM unnest({_UNNEST}) AS t({_NAMES})",
     names=_NAMES,
     selected=_SELECTED,
     merge=_PROGRESS_MERGE,
+    guard=_GUARD,
+    server=SERVER,
 )
 # one packet (a live feed's usual batch): the same statement over one row of scalars, which the
 # driver encodes in a third of the time it takes for nineteen one-element arrays
@@ -186,8 +198,9 @@ _ROW = ", ".join(
     for n, (name, kind) in enumerate(WRITTEN, 1)
 )
 _INSERT_ACTION = _INSERT_ACTIONS_TEMPLATE.format(
-    input=f"SELECT {_ROW}", names=_NAMES, selected=_SELECTED, merge=_PROGRESS_MERGE
-)
+    input=f"SELECT {_ROW}", names=_NAMES, selected=_SELECTED, merge=_PROGRESS_MERGE,
+    guard=_GUARD, server=SERVER,
+)  # fmt: skip
 
 
 class Writes:
@@ -218,6 +231,8 @@ class Writes:
         self,
         actions: Sequence[tuple[uuid.UUID, Action]],
         rejected: Sequence[tuple[uuid.UUID, Rejected]] = (),
+        *,
+        server: object = None,
     ) -> WriteResult:
         """Store a batch atomically; duplicates are absorbed, conflicts recorded.
 
@@ -225,15 +240,20 @@ class Writes:
         trip and one transaction per batch, with no BEGIN / COMMIT / SAVEPOINT around it. Behind
         a transaction-pooling proxy it runs inside BEGIN / COMMIT instead: an unnamed statement
         is parsed and executed in two steps, which must reach the same server connection.
+
+        ``server``: the identity of the server the caller's earlier batches went to
+        (:attr:`WriteResult.server`); None for any. A batch that reaches another server writes
+        no packet and raises :class:`ServerChanged`, so that the caller checks what survived
+        (a failover behind a pooler raises no error of its own).
         """
         try:
             raw, since = await self._write_connection()
             try:
                 if not self._pooler:
-                    result = await self._write(raw, actions, list(rejected))
+                    result = await self._write(raw, actions, list(rejected), server)
                 else:
                     async with raw.transaction():
-                        result = await self._write(raw, actions, list(rejected))
+                        result = await self._write(raw, actions, list(rejected), server)
             except BaseException as exc:
                 # never hand out again a connection the error left unfit, or mid-transaction
                 if suspect(exc) or raw.is_in_transaction():
@@ -243,9 +263,15 @@ class Writes:
                     self._writing.append((raw, since))
                 raise
             self._writing.append((raw, since))  # kept for the next batch
-            return result
         except DRIVER_ERRORS as exc:
             raise translate(exc, "writing a batch") from exc
+        if server is not None and result.server is not None and result.server != server:
+            raise ServerChanged(
+                "another database server answers than before (a failover behind a pooler, or "
+                "a restart): checking what it holds before writing on",
+                server=result.server,
+            )
+        return result
 
     async def _write_connection(self) -> tuple[asyncpg.Connection, float]:
         """A write-path connection: one kept from an earlier batch, else one from the pool.
@@ -267,10 +293,11 @@ class Writes:
         raw: asyncpg.Connection,
         actions: Sequence[tuple[uuid.UUID, Action]],
         rejected: list[tuple[uuid.UUID, Rejected]],
+        server: object,
     ) -> WriteResult:
         await self._assign_sides(raw, actions)
         if len(actions) >= self.copy_at and not rejected:
-            copied = await self._copy(raw, actions)
+            copied = await self._copy(raw, actions, server)
             if copied is not None:
                 return copied
         rounds = _rounds(actions)
@@ -279,22 +306,24 @@ class Writes:
             try:
                 # a savepoint when in a transaction already (pooler), so a failure leaves it usable
                 async with raw.transaction() if self._pooler else contextlib.nullcontext():
-                    await self._insert_round(raw, rounds[0] if rounds else [], result)
+                    await self._insert_round(raw, rounds[0] if rounds else [], result, server)
                 return result
             except BAD_DATA:
                 pass  # a packet the database cannot hold: the careful path below finds it
         result = WriteResult()
         async with raw.transaction():
+            if not actions:  # rejected frames alone: still say which server took them
+                result.server = await raw.fetchval(f"SELECT {SERVER}")
             for round_ in rounds:
                 try:
                     async with raw.transaction():  # a savepoint
-                        await self._insert_round(raw, round_, result)
+                        await self._insert_round(raw, round_, result, server)
                 except BAD_DATA:
                     # e.g. \u0000 in a jsonb string: store the others, keep its bytes as rejected
                     for item in round_:
                         try:
                             async with raw.transaction():
-                                await self._insert_round(raw, [item], result)
+                                await self._insert_round(raw, [item], result, server)
                         except BAD_DATA as exc:
                             fixture_id, action = item
                             result.unstorable[fixture_id] = result.unstorable.get(fixture_id, 0) + 1
@@ -315,7 +344,7 @@ class Writes:
         return result
 
     async def _copy(
-        self, raw: asyncpg.Connection, actions: Sequence[tuple[uuid.UUID, Action]]
+        self, raw: asyncpg.Connection, actions: Sequence[tuple[uuid.UUID, Action]], server: object
     ) -> WriteResult | None:
         """Store a batch with COPY, in one transaction with its progress and notifications.
 
@@ -339,6 +368,9 @@ class Writes:
         fixtures = sorted(progress)
         try:
             async with raw.transaction():  # a savepoint behind a pooler
+                answering = await raw.fetchval(f"SELECT {SERVER}")
+                if server is not None and answering != server:
+                    return WriteResult(server=answering)  # nothing written: see write()
                 await raw.copy_records_to_table("actions", records=records, columns=COLUMNS)
                 await raw.execute(
                     _COPIED_PROGRESS,
@@ -347,7 +379,7 @@ class Writes:
                 )
         except (asyncpg.UniqueViolationError, *BAD_DATA):
             return None  # see above: the statement path sorts it out
-        return WriteResult(inserted={f: progress[f][1] for f in fixtures})
+        return WriteResult(inserted={f: progress[f][1] for f in fixtures}, server=answering)
 
     async def _assign_sides(
         self, raw: asyncpg.Connection, actions: Sequence[tuple[uuid.UUID, Action]]
@@ -387,16 +419,18 @@ class Writes:
         raw: asyncpg.Connection,
         items: Sequence[tuple[uuid.UUID, Action]],
         result: WriteResult,
+        server: object,
     ) -> None:
         if not items:
             return
         if len(items) == 1:
             fixture_id, action = items[0]
-            row = await raw.fetchrow(_INSERT_ACTION, fixture_id, *_values(action))
+            row = await raw.fetchrow(_INSERT_ACTION, fixture_id, *_values(action), server)
         else:
-            columns = [[f for f, _ in items]]
+            columns: list[Any] = [[f for f, _ in items]]
             columns += [list(c) for c in zip(*(_values(a) for _, a in items), strict=True)]
-            row = await raw.fetchrow(_INSERT_ACTIONS, *columns)
+            row = await raw.fetchrow(_INSERT_ACTIONS, *columns, server)
+        result.server = row["server"]
         for fixture_id, count in zip(row["fixtures"], row["counts"], strict=True):
             result.inserted[fixture_id] = result.inserted.get(fixture_id, 0) + count
         result.conflicts.extend(zip(row["conflict_fixtures"], row["conflict_seqs"], strict=True))

@@ -25,6 +25,7 @@ class WriteResult:
     conflicts: list[tuple[uuid.UUID, int]] = field(default_factory=list)
     rejected: int = 0
     unstorable: dict[uuid.UUID, int] = field(default_factory=dict)  # actions kept as rejected
+    server: object = None  # which database server took it (None: the sink cannot say)
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,12 @@ class Sink(Protocol):
         self,
         actions: Sequence[tuple[uuid.UUID, Action]],
         rejected: Sequence[tuple[uuid.UUID, Rejected]] = (),
-    ) -> WriteResult: ...
+        *,
+        server: object = None,
+    ) -> WriteResult:
+        """Store a batch; ``server``: the server earlier batches went to (None: any); a batch
+        that reaches another writes nothing and raises :class:`ingest.errors.ServerChanged`."""
+        ...
 
     async def max_seq(self, fixture_id: uuid.UUID) -> int: ...
 

@@ -295,7 +295,11 @@ class Worker:
         return bool(set(runnable) - unknown)
 
     async def _poll_registry(self) -> None:
-        running = {f for f, t in self._followers.items() if not t.done()}
+        # A fixture whose finished packet is stored no longer counts as running, though its task
+        # may not have ended yet: the registry no longer counts it as runnable either, and
+        # counting it as held would make the fair share hand over a fixture still streaming.
+        stats = self._states.stats
+        running = {f for f, t in self._followers.items() if not t.done() and not stats[f].finished}
         done = {f for f, t in self._followers.items() if t.done()}
         await self._start(await self._balancer.poll(running, done))
 

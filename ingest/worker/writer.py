@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
+from ingest.errors import ServerChanged
 from ingest.feed.packet import Action, Rejected
 from ingest.ops.metrics import Metrics
 from ingest.settings import RunOptions
@@ -86,6 +87,7 @@ class Writer:
         # checked against it before anything else is written (see _check_rewind).
         self._committed: dict[uuid.UUID, int] = {}  # fixture -> highest seq committed
         self.suspect = False  # an outage was seen: check what survived before writing
+        self._server: object = None  # the database server this writer's batches went to
         self._discarding: set[uuid.UUID] = set()  # rewound: drop their packets until resumed
         self._on_rewind = on_rewind
         self.refetched = 0  # packets the database lost or this writer dropped: fetched again
@@ -233,7 +235,14 @@ class Writer:
                 await self._check_rewind()
             kept = [(f, a) for f, a in actions if f not in self._discarding]
             self.refetched += len(actions) - len(kept)
-            return await self._sink.write(kept, rejected), kept
+            try:
+                result = await self._sink.write(kept, rejected, server=self._server)
+            except ServerChanged as exc:  # nothing written: check the new server, then retry
+                self._server, self.suspect = exc.server, True
+                log.warning("%s", exc)
+                raise
+            self._server = result.server
+            return result, kept
 
         return await with_database_retries(
             attempt, self._options, what=f"storing {len(actions)} packets", on_outage=outage

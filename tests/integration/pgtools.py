@@ -134,6 +134,23 @@ class Bouncer:
         path = self.root / "pgbouncer.log"
         return path.read_text() if path.exists() else ""
 
+    def point_at(self, host: str, port: int) -> None:
+        """Send new server connections to ``host:port`` (then RELOAD and RECONNECT it)."""
+        ini = self.root / "pgbouncer.ini"
+        lines = ini.read_text().splitlines()
+        lines[1] = f"* = host={host} port={port} user=postgres"
+        ini.write_text("\n".join(lines) + "\n")
+
+    async def admin(self, command: str) -> None:
+        """A command on the admin console (PAUSE, RELOAD, RECONNECT, RESUME)."""
+        import asyncpg
+
+        conn = await asyncpg.connect(self.url("pgbouncer"), statement_cache_size=0)
+        try:
+            await conn.execute(command)  # no arguments: the simple query protocol it speaks
+        finally:
+            await conn.close()
+
 
 def start_bouncer(host: str, port: int, *, server_connections: int) -> Bouncer:
     """PgBouncer in transaction pooling mode in front of ``host:port`` (a directory for a
@@ -151,6 +168,7 @@ def start_bouncer(host: str, port: int, *, server_connections: int) -> Bouncer:
         f"default_pool_size = {server_connections}\nmax_client_conn = 200\n"
         f"logfile = {root / 'pgbouncer.log'}\npidfile = {root / 'pgbouncer.pid'}\n"
         "ignore_startup_parameters = extra_float_digits\n"
+        "admin_users = postgres\n"
     )
     if RUN_AS is not None:
         shutil.chown(ini, RUN_AS, RUN_AS)

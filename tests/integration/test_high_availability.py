@@ -189,8 +189,9 @@ async def test_through_pgbouncer_in_transaction_pooling_mode(
             source = FeedSource(session, sim.url, Secret(TOKEN), liveness_timeout=5)
             worker = Worker(source, store, options, leases=store)
             result = await asyncio.wait_for(worker.run([], follow_registry=True), 45)
-        assert all(stats.finished for stats in result.fixtures.values())
         assert len(result.fixtures) == len(recordings)
+        rows = await store.fixtures([r.fixture_id for r in recordings])
+        assert all(row.finished for row in rows)  # stored: what --until-finished waits for
         assert await store.integrity() and all(
             not row["gaps"] and not row["conflicts"] for row in await store.integrity()
         )
@@ -224,3 +225,63 @@ async def _accepts(port: int) -> bool:
     writer.close()
     await writer.wait_closed()
     return True
+
+
+@pytest.mark.skipif(pgtools.PGBOUNCER is None, reason=_NO_PGBOUNCER)
+async def test_a_failover_behind_pgbouncer_that_raises_no_error_loses_nothing(
+    start_simulator: StartSimulator,
+    primary_and_standby: tuple[pgtools.Server, pgtools.Server],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The bouncer is paused (the in-flight transactions end, new ones wait), the primary dies
+    with commits the standby lacks, the standby is promoted, the bouncer is pointed at it and
+    resumed: the worker's connections to the bouncer never break, no statement fails, and only
+    the server identity on each batch's reply tells the worker that the data is another's."""
+    primary, standby = primary_and_standby
+    bouncer = await asyncio.to_thread(
+        pgtools.start_bouncer, "127.0.0.1", primary.port, server_connections=4
+    )
+    recordings = [generated(seed, best_of=3) for seed in (411, 412, 413)]
+    seconds = max((r.times[-1] or 0) - (r.times[0] or 0) for r in recordings)
+    sim = await start_simulator(recordings, time_scale=seconds / 12, max_gap=0.05)
+    store = Store.connect(bouncer.url("postgres") + "?prepared_statement_cache_size=0")
+    options = RunOptions(until_finished=True, connect_rate=0, backoff_initial=0.5)
+    caplog.set_level(logging.INFO, logger="ingest")
+    try:
+        await wait_until(lambda: _accepts(bouncer.port), timeout=10)
+        async with feed_session() as session:
+            source = FeedSource(session, sim.url, Secret(TOKEN), liveness_timeout=5)
+            worker = Worker(source, store, options)
+            run = asyncio.create_task(worker.run([r.fixture_id for r in recordings]))
+
+            async def primary_has(rows: int) -> bool:
+                return await _count(primary.url) >= rows
+
+            await wait_until(lambda: primary_has(60))
+            await asyncio.to_thread(standby.stop)  # the standby falls behind ...
+            behind = await _count(primary.url)
+            await wait_until(lambda: primary_has(behind + 60))
+            await bouncer.admin("PAUSE")  # ... a switchover: no transaction is cut
+            await asyncio.to_thread(primary.crash)  # commits the standby never received
+            await asyncio.to_thread(standby.start)
+            await asyncio.to_thread(standby.promote)
+            bouncer.point_at("127.0.0.1", standby.port)
+            await bouncer.admin("RELOAD")
+            await bouncer.admin("RECONNECT")
+            await bouncer.admin("RESUME")
+            result = await asyncio.wait_for(run, 60)
+    finally:
+        await store.close()
+        await asyncio.to_thread(bouncer.stop)
+    assert all(stats.finished for stats in result.fixtures.values())
+    failures = [r for r in caplog.records if "database unavailable" in r.getMessage()
+                and "another database server" not in r.getMessage()]  # fmt: skip
+    assert not failures, [r.getMessage() for r in failures]  # no error reached the worker
+    assert any("another database server answers" in r.getMessage() for r in caplog.records)
+    assert worker.refetched > 0  # the lost commits were fetched again ...
+    sql = await asyncpg.connect(standby.url)
+    try:
+        for recording in recordings:  # ... and rows == stream on the new primary
+            await assert_stored_exactly(sql, recording)
+    finally:
+        await sql.close()

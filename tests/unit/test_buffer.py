@@ -21,7 +21,7 @@ class GatedSink(MemorySink):
 
     gate: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def write(self, actions, rejected=()):  # type: ignore[no-untyped-def]
+    async def write(self, actions, rejected=(), *, server=None):  # type: ignore[no-untyped-def]
         await self.gate.wait()
         return await super().write(actions, rejected)
 
