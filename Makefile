@@ -20,6 +20,10 @@ test: $(STAMP)
 	$(BIN)/ruff check ingest tests migrations bench
 	$(BIN)/mypy ingest
 	$(BIN)/pytest
+	# the feed client, the writer and the hostile feed once more on the standard library's loop
+	INGEST_TEST_EVENT_LOOP=asyncio INGEST_EVENT_LOOP=asyncio $(BIN)/pytest -q -p no:cacheprovider \
+	    tests/integration/test_source_liveness.py tests/integration/test_hostile_feed.py \
+	    tests/integration/test_ingest.py tests/unit/test_buffer.py tests/unit/test_orchestration.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -34,6 +34,7 @@ from ingest.settings import (
     Logging,
     Monitoring,
     RunOptions,
+    Runtime,
     Settings,
     SettleOptions,
     declared,
@@ -131,7 +132,7 @@ _FORMAT = click.option(
 
 
 def _logging(function: F) -> F:
-    return declared_options(Logging)(function)
+    return declared_options(Logging)(declared_options(Runtime)(function))
 
 
 def _database(function: F) -> F:
@@ -179,6 +180,7 @@ def _start(values: dict[str, Any]) -> Settings:
     """Logging first (so that what follows can be said), then the settings, once."""
     logs = build(Logging, values)
     configure_logging(logs.log_level.upper(), logs.log_format)
+    click.get_current_context().meta["ingest.runtime"] = build(Runtime, values)
     return load_settings(**{f.name: values.pop(f.name) for f, _ in declared(Settings)
                             if f.name in values})  # fmt: skip
 
@@ -456,8 +458,8 @@ def _quiet_gc() -> None:
 
 
 def run_async(make: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
-    """Run one coroutine (the one ``asyncio.run`` of the process) with the signal handling
-    every long command shares."""
+    """Run one coroutine (the one event loop of the process: uvloop unless told otherwise)
+    with the signal handling every long command shares."""
 
     async def main() -> int:
         loop = asyncio.get_running_loop()
@@ -474,7 +476,24 @@ def run_async(make: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
             loop.add_signal_handler(signum, on_signal, signum)
         return await make(stop)
 
-    return asyncio.run(main())
+    context = click.get_current_context(silent=True)
+    runtime = context.meta.get("ingest.runtime") if context is not None else None
+    with asyncio.Runner(loop_factory=loop_factory(runtime or Runtime())) as runner:
+        return runner.run(main())
+
+
+def loop_factory(runtime: Runtime) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``runtime`` asks for; None: the standard library's."""
+    if runtime.event_loop == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if runtime.event_loop == "uvloop":
+            raise click.UsageError("--event-loop uvloop: uvloop is not installed") from None
+        return None  # auto, on a platform without uvloop
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def resolve(*path: str) -> click.Command:
@@ -504,7 +523,7 @@ def _shown_default(option: click.Option) -> str:
 def option_table(*path: str, settings: bool = False) -> str:
     """The README's table of a command's options, from their declarations: the deployment
     settings every command shares (``settings=True``), or the command's own."""
-    shared = {f.name for cls in (Settings, Logging) for f, _ in declared(cls)}
+    shared = {f.name for cls in (Settings, Logging, Runtime) for f, _ in declared(cls)}
     rows = ["| flag | variable | default | meaning |", "|---|---|---|---|"]
     for param in resolve(*path).params:
         if not isinstance(param, click.Option) or "--help" in param.opts:

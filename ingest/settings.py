@@ -167,6 +167,19 @@ class Logging:
 
 
 @dataclass(frozen=True)
+class Runtime:
+    """How the process runs its one event loop."""
+
+    event_loop: str = option(
+        "auto",
+        help="uvloop (libuv, by the authors of asyncpg: less CPU per message), asyncio (the "
+        "standard library's), or auto: uvloop where it is installed",
+        env=True,
+        type=click.Choice(["auto", "uvloop", "asyncio"]),
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Where the product's surroundings are: the database, the feed, the token."""
 

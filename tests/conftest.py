@@ -29,6 +29,17 @@ from ingest.simulator.server import Faults, Simulator, SimulatorOptions
 TOKEN = "test-token-not-a-secret"
 
 
+@pytest.fixture(scope="session")
+def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
+    """The suite runs on the event loop `ingest` runs on by default (uvloop), or on the standard
+    library's with INGEST_TEST_EVENT_LOOP=asyncio (make test runs a subset that way too)."""
+    if os.environ.get("INGEST_TEST_EVENT_LOOP", "uvloop") == "asyncio":
+        return asyncio.DefaultEventLoopPolicy()
+    import uvloop
+
+    return uvloop.EventLoopPolicy()
+
+
 async def wait_until(
     condition: Callable[[], Awaitable[bool]], timeout: float = 30.0, interval: float = 0.02
 ) -> None:

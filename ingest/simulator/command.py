@@ -15,7 +15,7 @@ import click
 
 from ingest.cli import FIXTURE_ID, build, command, database_url, declared_options, run_async
 from ingest.cli import start_command as _start
-from ingest.settings import POSITIVE, Logging, Settings
+from ingest.settings import POSITIVE, Logging, Runtime, Settings
 from ingest.simulator.generator import MatchSpec
 from ingest.simulator.server import Faults, SimulatorOptions
 
@@ -139,6 +139,7 @@ _group = click.Group("feed")  # only a holder: ingest.cli's lazy group serves th
 @declared_options(Settings, "token_file")
 @declared_options(Settings, "database_url", "data_dir")
 @declared_options(Logging)
+@declared_options(Runtime)
 def serve(
     host: str, port: int, recordings: tuple[str, ...], from_database: bool,
     fixture_ids: tuple[uuid.UUID, ...], generate: int, seed: int, best_of: int, **values: Any,
@@ -209,12 +210,14 @@ def serve(
 @click.option("--suspensions/--no-suspensions", default=_SPEC.suspensions,
               help="collection suspensions")  # fmt: skip
 @declared_options(Logging)
+@declared_options(Runtime)
 def generate(**values: Any) -> int:
     """A whole match that follows the rules of snooker (same seed, same bytes); the fixture id
     is printed on standard error."""
     from ingest import commands
 
     logs = build(Logging, values)
+    build(Runtime, values)  # generate runs no event loop
     from ingest.cli import configure_logging
 
     configure_logging(logs.log_level.upper(), logs.log_format)

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from ingest.db.store import Store
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, UnknownFixture
 from ingest.export import stored_recordings, write_recordings
 from ingest.simulator.recording import Recording
 from tests.conftest import StartFeed, plain
@@ -99,7 +99,7 @@ async def test_asking_for_what_is_not_stored_is_a_clear_error(store: Store) -> N
     with pytest.raises(ConfigError, match="no finished match is stored"):
         await stored_recordings(store)
     missing = uuid.UUID(int=99)
-    with pytest.raises(ConfigError, match=f"no packets of fixture {missing}"):
+    with pytest.raises(UnknownFixture, match=f"no packets of fixture {missing}"):  # exit 66
         await stored_recordings(store, [missing])
 
 
