@@ -42,6 +42,7 @@ class Settler:
         self._stopping = False
         self._listener: Subscription | None = None
         self._held: set[uuid.UUID] = set()
+        self._said_waiting = False  # --until-finished said once what it waits for
         self.events_written = 0
 
     def stop(self) -> None:
@@ -169,4 +170,15 @@ class Settler:
             rows = await self._ledger.progress(following)
         except DatabaseUnavailable:
             return False
-        return all(r.done and r.fixture_id not in self._held for r in rows)
+        waiting = [r.fixture_id for r in rows if r.fixture_id in self._held and r.finished]
+        if not all(r.done or r.fixture_id in waiting for r in rows):
+            return False
+        if waiting and not self._said_waiting:
+            log.warning(
+                "--until-finished: everything else is settled; waiting for %d fixture(s) on hold "
+                "(%s): they are settled once the provider's summary and our views agree again "
+                "(see README, Reconciliation)",
+                len(waiting), ", ".join(str(f) for f in waiting),
+            )  # fmt: skip
+            self._said_waiting = True
+        return not waiting

@@ -193,7 +193,7 @@ async def test_a_dropped_match_voids_what_is_not_settled_and_ends_the_run(
 
 
 async def test_until_finished_waits_for_a_held_fixture_and_loses_nothing(
-    match: GeneratedMatch,
+    match: GeneratedMatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     fixture = match.fixture_id
     ledger = MemoryLedger(holds={fixture: "its summary disagrees"})
@@ -208,6 +208,11 @@ async def test_until_finished_waits_for_a_held_fixture_and_loses_nothing(
     await wait_until(looked_again, timeout=5)
     assert sample(metrics, "ingest_settlement_fixtures_on_hold") == 1
     assert events(ledger, fixture) == [] and not task.done()
+    said = [r.getMessage() for r in caplog.records if "waiting for 1 fixture(s) on hold" in
+            r.getMessage()]  # fmt: skip
+    assert len(said) == 1 and str(fixture) in said[0]  # once, naming it: not silent for ever
+    held = [r.getMessage() for r in caplog.records if "is on hold" in r.getMessage()]
+    assert len(held) == 1 and "its summary disagrees" in held[0]  # and why, once
     ledger.holds.clear()
     assert await asyncio.wait_for(task, 10) == 0
     assert events(ledger, fixture) == await reference(fixture, match.packets)
