@@ -106,6 +106,7 @@ class Listener:
         self._database, self._raw, self._channel = database, raw, channel
         self._on_payload = on_payload
         self.lost = False
+        self._closed = False
 
     def heard(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         self._on_payload(payload)
@@ -121,6 +122,12 @@ class Listener:
         return not self.lost
 
     async def close(self) -> None:
+        """Stop listening and give the connection back, once: a second call (a close that was
+        cancelled, then the settler's own last close) does nothing, since a connection given
+        back to the pool must not be used again."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             if not self.lost and not self._raw.is_closed():
                 await self._raw.remove_listener(self._channel, self.heard)  # and UNLISTEN

@@ -75,8 +75,8 @@ class Settler:
                     if self._listener is not None:
                         self._metrics.reconnects.inc()
                         log.warning("the LISTEN connection was lost: reconnecting, catching up")
-                        await self._listener.close()
-                        self._listener = None
+                        lost, self._listener = self._listener, None
+                        await lost.close()
                     self._listener = await self._retry(
                         lambda: self._ledger.listen(CHANNEL, self._on_notify), "listening"
                     )
@@ -118,8 +118,8 @@ class Settler:
             return 0
         finally:
             if self._listener is not None:
-                await self._listener.close()
-                self._listener = None
+                listener, self._listener = self._listener, None
+                await listener.close()
 
     async def _catch_up(self, fixture_ids: Sequence[uuid.UUID]) -> None:
         rows = await self._retry(lambda: self._ledger.progress(fixture_ids), "reading progress")

@@ -246,3 +246,17 @@ async def test_a_held_fixture_is_reported_with_why_and_only_it(books: Books) -> 
     assert set(reasons) == {held.fixture_id} and isinstance(reasons[held.fixture_id], str)
     assert reasons[held.fixture_id]
     assert await books.ledger.fixtures_on_hold([agreeing.fixture_id]) == {}
+
+
+async def test_a_listener_closed_twice_never_touches_a_connection_given_back(store: Store) -> None:
+    """A close that was cancelled, then the settler's last close: the second must not call the
+    connection after it went back to the pool ("cannot call Connection.is_closed(): connection
+    has been released back to the pool" reached the log during a database outage)."""
+    from ingest.db.settlement import SettlementStore
+
+    for lost in (False, True):
+        listener = await SettlementStore(store).listen("ingest_actions", lambda _: None)
+        listener.lost = lost
+        await listener.close()
+        await listener.close()  # nothing happens, nothing is raised
+    assert await store.database.fetch("a round trip", "SELECT 1")  # the pool is fine
