@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
+import struct
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -116,8 +118,15 @@ class Connection:
 
     async def drop(self, mode: Literal["close", "reset"] | None = None) -> None:
         if (mode or self.faults.drop_mode) == "reset":
-            if isinstance(self.transport, asyncio.Transport):
-                self.transport.abort()  # an abrupt TCP reset: no close frame
+            transport = self.transport
+            if transport is not None and hasattr(transport, "abort"):  # uvloop's is no subclass
+                sock = transport.get_extra_info("socket")
+                if sock is not None:  # linger 0: the kernel answers with RST, on every loop
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                        )
+                transport.abort()  # an abrupt TCP reset: no close frame
             return
         await self.ws.close(code=1011, message=b"simulated drop")
 
