@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import click
-import platformdirs
 
 from ingest.errors import ConfigError
 
@@ -145,6 +144,8 @@ class Secret:
 
 
 def _default_data_dir() -> Path:
+    import platformdirs  # only when the embedded PostgreSQL is used: not on a worker's start-up
+
     return platformdirs.user_data_path(APP_NAME)
 
 
@@ -191,13 +192,13 @@ class Settings:
         metavar="URL",
         default_text="the embedded PostgreSQL",
     )
-    data_dir: Path = option(
+    data_dir: Path | None = option(
+        None,
         help="where the embedded PostgreSQL keeps its data (in DIR/pgdata)",
         env=True,
         type=click.Path(file_okay=False, path_type=Path),
         metavar="DIR",
         default_text="the user data directory",
-        factory=_default_data_dir,
     )
     feed_url: str = option(
         DEFAULT_FEED_URL, help="the feed's base URL (the path is appended)", env=True, metavar="URL"
@@ -220,7 +221,8 @@ class Settings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "feed_url", self.feed_url.rstrip("/"))
         object.__setattr__(self, "api_url", self.api_url.rstrip("/"))
-        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
+        if self.data_dir is not None:
+            object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
         if not self.feed_url.startswith(("ws://", "wss://", "http://", "https://")):
             raise ConfigError(
                 f"INGEST_FEED_URL must start with wss:// or ws://, got {self.feed_url!r}"
@@ -245,7 +247,7 @@ class Settings:
 
     @property
     def embedded_pgdata(self) -> Path:
-        return self.data_dir / "pgdata"
+        return (self.data_dir or _default_data_dir()) / "pgdata"
 
     def require_token(self) -> Secret:
         if self.token is None:
@@ -258,7 +260,8 @@ class Settings:
     def __repr__(self) -> str:
         return (
             f"Settings(feed_url={self.feed_url!r}, database={self.database_url_display!r}, "
-            f"token={'set' if self.token else 'unset'}, data_dir={str(self.data_dir)!r})"
+            f"token={'set' if self.token else 'unset'}, "
+            f"data_dir={str(self.data_dir or 'default')!r})"
         )
 
 
