@@ -533,10 +533,12 @@ def _store(views: tuple[str, ...], prefix: str) -> str:
 
 
 # plan_cache_mode: its statements are planned once per session (a generic plan: the fixture's
-# key is a parameter), not at each of a session's first five refreshes (about 40 ms each)
+# key is a parameter), not at each of a session's first five refreshes (about 40 ms each).
+# jit: the derivations' cost estimates are high enough for PostgreSQL's JIT, which would compile
+# them for seconds in a session that has it on (the worker's has not) to save nothing.
 _REFRESH = f"""
 CREATE FUNCTION refresh_fixture_results(fixture uuid) RETURNS boolean
-LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET jit = off AS $$
 DECLARE
     store boolean;
 BEGIN
@@ -609,13 +611,32 @@ CREATE FUNCTION results_after_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     f record;
+    fixture uuid;
+    refresh boolean;
+    others boolean;
 BEGIN
-    -- every fixture with packets is listed: the views compute the fixtures not stored
+    -- Each fixture of the batch is locked (its result_fixtures row, which a refresh holds), so
+    -- that a refresh under way in another transaction is waited for, and then seen: the lock
+    -- returns the row as that transaction left it. The usual batch, packets of one fixture
+    -- already listed, costs this one statement.
+    SELECT r.fixture_id,
+           r.stored_at IS NOT NULL OR EXISTS (SELECT 1 FROM new_actions n WHERE n.finished),
+           EXISTS (SELECT 1 FROM new_actions n WHERE n.fixture_id <> r.fixture_id)
+    INTO fixture, refresh, others
+    FROM result_fixtures r
+    WHERE r.fixture_id = (SELECT n.fixture_id FROM new_actions n LIMIT 1)
+    FOR NO KEY UPDATE OF r;
+    IF FOUND AND NOT others THEN
+        IF refresh THEN
+            PERFORM results_keep(fixture);
+        END IF;
+        RETURN NULL;
+    END IF;
+    -- several fixtures, or one not listed yet (every fixture with packets is listed: the views
+    -- compute the ones not stored), locked in one order for every writer
     INSERT INTO result_fixtures (fixture_id)
     SELECT DISTINCT fixture_id FROM new_actions ORDER BY 1
     ON CONFLICT DO NOTHING;
-    -- each fixture of the batch locked (in one order for every writer), whatever it needs:
-    -- a refresh under way elsewhere is waited for, and then seen (stored_at)
     FOR f IN
         SELECT r.fixture_id, r.stored_at IS NOT NULL AS stored, n.finished
         FROM (SELECT fixture_id, bool_or(finished) AS finished
