@@ -70,6 +70,7 @@ class Plan:
     foot_measure: float = 60.0
     season_fixtures: int = 300  # the issue's season: 300 finished best-of-19 matches
     season_best_of: int = 19
+    season_in_play: int = 2  # and these matches still in play (half stored): derived live
 
     def scaled(self, factor: float) -> Plan:
         names = [f.name for f in dataclasses.fields(self)]
@@ -85,7 +86,7 @@ class Plan:
 QUICK = Plan(
     bf_fixtures=5, conc_fixtures=20, conc_best_of=7, startup_tries=2,
     live_fixtures=50, live_time_scale=100.0, live_warmup=4.0, live_measure=6.0,
-    foot_fixtures=100, foot_warmup=5.0, foot_measure=8.0, season_fixtures=20,
+    foot_fixtures=100, foot_warmup=5.0, foot_measure=8.0, season_fixtures=20, season_in_play=1,
 )  # fmt: skip
 
 
@@ -266,7 +267,10 @@ async def season(dbs: Databases, plan: Plan) -> dict[str, Any]:
     then each season-wide query (best of two) beside ``SELECT count(*) FROM actions``, and a
     one-fixture lookup of every view (server time: planning and execution)."""
     url = await dbs.fresh()
-    packets, writing = await ingest_season(url, 50_000, plan.season_fixtures, plan.season_best_of)
+    packets, writing = await ingest_season(
+        url, 50_000, plan.season_fixtures + plan.season_in_play, plan.season_best_of,
+        plan.season_in_play,
+    )  # fmt: skip
     conn = await asyncpg.connect(asyncpg_url(url))
     try:
         await conn.execute("VACUUM ANALYZE")
@@ -275,14 +279,19 @@ async def season(dbs: Databases, plan: Plan) -> dict[str, Any]:
         scan = await best_time(conn, "SELECT count(*) FROM actions")
         queries = {name: await best_time(conn, q) for name, q in SEASON_QUERIES.items()}
         others = {name: await best_time(conn, q) for name, q in SEASON_OTHERS.items()}
-        fixture = await conn.fetchval(
+        finished = await conn.fetchval(
             "SELECT fixture_id FROM actions WHERE finished ORDER BY fixture_id "
             "OFFSET $1 LIMIT 1", plan.season_fixtures // 2
         )  # fmt: skip
-        lookups = {
-            view: await server_time(conn, f"SELECT * FROM {view} WHERE fixture_id = $1", fixture)
-            for view in LOOKUP_VIEWS
-        }
+        in_play = await conn.fetchval(
+            "SELECT fixture_id FROM fixtures WHERE NOT finished ORDER BY fixture_id LIMIT 1"
+        )
+        lookups, live_lookups = {}, {}
+        for view in LOOKUP_VIEWS:
+            query = f"SELECT * FROM {view} WHERE fixture_id = $1"
+            lookups[view] = await server_time(conn, query, finished)
+            if in_play is not None:
+                live_lookups[view] = await server_time(conn, query, in_play)
     finally:
         await conn.close()
     ratios = {name: secs / scan for name, secs in queries.items()}
@@ -298,8 +307,11 @@ async def season(dbs: Databases, plan: Plan) -> dict[str, Any]:
         "ratios": ratios,
         "others_s": others,
         "other_ratios": {name: secs / scan for name, secs in others.items()},
+        "in_play": plan.season_in_play,
         "lookups_ms": {view: secs * 1000 for view, secs in lookups.items()},
-        "targets_met": max(ratios.values()) <= 1.0 and max(lookups.values()) <= 0.020,
+        "in_play_lookups_ms": {view: secs * 1000 for view, secs in live_lookups.items()},
+        "targets_met": max(ratios.values()) <= 1.0
+        and max([*lookups.values(), *live_lookups.values()]) <= 0.020,
     }
 
 
@@ -345,9 +357,10 @@ def render(results: dict[str, Any]) -> str:
     if "season" in results:
         r = results["season"]
         lines.append(
-            f"{'season':20} {r['fixtures']} finished best-of-{r['best_of']} matches, "
-            f"{r['packets']:,} packets ({r['actions_mb']:,.0f} MB), written at "
-            f"{r['write_per_s']:,.0f}/s; SELECT count(*) FROM actions {r['scan_s']:.3f} s"
+            f"{'season':20} {r['fixtures']} finished best-of-{r['best_of']} matches and "
+            f"{r['in_play']} in play, {r['packets']:,} packets ({r['actions_mb']:,.0f} MB), "
+            f"written at {r['write_per_s']:,.0f}/s; SELECT count(*) FROM actions "
+            f"{r['scan_s']:.3f} s"
         )
         for name, secs in r["queries_s"].items():
             lines.append(f"{'':20} {name:20} {secs:8.3f} s {r['ratios'][name]:8.2f}x the scan")
@@ -355,11 +368,17 @@ def render(results: dict[str, Any]) -> str:
             lines.append(
                 f"{'':20} {name:20} {secs:8.3f} s {r['other_ratios'][name]:8.2f}x  (no target)"
             )
-        slowest = max(r["lookups_ms"], key=r["lookups_ms"].get)
+        for kind, key in (("finished", "lookups_ms"), ("in play", "in_play_lookups_ms")):
+            if not r[key]:
+                continue
+            slowest = max(r[key], key=r[key].get)
+            lines.append(
+                f"{'':20} one fixture {kind}: every view in <= {r[key][slowest]:.1f} ms "
+                f"(slowest {slowest})"
+            )
         lines.append(
-            f"{'':20} one fixture: every view in <= {r['lookups_ms'][slowest]:.1f} ms "
-            f"(slowest {slowest})  {'met' if r['targets_met'] else 'MISSED'} "
-            "(<= 1.0x the scan, <= 20 ms)"
+            f"{'':20} {'met' if r['targets_met'] else 'MISSED'} (<= 1.0x the scan, one fixture "
+            "<= 20 ms)"
         )
     return "\n".join(lines)
 

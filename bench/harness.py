@@ -362,10 +362,13 @@ async def worker_process(
 # -- a season in the database -------------------------------------------------------------------
 
 
-async def ingest_season(url: str, first_seed: int, count: int, best_of: int) -> tuple[int, float]:
-    """Generate ``count`` finished matches and store them through the store's write path (the
-    worker's batches of up to 500 packets, COPY from 64 on), one match at a time so that memory
-    stays flat; returns (packets stored, seconds spent writing)."""
+async def ingest_season(
+    url: str, first_seed: int, count: int, best_of: int, in_play: int = 0
+) -> tuple[int, float]:
+    """Generate ``count`` matches and store them through the store's write path (the worker's
+    batches of up to 500 packets, COPY from 64 on), one match at a time so that memory stays
+    flat: finished, but for the last ``in_play``, of which only the first half is stored (still
+    in play). Returns (packets stored, seconds spent writing)."""
     store = Store.connect(url)
     packets, writing = 0, 0.0
     now = datetime.now(UTC)
@@ -377,6 +380,8 @@ async def ingest_season(url: str, first_seed: int, count: int, best_of: int) -> 
                 frame = classify(line.encode(), binary=False, position=i, received_at=now)
                 assert isinstance(frame, Action)
                 actions.append((match.fixture_id, frame))
+            if seed >= first_seed + count - in_play:
+                del actions[len(actions) // 2 :]
             started = time.perf_counter()
             for at in range(0, len(actions), 500):
                 await store.write(actions[at : at + 500])
