@@ -6,7 +6,8 @@ program a user would write instead, ``bench/script.py``, also a whole process), 
 (asyncpg COPY of the already-parsed rows: the database's limit) and ``raw_receive`` (an aiohttp
 client reading and parsing the same stream: the socket's limit). ``startup`` is the time from
 starting ``ingest run`` to its first connection to the feed; ``footprint`` runs ours and the
-script side by side on the same live feed.
+script side by side on the same live feed. ``season`` stores a season of finished matches through
+the store's write path and times the views over all of it beside one scan of ``actions``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ import psutil
 from bench.harness import (
     Databases,
     asyncpg_url,
+    best_time,
     count_rows,
+    ingest_season,
     make_matches,
     ours_command,
     paced,
@@ -40,6 +43,7 @@ from bench.harness import (
     raw_receive,
     run_to_end,
     script_command,
+    server_time,
     simulator_clock,
     simulator_process,
     time_to_connect,
@@ -64,6 +68,9 @@ class Plan:
     foot_every: float = 5.0  # a packet and a heartbeat per fixture every this many seconds
     foot_warmup: float = 15.0
     foot_measure: float = 60.0
+    season_fixtures: int = 300  # the issue's season: 300 finished best-of-19 matches
+    season_best_of: int = 19
+    season_in_play: int = 2  # and these matches still in play (half stored): derived live
 
     def scaled(self, factor: float) -> Plan:
         names = [f.name for f in dataclasses.fields(self)]
@@ -79,7 +86,7 @@ class Plan:
 QUICK = Plan(
     bf_fixtures=5, conc_fixtures=20, conc_best_of=7, startup_tries=2,
     live_fixtures=50, live_time_scale=100.0, live_warmup=4.0, live_measure=6.0,
-    foot_fixtures=100, foot_warmup=5.0, foot_measure=8.0,
+    foot_fixtures=100, foot_warmup=5.0, foot_measure=8.0, season_fixtures=20, season_in_play=1,
 )  # fmt: skip
 
 
@@ -237,6 +244,77 @@ async def footprint(dbs: Databases, plan: Plan) -> dict[str, Any]:
     return result
 
 
+# the issue's season-wide queries (#25), each held to one scan of the packets
+SEASON_QUERIES = {
+    "match_results": "SELECT count(*) FROM match_results",
+    "frame_results": "SELECT count(*) FROM frame_results",
+    "breaks 100+": "SELECT count(*) FROM breaks WHERE break_score >= 100",
+    "player_match_stats": "SELECT player_id, sum(centuries), max(highest_break) "
+    "FROM player_match_stats GROUP BY 1",
+}
+# shown beside them, without a target
+SEASON_OTHERS = {
+    "summary_mismatches": "SELECT count(*) FROM summary_mismatches",
+    "fixture_lineups": "SELECT count(*) FROM fixture_lineups",
+    "action_states": "SELECT count(*) FROM action_states",
+}
+LOOKUP_VIEWS = ("fixture_lineups", "action_states", "frame_results", "breaks", "match_results",
+                "player_match_stats", "summary_mismatches", "market_results")  # fmt: skip
+
+
+async def season(dbs: Databases, plan: Plan) -> dict[str, Any]:
+    """A season of finished matches, stored through the write path (the worker's batches),
+    then each season-wide query (best of two) beside ``SELECT count(*) FROM actions``, and a
+    one-fixture lookup of every view (server time: planning and execution)."""
+    url = await dbs.fresh()
+    packets, writing = await ingest_season(
+        url, 50_000, plan.season_fixtures + plan.season_in_play, plan.season_best_of,
+        plan.season_in_play,
+    )  # fmt: skip
+    conn = await asyncpg.connect(asyncpg_url(url))
+    try:
+        await conn.execute("VACUUM ANALYZE")
+        await conn.execute("SET jit = off")  # as our own sessions run (README, Performance)
+        size = await conn.fetchval("SELECT pg_total_relation_size('actions')")
+        scan = await best_time(conn, "SELECT count(*) FROM actions")
+        queries = {name: await best_time(conn, q) for name, q in SEASON_QUERIES.items()}
+        others = {name: await best_time(conn, q) for name, q in SEASON_OTHERS.items()}
+        finished = await conn.fetchval(
+            "SELECT fixture_id FROM actions WHERE finished ORDER BY fixture_id "
+            "OFFSET $1 LIMIT 1", plan.season_fixtures // 2
+        )  # fmt: skip
+        in_play = await conn.fetchval(
+            "SELECT fixture_id FROM fixtures WHERE NOT finished ORDER BY fixture_id LIMIT 1"
+        )
+        lookups, live_lookups = {}, {}
+        for view in LOOKUP_VIEWS:
+            query = f"SELECT * FROM {view} WHERE fixture_id = $1"
+            lookups[view] = await server_time(conn, query, finished)
+            if in_play is not None:
+                live_lookups[view] = await server_time(conn, query, in_play)
+    finally:
+        await conn.close()
+    ratios = {name: secs / scan for name, secs in queries.items()}
+    return {
+        "fixtures": plan.season_fixtures,
+        "best_of": plan.season_best_of,
+        "packets": packets,
+        "actions_mb": size / 2**20,
+        "write_seconds": writing,
+        "write_per_s": packets / writing,
+        "scan_s": scan,
+        "queries_s": queries,
+        "ratios": ratios,
+        "others_s": others,
+        "other_ratios": {name: secs / scan for name, secs in others.items()},
+        "in_play": plan.season_in_play,
+        "lookups_ms": {view: secs * 1000 for view, secs in lookups.items()},
+        "in_play_lookups_ms": {view: secs * 1000 for view, secs in live_lookups.items()},
+        "targets_met": max(ratios.values()) <= 1.0
+        and max([*lookups.values(), *live_lookups.values()]) <= 0.020,
+    }
+
+
 def render(results: dict[str, Any]) -> str:
     lines = [
         f"{'scenario':20} {'ours':>9} {'script':>9} {'raw_copy':>9} {'raw_receive':>11} "
@@ -276,6 +354,32 @@ def render(results: dict[str, Any]) -> str:
             f"{r['script_rss_mb']:.0f} MB, {r['script_cpu_s_per_min']:.1f} s/min)  "
             f"{'met' if r['targets_met'] else 'MISSED'} (<= 80 MB, CPU <= script)"
         )
+    if "season" in results:
+        r = results["season"]
+        lines.append(
+            f"{'season':20} {r['fixtures']} finished best-of-{r['best_of']} matches and "
+            f"{r['in_play']} in play, {r['packets']:,} packets ({r['actions_mb']:,.0f} MB), "
+            f"written at {r['write_per_s']:,.0f}/s; SELECT count(*) FROM actions "
+            f"{r['scan_s']:.3f} s"
+        )
+        for name, secs in r["queries_s"].items():
+            lines.append(f"{'':20} {name:20} {secs:8.3f} s {r['ratios'][name]:8.2f}x the scan")
+        for name, secs in r["others_s"].items():
+            lines.append(
+                f"{'':20} {name:20} {secs:8.3f} s {r['other_ratios'][name]:8.2f}x  (no target)"
+            )
+        for kind, key in (("finished", "lookups_ms"), ("in play", "in_play_lookups_ms")):
+            if not r[key]:
+                continue
+            slowest = max(r[key], key=r[key].get)
+            lines.append(
+                f"{'':20} one fixture {kind}: every view in <= {r[key][slowest]:.1f} ms "
+                f"(slowest {slowest})"
+            )
+        lines.append(
+            f"{'':20} {'met' if r['targets_met'] else 'MISSED'} (<= 1.0x the scan, one fixture "
+            "<= 20 ms)"
+        )
     return "\n".join(lines)
 
 
@@ -297,12 +401,14 @@ async def main_async(plan: Plan, scenarios: list[str]) -> dict[str, Any]:
             results["live-latency"] = await live_latency(dbs, plan)
         if "footprint" in scenarios:
             results["footprint"] = await footprint(dbs, plan)
+        if "season" in scenarios:
+            results["season"] = await season(dbs, plan)
     finally:
         await dbs.drop_all()
     return results
 
 
-SCENARIOS = ["backfill", "backfill-concurrent", "startup", "live-latency", "footprint"]
+SCENARIOS = ["backfill", "backfill-concurrent", "startup", "live-latency", "footprint", "season"]
 
 
 def main() -> int:

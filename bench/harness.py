@@ -357,3 +357,58 @@ async def worker_process(
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+
+
+# -- a season in the database -------------------------------------------------------------------
+
+
+async def ingest_season(
+    url: str, first_seed: int, count: int, best_of: int, in_play: int = 0
+) -> tuple[int, float]:
+    """Generate ``count`` matches and store them through the store's write path (the worker's
+    batches of up to 500 packets, COPY from 64 on), one match at a time so that memory stays
+    flat: finished, but for the last ``in_play``, of which only the first half is stored (still
+    in play). Returns (packets stored, seconds spent writing)."""
+    store = Store.connect(url)
+    packets, writing = 0, 0.0
+    now = datetime.now(UTC)
+    try:
+        for seed in range(first_seed, first_seed + count):
+            match = generate_match(MatchSpec(seed=seed, best_of=best_of))
+            actions = []
+            for i, line in enumerate(to_jsonl(match.packets).splitlines(), 1):
+                frame = classify(line.encode(), binary=False, position=i, received_at=now)
+                assert isinstance(frame, Action)
+                actions.append((match.fixture_id, frame))
+            if seed >= first_seed + count - in_play:
+                del actions[len(actions) // 2 :]
+            started = time.perf_counter()
+            for at in range(0, len(actions), 500):
+                await store.write(actions[at : at + 500])
+            writing += time.perf_counter() - started
+            packets += len(actions)
+    finally:
+        await store.close()
+    return packets, writing
+
+
+async def best_time(conn: asyncpg.Connection, query: str, *args: Any, tries: int = 2) -> float:
+    """The best of ``tries`` runs of a query, in seconds (rows fetched and dropped)."""
+    times = []
+    for _ in range(tries):
+        started = time.perf_counter()
+        await conn.fetch(query, *args)
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+async def server_time(conn: asyncpg.Connection, query: str, *args: Any, tries: int = 2) -> float:
+    """The best of ``tries`` server-side times of a query, planning and execution, in seconds
+    (``EXPLAIN ANALYZE``: the rows are computed but not sent, so a lookup that returns whole
+    payloads is not timed by the wire)."""
+    times = []
+    for _ in range(tries):
+        rows = await conn.fetch(f"EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) {query}", *args)
+        plan = json.loads(rows[0][0])[0]
+        times.append((plan["Planning Time"] + plan["Execution Time"]) / 1000)
+    return min(times)

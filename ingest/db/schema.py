@@ -147,3 +147,117 @@ settlement_checkpoints = Table(
     Column("seq", BigInteger, nullable=False, server_default="0"),
     Column("updated_at", _TZ, nullable=False, server_default="now()"),
 )
+
+# -- stored results (0011) ----------------------------------------------------------------------
+# Each stored_<view> holds the rows of the view of that name for the fixtures whose results are
+# stored (result_fixtures.stored_at): the same columns, in the same order, with the same types,
+# kept by the triggers on actions and refresh_fixture_results() (migration 0011). Written by the
+# database itself, never by this package.
+
+_UUID = UUID(as_uuid=True)
+
+result_fixtures = Table(
+    "result_fixtures",
+    metadata,
+    Column("fixture_id", _UUID, primary_key=True),
+    Column("stored_at", _TZ),
+)
+
+stored_fixture_lineups = Table(
+    "stored_fixture_lineups",
+    metadata,
+    Column("fixture_id", _UUID, primary_key=True),
+    Column("home_team_id", _UUID),
+    Column("away_team_id", _UUID),
+    Column("home_player_id", _UUID),
+    Column("away_player_id", _UUID),
+    Column("home_player", Text),
+    Column("away_player", Text),
+    Column("seq", BigInteger),
+)
+
+stored_frame_results = Table(
+    "stored_frame_results",
+    metadata,
+    Column("fixture_id", _UUID, primary_key=True),
+    Column("frame_number", Integer, primary_key=True),
+    Column("home_points", Integer),
+    Column("away_points", Integer),
+    Column("winner", Text),
+    Column("finished", Boolean),
+    Column("conceded", Boolean),
+    Column("conceded_by", Text),
+    Column("broke_off", Text),
+    Column("provisional", Boolean),
+    Column("counted_home_points", Integer),
+    Column("counted_away_points", Integer),
+    Column("started_at", _TZ),
+    Column("ended_at", _TZ),
+)
+
+stored_breaks = Table(
+    "stored_breaks",
+    metadata,
+    Column("fixture_id", _UUID, primary_key=True),
+    Column("frame_number", Integer),
+    Column("side", Text),
+    Column("player_id", _UUID),
+    Column("break_score", Integer),
+    Column("player_name", Text),
+    Column("team_id", _UUID),
+    Column("action_id", _UUID),
+    Column("seq", BigInteger, primary_key=True),
+    Column("first_seq", BigInteger),
+    Column("provider_ts", _TZ),
+    Column("provisional", Boolean),
+    Column("potted_balls", JSONB),
+)
+
+stored_match_results = Table(
+    "stored_match_results",
+    metadata,
+    Column("fixture_id", _UUID, primary_key=True),
+    Column("home_frames", Integer),
+    Column("away_frames", Integer),
+    Column("winner", Text),
+    Column("finished", Boolean),
+    Column("status", Text),
+    Column("best_of", Integer),
+    Column("frames_to_win", Integer),
+    Column("home_player", Text),
+    Column("away_player", Text),
+    Column("home_player_id", _UUID),
+    Column("away_player_id", _UUID),
+    Column("current_frame", Integer),
+    Column("provisional", Boolean),
+    Column("last_seq", BigInteger),
+    Column("collection_status", Text),
+)
+
+stored_player_match_stats = Table(
+    "stored_player_match_stats",
+    metadata,
+    Column("fixture_id", _UUID, primary_key=True),
+    Column("side", Text, primary_key=True),
+    Column("player_id", _UUID),
+    Column("player_name", Text),
+    Column("team_id", _UUID),
+    Column("pots", Integer),
+    Column("fouls", Integer),
+    Column("points_scored", Integer),
+    Column("highest_break", Integer),
+    Column("centuries", Integer),
+    Column("breaks_50_plus", Integer),
+    Column("breaks", Integer),
+    Column("frames_won", Integer),
+)
+
+stored_summary_mismatches = Table(
+    "stored_summary_mismatches",
+    metadata,
+    Column("fixture_id", _UUID, nullable=False),
+    Column("seq", BigInteger),
+    Column("field", Text),
+    Column("ours", Text),
+    Column("provider", Text),
+)

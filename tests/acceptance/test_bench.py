@@ -33,5 +33,24 @@ async def test_bench_quick_mode_runs_every_scenario(tmp_path: Path) -> None:
     for reference in ("ours", "script"):
         assert results["footprint"][f"{reference}_rss_mb"] > 0
     assert results["footprint"]["packets_stored"] > 0
+    season = results["season"]
+    assert season["scan_s"] > 0 and season["packets"] > 0
+    assert set(season["queries_s"]) == {
+        "match_results", "frame_results", "breaks 100+", "player_match_stats"
+    }  # fmt: skip
+    assert season["lookups_ms"] and season["in_play_lookups_ms"]
     table = stdout.decode()
-    assert all(n in table for n in ("backfill", "startup", "live-latency", "footprint"))
+    assert all(n in table for n in ("backfill", "startup", "live-latency", "footprint", "season"))
+
+
+@pytest.mark.slow
+async def test_the_write_cost_script_runs() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.write_cost", "--matches", "1", "--rounds", "1",
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 240)
+    assert proc.returncode == 0, stderr.decode()[-3000:]
+    table = stdout.decode()
+    assert all(n in table for n in ("batch", "one", "finishing", "refresh", "server"))
