@@ -25,8 +25,9 @@ computes only the others (in play, not started) as before:
   batch's rows as a transition table): each batch locks its fixtures' ``result_fixtures`` rows
   and refreshes, in the same transaction, the fixtures it changes whose results are stored (a
   correction after the end, a late Restored) and those it finishes. A batch of a fixture in
-  play costs one statement (a probe and a row lock: about 40 us). UPDATE and DELETE refresh every fixture they touch;
-  TRUNCATE empties the stored tables. A view therefore never shows a stale result.
+  play costs one statement (a probe and a row lock: 40-60 us of server time). UPDATE and
+  DELETE refresh every fixture they touch; TRUNCATE empties the stored tables. A view
+  therefore never shows a stale result.
 
 Locking: a refresh holds the fixture's ``result_fixtures`` row (FOR NO KEY UPDATE) and every
 batch takes the same lock first, so a refresh never misses the packets of a concurrent batch of
