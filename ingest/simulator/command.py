@@ -13,8 +13,15 @@ from typing import Any
 
 import click
 
-from ingest.cli import FIXTURE_ID, build, command, database_url, declared_options, run_async
-from ingest.cli import start_command as _start
+from ingest.cli import (
+    FIXTURE_ID,
+    build,
+    command,
+    database_url,
+    declared_options,
+    run_async,
+    start_command,
+)
 from ingest.settings import POSITIVE, Logging, Runtime, Settings
 from ingest.simulator.generator import MatchSpec
 from ingest.simulator.server import Faults, SimulatorOptions
@@ -149,7 +156,7 @@ def serve(
     from ingest import commands
     from ingest.simulator.recording import Recording
 
-    settings = _start(values)
+    settings = start_command(values)
     faults = {
         name: values.pop(name)
         for name in ("drop_after", "drop_mode", "stall_after", "stall_seconds",
