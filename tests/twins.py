@@ -28,7 +28,7 @@ from ingest.feed.packet import Action, Control, Keying, Rejected, classify
 from ingest.feed.vocabulary import LINEUPS, LineupPacket, Lineups, action_key
 from ingest.settlement.markets import Event, Packet, replay
 from ingest.settlement.ports import Progress, Settled
-from ingest.worker.ports import FixtureRow, SavedState, WriteResult
+from ingest.worker.ports import FixtureRow, Pulse, SavedState, WriteResult
 
 
 @dataclass
@@ -213,8 +213,12 @@ class MemorySource:
         speed: str | None = None,
         on_connected: Callable[[], None] | None = None,
         keying: Keying | None = None,
+        pulse: Pulse | None = None,
     ) -> AsyncGenerator[Action | Rejected, None]:
         self.connects.append((fixture_id, start_position))
+        pulse = pulse if pulse is not None else Pulse()
+        loop = asyncio.get_running_loop()
+        pulse.at = loop.time()
         if self.refuse_token:
             raise AuthError("the feed refused the access token")
         if fixture_id in self.unknown:
@@ -237,12 +241,16 @@ class MemorySource:
                 packets[index - 1], binary=False, position=position + 1, received_at=_now()
             )
             if isinstance(frame, Control):
+                pulse.at = loop.time()
                 continue
             if isinstance(frame, Rejected):
                 yield frame
                 continue
             position += 1
-            for item in keying.accept(frame):
+            passed = keying.accept(frame)
+            if keying.holding or any(isinstance(p, Action) for p in passed):
+                pulse.at = loop.time()
+            for item in passed:
                 yield item
         await asyncio.Event().wait()  # a live connection with nothing new (yet)
 

@@ -261,3 +261,32 @@ stored_summary_mismatches = Table(
     Column("ours", Text),
     Column("provider", Text),
 )
+
+# betting status (0010)
+betting_events = Table(
+    "betting_events",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("fixture_id", UUID(as_uuid=True), nullable=False),
+    Column("status", Text, nullable=False),
+    Column("reason", Text),
+    Column("seq", BigInteger, nullable=False),
+    Column("at", _TZ, nullable=False, server_default="clock_timestamp()"),
+)
+
+betting_fixtures = Table(
+    "betting_fixtures",
+    metadata,
+    Column("fixture_id", UUID(as_uuid=True), primary_key=True),
+    Column("status", Text),
+    Column("reason", Text),
+    Column("since", _TZ),
+    Column("seq", BigInteger, nullable=False, server_default="0"),
+    Column("event_id", BigInteger),
+    Column("provider", Text),
+    Column("provider_seq", BigInteger, nullable=False, server_default="0"),
+    Column("finished", Boolean, nullable=False, server_default="false"),
+    Column("alive_at", _TZ),
+    Column("alive_by", Text),
+    Column("stale_after", Double, nullable=False, server_default="15"),
+)

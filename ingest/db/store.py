@@ -5,9 +5,10 @@ of one repository per concern, each an object over that same pool:
 :attr:`~Store.migrations` (:mod:`~ingest.db.migrations`, the schema's version),
 :attr:`~Store.writes` (:mod:`~ingest.db.actions`, the write path), :attr:`~Store.registry`
 (:mod:`~ingest.db.registry`: fixtures, positions, states), :attr:`~Store.leases`
-(:mod:`~ingest.db.leases`, several workers) and :attr:`~Store.reads` (:mod:`~ingest.db.reads`,
-read models). Their methods are also the store's own (``store.write`` is
-``store.writes.write``), which is what the worker's ports (:mod:`ingest.worker.ports`) and
+(:mod:`~ingest.db.leases`, several workers), :attr:`~Store.reads` (:mod:`~ingest.db.reads`,
+read models) and :attr:`~Store.betting_table` (:mod:`~ingest.db.betting`, the betting
+status). Their methods are also the store's own (``store.write`` is ``store.writes.write``),
+which is what the worker's ports (:mod:`ingest.worker.ports`) and
 the commands use. Driver errors are translated into :mod:`ingest.errors` at each query
 (:mod:`ingest.db.translate`), so nothing outside :mod:`ingest.db` imports a driver.
 """
@@ -15,6 +16,7 @@ the commands use. Driver errors are translated into :mod:`ingest.errors` at each
 from __future__ import annotations
 
 from ingest.db.actions import Writes
+from ingest.db.betting import BettingTable
 from ingest.db.engine import Database
 from ingest.db.leases import LeaseTable
 from ingest.db.migrations import Migrations, head_revision
@@ -39,6 +41,7 @@ class Store:
         self.registry = Registry(self.database)
         self.leases = LeaseTable(self.database)
         self.reads = ReadModels(self.database)
+        self.betting_table = BettingTable(self.database)
 
         # Each repository's methods, as the store's: the bound methods themselves rather than
         # wrappers (a wrapper would add a coroutine to every batch the write path stores).
@@ -70,6 +73,11 @@ class Store:
         self.finished_fixtures = self.reads.finished_fixtures
         self.stored_packets = self.reads.stored_packets
         self.match_report = self.reads.match_report
+
+        self.report_betting = self.betting_table.report_betting  # ports.BettingBoard
+        self.leave_betting = self.betting_table.leave_betting
+        self.betting = self.betting_table.betting
+        self.betting_events = self.betting_table.betting_events
 
         self.ping = self.database.ping
 

@@ -27,6 +27,7 @@ from ingest.errors import (
 )
 from ingest.feed.packet import Action, Control, Keying, Rejected, classify
 from ingest.settings import Secret
+from ingest.worker.ports import Pulse
 
 if TYPE_CHECKING:
     from aiohttp.http import WSMessageNoDecodeText
@@ -90,12 +91,19 @@ class FeedSource:
         speed: str | None = None,
         on_connected: Callable[[], None] | None = None,
         keying: Keying | None = None,
+        pulse: Pulse | None = None,
     ) -> AsyncGenerator[Action | Rejected, None]:
         """Yield the fixture's packets from ``start_position`` on, and the frames to reject, until
         the connection ends or the caller stops (the caller decides what ``finished`` ends).
 
         ``keying`` is the fixture's :class:`Keying` (a fresh one when None): packets it turns
         away are yielded as rejected, and do not count as signs of life.
+
+        ``pulse``: the caller's :class:`~ingest.worker.ports.Pulse`, on which the liveness
+        deadline is kept: ``pulse.at`` is when the last sign of life arrived (a packet or a
+        control message, heartbeats included, which are not yielded), in the loop's clock, and
+        the time of the connection's start until one has. Reading it costs the worker nothing
+        per message: the loop sets it anyway.
 
         The stream is read by one task, the one that starts it (the liveness timer cancels that
         task's wait when the feed goes silent).
@@ -121,7 +129,7 @@ class FeedSource:
             # Liveness counts packets and control messages only. A pong restarts aiohttp's own
             # receive timeout, so a stalled feed whose websocket layer still answers pings would
             # never time out there: the deadline is kept here and moved only by the application.
-            live = _Liveness(self._liveness)
+            live = _Liveness(self._liveness, pulse)
             try:
                 while True:
                     live.waiting()
@@ -249,7 +257,8 @@ def _any_action(frames: list[Action | Rejected]) -> bool:
 class _Liveness:
     """One connection's liveness deadline, watched by a single timer.
 
-    The deadline moves on every sign of life (:meth:`renew`: a float, no timer touched). The
+    The deadline moves on every sign of life (:meth:`renew`: a float, no timer touched: the time
+    of the last one, kept on the caller's :class:`~ingest.worker.ports.Pulse`). The
     timer is armed for the deadline when the reader starts waiting and nothing is armed; when it
     fires, a deadline that moved meanwhile arms it again for the new one, and a deadline that has
     passed while the reader waits in ``receive()`` cancels the waiting task, which
@@ -270,13 +279,14 @@ class _Liveness:
         "_task",
         "_timeout",
         "_waiting",
-        "deadline",
+        "pulse",
     )
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, pulse: Pulse | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._timeout = timeout
-        self.deadline = self._loop.time() + timeout
+        self.pulse = pulse if pulse is not None else Pulse()
+        self.pulse.at = self._loop.time()
         self._handle: asyncio.TimerHandle | None = None
         self._armed_for = 0.0
         # the task reading the stream: asked once, as asking costs a getpid() system call
@@ -288,7 +298,11 @@ class _Liveness:
         self._fired = False
 
     def renew(self) -> None:
-        self.deadline = self._loop.time() + self._timeout
+        self.pulse.at = self._loop.time()
+
+    @property
+    def deadline(self) -> float:
+        return self.pulse.at + self._timeout
 
     def waiting(self) -> None:
         """The reader is about to wait for a message."""

@@ -3,6 +3,8 @@
 The worker depends on these protocols, not on aiohttp or SQLAlchemy: ``source.FeedSource``
 implements :class:`Source`, ``db.store.Store`` implements :class:`Sink` and :class:`Leases`;
 ``tests/twins.py`` holds in-memory twins of each, held to the same contract tests.
+``db.store.Store`` also implements :class:`BettingBoard`, where the betting status of each
+fixture is kept (:mod:`ingest.worker.betting`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ingest.feed.packet import Action, Keying, Rejected
 
@@ -80,6 +82,7 @@ class Source(Protocol):
         speed: str | None = None,
         on_connected: Callable[[], None] | None = None,
         keying: Keying | None = None,
+        pulse: Pulse | None = None,
     ) -> AsyncGenerator[Action | Rejected, None]: ...
 
 
@@ -138,3 +141,71 @@ class Reconciler(Protocol):
     async def fixtures_in_disagreement(
         self, fixture_ids: Sequence[uuid.UUID] | None = None
     ) -> dict[uuid.UUID, list[dict[str, Any]]]: ...
+
+
+class Reason(StrEnum):
+    """Why a fixture's betting is suspended, in the order of precedence when several hold."""
+
+    PROVIDER_SUSPENDED = "provider_suspended"  # the provider suspended collection
+    FEED_DOWN = "feed_down"  # no open connection (disconnected, reconnecting, refused, blocked)
+    FEED_STALE = "feed_stale"  # connected, but nothing arrived for --stale-after seconds
+    FEED_DELAYED = "feed_delayed"  # packets arrive more than --max-delay after their timestamp
+    WORKER_SILENT = "worker_silent"  # no worker confirmed the fixture alive in --stale-after
+
+
+class Betting(NamedTuple):
+    """A fixture's betting status: ``open``, ``suspended`` with a :class:`Reason`, or ``closed``
+    (finished, or dropped by the provider). The one spelling, as ``betting_events`` holds it."""
+
+    status: str
+    reason: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "open"
+
+    def __str__(self) -> str:
+        return f"{self.status} ({self.reason})" if self.reason else self.status
+
+
+OPEN = Betting("open")
+CLOSED = Betting("closed")
+
+
+def suspended(reason: Reason) -> Betting:
+    return Betting("suspended", reason.value)
+
+
+class Pulse:
+    """When anything last arrived on a fixture's connection (a packet or a control message, a
+    heartbeat included): ``at``, in the event loop's clock. The feed client keeps its liveness
+    deadline on it, so the worker reads it without a call per message."""
+
+    __slots__ = ("at",)
+
+    def __init__(self, at: float = 0.0) -> None:
+        self.at = at
+
+
+class BettingBoard(Protocol):
+    """Where each fixture's betting status is kept, and the worker's proof of life."""
+
+    async def report_betting(
+        self,
+        worker: str,
+        changes: dict[uuid.UUID, Betting],
+        alive: Sequence[uuid.UUID],
+        stale_after: float,
+        *,
+        sweep: bool = False,
+    ) -> dict[uuid.UUID, Betting]:
+        """Write ``changes`` (a repeat of the latest status is skipped, and so is anything but
+        the provider's suspension or ``closed`` while the provider has suspended collection),
+        confirm ``alive`` fixtures alive for ``stale_after`` seconds and, with ``sweep``, mark
+        ``worker_silent`` the open fixtures of any worker that stopped confirming them; the
+        status in effect of every fixture named."""
+        ...
+
+    async def leave_betting(self, worker: str, fixture_ids: Sequence[uuid.UUID]) -> None:
+        """A clean stop: these fixtures are no longer confirmed alive (``worker_silent`` now)."""
+        ...

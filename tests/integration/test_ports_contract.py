@@ -4,6 +4,7 @@ worth what this file proves: that the twin keeps the promises the worker relies 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import uuid
@@ -18,7 +19,7 @@ from ingest.feed.packet import Action, Rejected, classify
 from ingest.settings import Secret
 from ingest.simulator.generator import GeneratedMatch
 from ingest.simulator.recording import Recording
-from ingest.worker.ports import SavedState, Sink, Source, State
+from ingest.worker.ports import Pulse, SavedState, Sink, Source, State
 from tests.conftest import TOKEN, StartFeed
 from tests.twins import MemorySink, MemorySource
 
@@ -115,3 +116,18 @@ async def test_a_source_yields_from_the_start_position_to_the_finished_packet(
                 break
     assert connected == [True]
     assert seqs == list(range(start + 1, len(match.packets) + 1))
+
+
+async def test_a_sources_pulse_is_the_time_of_the_last_sign_of_life(
+    source: Source, match: GeneratedMatch
+) -> None:
+    loop = asyncio.get_running_loop()
+    pulse = Pulse()
+    started = loop.time()
+    frames = source.stream(match.fixture_id, 0, speed="fast", pulse=pulse)
+    async with contextlib.aclosing(frames):
+        async for frame in frames:
+            assert started <= pulse.at <= loop.time()  # set when the packet arrived
+            if isinstance(frame, Action) and frame.seq == 3:
+                break
+    assert pulse.at > started
