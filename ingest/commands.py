@@ -93,6 +93,7 @@ async def run(
     notifier: Notifier | None = None,
 ) -> RunResult:
     token = token or settings.require_token()
+    options.check()
     if settings.legacy_feed:
         log.warning(
             "INGEST_FEED_URL names %s, which was announced as decommissioned on 2026-09-30; "
@@ -126,6 +127,7 @@ async def run(
                 metrics,
                 leases=store if run_all else None,
                 reconciler=store,
+                betting=store,
             )
 
             monitor = await _start_monitor(metrics, store, worker.readiness, ops)

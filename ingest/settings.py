@@ -481,6 +481,21 @@ class RunOptions:
         env=True,
         type=POSITIVE,
     )
+    stale_after: float = option(
+        15.0,
+        help="seconds without packets or heartbeats before a connected fixture's betting is "
+        "suspended (feed_stale), and how long fixture_betting trusts this worker's last proof of "
+        "life (worker_silent); below --liveness-timeout",
+        env=True,
+        type=POSITIVE,
+    )
+    max_delay: float = option(
+        10.0,
+        help="seconds a packet may arrive after its own timestamp before the fixture's betting "
+        "is suspended (feed_delayed); not at --speed fast, nor while a connection catches up",
+        env=True,
+        type=POSITIVE,
+    )
     connect_rate: float = option(
         4.0,
         help="connection attempts per second across all fixtures (the provider asks for at "
@@ -537,6 +552,18 @@ class RunOptions:
     rejected_burst: int = 100  # rejected frames stored per fixture at once ...
     rejected_per_minute: float = 1.0  # ... then this many a minute; the rest are only counted
     summary_interval: float = 10.0  # how often fixtures with new packets are reconciled
+    catch_up_quiet: float = 0.5  # a connection's backlog is through after this long quiet
+    betting_renew_every: float = 1.0  # alive_at renewed this often, in one statement
+
+    def check(self) -> None:
+        """What no single option can check alone (a :class:`ConfigError`, exit 78)."""
+        if self.stale_after >= self.liveness_timeout:
+            raise ConfigError(
+                f"--stale-after (INGEST_STALE_AFTER, {self.stale_after:g} s) must be below "
+                f"--liveness-timeout (INGEST_LIVENESS_TIMEOUT, {self.liveness_timeout:g} s): a "
+                "silent connection suspends betting first and is replaced only at the liveness "
+                "timeout"
+            )
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,12 @@ class Metrics:
             registry=r,
         )
 
+        self.betting_suspended = Gauge(
+            "ingest_betting_suspended_fixtures",
+            "This worker's fixtures whose betting status is suspended, by reason (fixture_betting)",
+            ["reason"],
+            registry=r,
+        )
         self.summary_disagreements = Gauge(
             "ingest_summary_disagreement_fixtures",
             "Fixtures whose latest fixtureSummary disagrees with our views (summary_mismatches)",

@@ -5,6 +5,12 @@ committed everything received before (the *barrier*); packets go to that writer 
 received. A disconnect is retried with backoff (:mod:`ingest.worker.retry`), a refused token a
 few times, a frame over the size limit slowly (the fixture is *blocked*); a fixture the feed
 does not know ends alone.
+
+With a betting watch (:mod:`ingest.worker.betting`) the follower also leaves, per packet, the
+fixture's signs there: whether it came later than ``--max-delay`` after its own timestamp,
+whether it ends a connection's catch-up, and a wake-up after the commit of a Status Updated
+packet (the provider collecting again, or not). The arrival times are the feed client's (the
+:class:`~ingest.worker.ports.Pulse` it is given).
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ import orjson
 
 from ingest.errors import AuthError, FeedUnavailable, FixtureNotFound, FrameTooLarge
 from ingest.feed.packet import Action, Keying, Rejected
-from ingest.feed.vocabulary import is_dropped
+from ingest.feed.vocabulary import STATUS_UPDATED, is_dropped
 from ingest.ops.metrics import Metrics
 from ingest.settings import RunOptions
+from ingest.worker.betting import BettingWatch
 from ingest.worker.ports import Sink, Source, State
 from ingest.worker.retry import RateLimiter, backoff_delay
 from ingest.worker.tracker import StateTracker
@@ -52,6 +59,7 @@ class Follower:
         limiter: RateLimiter,
         retry: Retry,
         metrics: Metrics | None = None,
+        betting: BettingWatch | None = None,
     ) -> None:
         self.fixture_id = fixture_id
         self._source = source
@@ -66,6 +74,8 @@ class Follower:
         self._attempt = 0  # reconnects since the last packet: the backoff's exponent
         self._refusals = 0  # of this fixture's token: reset by anything the feed sends
         self._last = 0  # the highest seq received on this connection (or the start)
+        self._betting = betting
+        self._signs = betting.add(fixture_id) if betting is not None else None
 
     async def run(self) -> None:
         """Keep the fixture streaming until its finished packet is stored."""
@@ -114,6 +124,7 @@ class Follower:
             speed="fast" if self._options.speed == "fast" else None,  # normal: the feed's default
             on_connected=self._connected,
             keying=stats.keying,
+            pulse=self._signs.pulse if self._signs is not None else None,
         )
         async with contextlib.aclosing(frames):
             async for frame in frames:
@@ -127,6 +138,8 @@ class Follower:
                     self._states.set(fixture_id, State.CONNECTED)
                 frame, new = await self._receive(frame, numbering)
                 await writer.put(fixture_id, frame)
+                if self._signs is not None:
+                    self._judge(frame)
                 if frame.finished and new:
                     await self._finish(frame)
                     return True
@@ -222,6 +235,28 @@ class Follower:
     def _connected(self) -> None:
         if self._stats.state != State.BLOCKED:
             self._states.set(self.fixture_id, State.CONNECTED)
+        if self._betting is not None and self._signs is not None:
+            self._betting.connected(self._signs)
+
+    def _judge(self, frame: Action) -> None:
+        """What a packet tells the betting watch: late or not, the end of a catch-up, a change
+        of collection status to look at once committed (a few attribute reads a packet)."""
+        signs, watch = self._signs, self._betting
+        assert signs is not None and watch is not None
+        if signs.stale:  # a packet after a silence: open again
+            watch.wake()
+        limit, ts = watch.max_delay, frame.provider_ts
+        if limit is not None and ts is not None:
+            late = frame.received_at - ts > limit
+            if signs.catching_up:
+                if not late:  # the first packet of the present: the backlog is through
+                    signs.catching_up = False
+                    watch.wake()
+            elif late is not signs.late:
+                signs.late = late
+                watch.wake()
+        if frame.type_id == STATUS_UPDATED:
+            watch.wake_after(self._writer.barrier())
 
     async def _finish(self, frame: Action) -> None:
         await self._writer.barrier()

@@ -11,7 +11,8 @@ Exactly-once rests on three rules, kept by the parts this module puts together:
 3. Writes are idempotent, so whatever arrives twice is absorbed.
 
 The side tasks: the writers, the state saver (:mod:`ingest.worker.tracker`), the summary watch
-(:mod:`ingest.worker.reconcile`), the progress log and the ``--max-runtime`` deadline. A writer that
+(:mod:`ingest.worker.reconcile`), the betting watch (:mod:`ingest.worker.betting`, with a
+betting board), the progress log and the ``--max-runtime`` deadline. A writer that
 stops, or a follower that fails, ends the run; the others are best effort. Which fixtures are
 this worker's is :mod:`ingest.worker.assignment`' decision, asked every poll.
 
@@ -32,8 +33,9 @@ from typing import Any, TypeVar
 from ingest.ops.metrics import Metrics
 from ingest.settings import RunOptions
 from ingest.worker.assignment import AllFixtures, Balancer, LeasedFixtures
+from ingest.worker.betting import BettingWatch
 from ingest.worker.follower import Follower
-from ingest.worker.ports import Leases, Reconciler, Sink, Source, State
+from ingest.worker.ports import BettingBoard, Leases, Reconciler, Sink, Source, State
 from ingest.worker.progress import FixtureStats, RunResult
 from ingest.worker.reconcile import SummaryWatch
 from ingest.worker.retry import RateLimiter, with_database_retries
@@ -89,6 +91,7 @@ class Worker:
         metrics: Metrics | None = None,
         leases: Leases | None = None,
         reconciler: Reconciler | None = None,
+        betting: BettingBoard | None = None,
     ) -> None:
         self._source = source
         self._sink = sink
@@ -98,6 +101,14 @@ class Worker:
         self._states = StateTracker(sink, self._options, metrics)
         # compares the provider's fixtureSummary with our views, off the write path
         self._summaries = SummaryWatch(reconciler, self._states.stats, self._options, metrics)
+        # each fixture's betting status as the feed gives it, and this worker's proof of life
+        self.betting = (
+            BettingWatch(betting, self._states.stats, self._options, metrics)
+            if betting is not None
+            else None
+        )
+        if self.betting is not None:
+            self._states.on_change = self.betting.wake
         # which fixtures are this worker's: with leases, its share of a registry others share
         self._balancer: Balancer = (
             LeasedFixtures(leases, self._options, self._db_retry, self._drop)
@@ -215,6 +226,8 @@ class Worker:
             side.start(f"writer {number}", writer.run(), essential=True)
         side.start("state saver", self._states.save_forever())
         side.start("summary watch", self._summaries.check_forever())
+        if self.betting is not None:
+            side.start("betting watch", self.betting.run_forever(self._options.worker_id))
         side.start("progress", self._log_progress_forever())
         if self._options.max_runtime is not None:
             side.start(_DEADLINE, asyncio.sleep(self._options.max_runtime), essential=True)
@@ -223,7 +236,9 @@ class Worker:
     async def _shut_down(self, side: _SideTasks, stop_wait: asyncio.Task[Any]) -> None:
         """Followers first, then the writers flush what they hold, then the last states and
         summaries are saved and the leases given back: each step bounded in time."""
-        best_effort = side.cancel("state saver", "summary watch", "progress", _DEADLINE)
+        best_effort = side.cancel(
+            "state saver", "summary watch", "betting watch", "progress", _DEADLINE
+        )
         interrupted = [f for f, t in self._followers.items() if not t.done()]
         followers = [self._followers[f] for f in interrupted]
         for task in followers:
@@ -247,6 +262,10 @@ class Worker:
         with contextlib.suppress(Exception):  # the last packets' summary, once
             async with asyncio.timeout(1.0):
                 await self._summaries.check()
+        if self.betting is not None:  # no longer confirmed alive: suspended at once
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(0.5):
+                    await self.betting.leave(self._options.worker_id)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(0.5):
                 await self._balancer.release()
@@ -355,6 +374,7 @@ class Worker:
             limiter=self._limiter,
             retry=self._db_retry,
             metrics=self._metrics,
+            betting=self.betting,
         )
         return asyncio.create_task(follower.run(), name=f"fixture {fixture_id}")
 

@@ -38,6 +38,7 @@ class StateTracker:
         self._metrics = metrics
         self._clock = clock  # wall time: state_since is shown to people and saved
         self.stats: dict[uuid.UUID, FixtureStats] = {}
+        self.on_change: Callable[[uuid.UUID], None] | None = None  # a state changed (betting)
 
     def __getitem__(self, fixture_id: uuid.UUID) -> FixtureStats:
         return self.stats[fixture_id]
@@ -65,6 +66,8 @@ class StateTracker:
             stats.unconnected_since = None
         if state != stats.state:
             stats.state, stats.state_since = state, now
+            if self.on_change is not None:
+                self.on_change(fixture_id)
         if error is not None:
             stats.last_error = error
         stats.state_saved = False
