@@ -146,6 +146,7 @@ class Chaos:
             INGEST_TOKEN=TOKEN,
             INGEST_CONNECT_RATE="0",
             INGEST_LIVENESS_TIMEOUT=str(self.plan.liveness),
+            INGEST_STALE_AFTER=str(self.plan.liveness / 2),  # below the liveness timeout
             INGEST_PROGRESS_INTERVAL="3600",
         )
         return env
@@ -304,14 +305,17 @@ class Chaos:
         try:
             equal = 0
             packets = 0
+            assert self.sim is not None
             for r in self.recordings:
                 packets += len(r.lines)
+                stream = self.sim.live[r.fixture_id]  # as served: stamped when it happened
+                served = [stream.served(i) or "" for i in range(len(r.lines))]
                 same = await conn.fetchval(
                     "SELECT count(*) FROM actions a "
                     "JOIN unnest($2::text[]) WITH ORDINALITY AS s(p, seq) "
                     "ON a.seq = s.seq AND a.payload = s.p::jsonb WHERE a.fixture_id = $1",
                     r.fixture_id,
-                    list(r.lines),
+                    served,
                 )
                 total = await conn.fetchval(
                     "SELECT count(*) FROM actions WHERE fixture_id = $1", r.fixture_id

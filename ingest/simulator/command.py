@@ -143,6 +143,28 @@ _group = click.Group("feed")  # only a holder: ingest.cli's lazy group serves th
 )
 @click.option("--refuse-token/--no-refuse-token", default=_FAULTS.refuse_token,
               help="fault: refuse every token, as after its expiry")  # fmt: skip
+@click.option(
+    "--delay-seconds",
+    type=click.FloatRange(min=0),
+    default=_FAULTS.delay_seconds,
+    show_default=True,
+    help="fault, with --live: stamp each packet this long before it is sent (a delayed feed)",
+)
+@click.option(
+    "--suspend-after",
+    type=click.IntRange(min=1),
+    default=_FAULTS.suspend_after,
+    metavar="N",
+    help="fault, with --live: after each fixture's Nth packet the provider suspends collection "
+    "(a Status Updated packet, CollectionSuspended) ...",
+)
+@click.option(
+    "--suspend-seconds",
+    type=click.FloatRange(min=0),
+    default=_FAULTS.suspend_seconds,
+    show_default=True,
+    help="... for this long, then collects again (CollectingLive); later packets are renumbered",
+)
 @declared_options(Settings, "token_file")
 @declared_options(Settings, "database_url", "data_dir")
 @declared_options(Logging)
@@ -160,7 +182,8 @@ def serve(
     faults = {
         name: values.pop(name)
         for name in ("drop_after", "drop_mode", "stall_after", "stall_seconds",
-                     "malformed_every", "hostile_every", "refuse_seconds", "refuse_token")
+                     "malformed_every", "hostile_every", "refuse_seconds", "refuse_token",
+                     "delay_seconds", "suspend_after", "suspend_seconds")
     }  # fmt: skip
     options = SimulatorOptions(
         token=settings.token.reveal() if settings.token else None,
@@ -172,6 +195,8 @@ def serve(
         live_offset=values.pop("live_offset"),
     )
     options.faults.update(faults)
+    if options.faults.suspend_after is not None and not options.live:
+        raise click.UsageError("--suspend-after needs --live (the stream it is injected into)")
     if fixture_ids and not from_database:
         raise click.UsageError("FIXTURE_IDs name stored matches: give --from-database too")
     loaded = [Recording.load(spec) for spec in recordings]

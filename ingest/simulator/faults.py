@@ -4,7 +4,14 @@ Global or per fixture, set by flags or at run time through the control endpoint 
 /_control/faults``): drop the connection after N packets (a clean close or an abrupt TCP reset),
 stall without packets or heartbeats (pings are still answered, as by most servers), send
 malformed frames or hostile ones (:data:`HOSTILE`), refuse new connections (HTTP 503), refuse
-the token.
+the token; and in a live stream, stamp packets later than they happened (``delay_seconds``) or
+suspend the provider's collection (``suspend_after`` packets, for ``suspend_seconds``: a Status
+Updated packet saying CollectionSuspended, nothing for a while, then one saying CollectingLive;
+:class:`ingest.simulator.connection.LiveStream` keeps the numbering whole).
+
+Run-time only (``POST /_control/faults``): ``stall_now`` (seconds: the fixture's open
+connections go silent now), ``suspend_now`` (seconds: the provider suspends the fixture's
+collection now for that long; 0 lifts a suspension now).
 """
 
 from __future__ import annotations
@@ -51,6 +58,9 @@ class Faults:
     hostile_every: int | None = None  # send one of HOSTILE after every N packets
     refuse_until: float = 0.0  # time.monotonic() before which new connections get HTTP 503
     refuse_token: bool = False  # refuse every token, as after its expiry
+    delay_seconds: float = 0.0  # live: each packet's timestamp this long before it is sent
+    suspend_after: int | None = None  # live: after the fixture's Nth packet, suspend ...
+    suspend_seconds: float = 0.0  # ... its collection for this long (CollectionSuspended)
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply a JSON body from the control endpoint (``refuse_seconds`` is relative)."""

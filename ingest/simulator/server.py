@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from ingest.simulator.connection import Connection, FixtureCounters, authenticate
+from ingest.simulator.connection import Connection, FixtureCounters, LiveStream, authenticate
 from ingest.simulator.control import add_control_routes
 from ingest.simulator.faults import HOSTILE, Faults
 from ingest.simulator.recording import Recording
@@ -78,6 +78,8 @@ class Simulator:
         self.started_wall = time.time()
         self.port = 0
         self.url = ""
+        self.live: dict[uuid.UUID, LiveStream] = {}  # --live: each fixture's shared stream
+        self._timers: set[asyncio.Task[None]] = set()  # suspensions to start or lift later
 
     def __repr__(self) -> str:
         return f"Simulator(fixtures={len(self.recordings)}, port={self.port})"
@@ -86,19 +88,95 @@ class Simulator:
         """A new fixture appears (for discovery tests)."""
         self.recordings[recording.fixture_id] = recording
         self.counters.setdefault(recording.fixture_id, FixtureCounters())
+        if self.options.live and self._runner is not None:
+            self._play(recording)
+
+    def _play(self, recording: Recording) -> None:
+        """``--live``: the fixture is being played from the simulator's start on."""
+        self.live[recording.fixture_id] = LiveStream(
+            recording.fixture_id,
+            recording,
+            self.options,
+            self._started,
+            self.started_wall - self._started,
+            delay=lambda: self.faults_for(recording.fixture_id).delay_seconds,
+        )
+        if self.faults_for(recording.fixture_id).suspend_after is not None:
+            self._suspend_later(recording.fixture_id)
 
     def faults_for(self, fixture_id: uuid.UUID) -> Faults:
         return self.fixture_faults.get(fixture_id, self.options.faults)
 
     def set_faults(self, fixture_id: uuid.UUID | None = None, **changes: Any) -> None:
-        """Change faults while running: for one fixture, or for all when ``fixture_id`` is None."""
+        """Change faults while running: for one fixture, or for all when ``fixture_id`` is None.
+
+        ``stall_now`` (seconds) stalls the open connections now; ``suspend_now`` (seconds)
+        suspends the provider's collection of a live fixture now for that long (0: lifts it
+        now); ``suspend_after`` schedules a suspension (of ``suspend_seconds``) after the
+        fixture's Nth packet."""
+        stall = changes.pop("stall_now", None)
+        suspend = changes.pop("suspend_now", None)
+        targets = [fixture_id] if fixture_id is not None else list(self.recordings)
+        if (suspend is not None or changes.get("suspend_after") is not None) and not (
+            self.options.live
+        ):
+            raise ValueError(
+                "provider suspensions need --live: one is injected into the fixture's stream, "
+                "which every connection to it shares"
+            )
         if fixture_id is None:
             self.options.faults.update(changes)
-            return
-        faults = self.fixture_faults.setdefault(
-            fixture_id, dataclasses.replace(self.options.faults)
+        else:
+            faults = self.fixture_faults.setdefault(
+                fixture_id, dataclasses.replace(self.options.faults)
+            )
+            faults.update(changes)
+        for target in targets:
+            if stall is not None:
+                self.stall_now(target, float(stall))
+            if suspend is not None:
+                self.suspend_now(target, float(suspend))
+            if changes.get("suspend_after") is not None and target in self.live:
+                self._suspend_later(target)
+
+    def suspend_now(self, fixture_id: uuid.UUID, seconds: float) -> bool:
+        """The provider suspends the live fixture's collection now, for ``seconds`` (then it
+        collects again); 0 lifts a suspension now. False when there was nothing to do."""
+        stream = self.live.get(fixture_id)
+        if stream is None:
+            return False
+        if seconds <= 0:
+            return stream.resume(time.monotonic())
+        if not stream.suspend(time.monotonic()):
+            return False
+        self.counters[fixture_id].suspensions += 1
+        held = stream.held
+
+        def lift() -> None:
+            if stream.held is held:  # not one lifted meanwhile and begun again
+                stream.resume(time.monotonic())
+
+        self._later(seconds, lift)
+        return True
+
+    def _suspend_later(self, fixture_id: uuid.UUID) -> None:
+        """A suspension after the fixture's ``suspend_after``-th packet (of its live stream)."""
+        faults, stream = self.faults_for(fixture_id), self.live[fixture_id]
+        index = min(max((faults.suspend_after or 1) - 1, 0), len(stream.recording.lines) - 1)
+        seconds = faults.suspend_seconds
+        self._later(
+            max(stream.due(index) - time.monotonic(), 0.0) + 0.001,
+            lambda: self.suspend_now(fixture_id, seconds or 3600.0),
         )
-        faults.update(changes)
+
+    def _later(self, seconds: float, action: Any) -> None:
+        async def wait() -> None:
+            await asyncio.sleep(seconds)
+            action()
+
+        task = asyncio.create_task(wait())
+        self._timers.add(task)
+        task.add_done_callback(self._timers.discard)
 
     def clear_faults(self) -> None:
         self.options.faults = Faults()
@@ -153,9 +231,14 @@ class Simulator:
         self._started = time.monotonic()
         self.started_wall = time.time()
         self.url = f"ws://{host}:{self.port}"
+        if self.options.live:
+            for recording in self.recordings.values():
+                self._play(recording)
         return self.url
 
     async def stop(self) -> None:
+        for task in list(self._timers):
+            task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -216,7 +299,13 @@ class Simulator:
         connection = Connection(ws, faults, request.transport, self.options, counters)
         self._open.setdefault(fixture_id, set()).add(connection)
         skip = max(start - 1, 0) if self.options.one_based else start
-        tasks = connection.start(recording, skip, fast=speed == "fast", started=self._started)
+        tasks = connection.start(
+            recording,
+            skip,
+            fast=speed == "fast",
+            started=self._started,
+            live=self.live.get(fixture_id),
+        )
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:

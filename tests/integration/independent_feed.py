@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
@@ -42,6 +42,9 @@ class IndependentFeed:
     before the first packet).
     ``stall_at``: on the first connection only, after that position, send nothing more (and
     keep answering pings) until the client goes away.
+    ``pace``: seconds between packets (0: all at once); ``stamp``: what each line becomes when
+    it is sent (to give it a timestamp then); ``heartbeat_every``: heartbeats while connected
+    (not during a stall).
     """
 
     fixture_id: uuid.UUID
@@ -53,6 +56,9 @@ class IndependentFeed:
     trickle_every: float = 1.0  # ... this often (a stuck feed that still sends junk)
     junk_then_close: bytes | None = None  # every connection: send this, then close at once
     finished: bool = True
+    pace: float = 0.0
+    stamp: Callable[[str], str] | None = None
+    heartbeat_every: float | None = None
     starts: list[int] = field(default_factory=list)
     pings: int = 0
     stalled_at: float | None = None  # loop time the stall began
@@ -104,20 +110,35 @@ class IndependentFeed:
         self.starts.append(start)
         for data, binary in self.after.get(0, []) if start == 0 else []:  # before packet 1
             await conn.send(data, text=not binary)
-        for position, line in enumerate(self.lines[start:], start + 1):
-            await conn.send(line)
-            for data, binary in self.after.get(position, []):
-                await conn.send(data, text=not binary)
-            if position == self.stall_at and len(self.starts) == 1:
-                self.stalled_at = loop.time()
-                if self.trickle is not None:
-                    with contextlib.suppress(ConnectionClosed):
-                        while True:
-                            await asyncio.sleep(self.trickle_every)  # the feed's own pace
-                            await conn.send(self.trickle, text=True)
-                await conn.wait_closed()  # silent, but pings are answered
-                return
-        if self.finished:
-            await conn.close()
-        else:
-            await conn.wait_closed()
+        beating = asyncio.create_task(self._heartbeats(conn))
+        try:
+            for position, line in enumerate(self.lines[start:], start + 1):
+                if self.pace and position > start + 1:
+                    await asyncio.sleep(self.pace)  # the feed's own pace
+                await conn.send(self.stamp(line) if self.stamp is not None else line)
+                for data, binary in self.after.get(position, []):
+                    await conn.send(data, text=not binary)
+                if position == self.stall_at and len(self.starts) == 1:
+                    beating.cancel()
+                    self.stalled_at = loop.time()
+                    if self.trickle is not None:
+                        with contextlib.suppress(ConnectionClosed):
+                            while True:
+                                await asyncio.sleep(self.trickle_every)  # the feed's own pace
+                                await conn.send(self.trickle, text=True)
+                    await conn.wait_closed()  # silent, but pings are answered
+                    return
+            if self.finished:
+                await conn.close()
+            else:
+                await conn.wait_closed()
+        finally:
+            beating.cancel()
+
+    async def _heartbeats(self, conn: ServerConnection) -> None:
+        if self.heartbeat_every is None:
+            return
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await asyncio.sleep(self.heartbeat_every)  # the feed's own pace
+                await conn.send(json.dumps({"message": "Heartbeat sent", "level": "INFO"}))
