@@ -322,6 +322,7 @@ async def status(
                 disagreements=store.fixtures_in_disagreement,
                 scores=store.scoreboards,
                 width=width,
+                betting=store.betting,
             )
         )
         stopper = asyncio.create_task(stop.wait())

@@ -36,14 +36,17 @@ def rows_as_dicts(
     now: datetime,
     mismatches: dict[Any, list[dict[str, Any]]] | None = None,
     scores: dict[Any, dict[str, Any]] | None = None,
+    betting: dict[Any, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     disagree = mismatches or {}
     boards = scores or {}
+    bets = betting or {}
     return [
         {
             "fixture_id": str(r.fixture_id),
             **_score_fields(boards.get(r.fixture_id, {})),
             "state": r.state or ("finished" if r.finished else "never run"),
+            **_betting_fields(bets.get(r.fixture_id), now),
             "enabled": r.enabled,
             "finished": r.finished,
             "seq": r.last_seq,
@@ -62,6 +65,18 @@ def rows_as_dicts(
         }
         for r in rows
     ]
+
+
+def _betting_fields(row: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
+    """The fixture_betting view's: open, suspended (with a reason) or closed, and since when."""
+    if row is None:
+        return {"betting_status": None, "betting_reason": None, "betting_since": None}
+    since = row.get("since")
+    return {
+        "betting_status": row.get("status"),
+        "betting_reason": row.get("reason"),
+        "betting_since": since.isoformat() if since is not None else None,
+    }
 
 
 def _score_fields(board: dict[str, Any]) -> dict[str, Any]:
@@ -90,6 +105,7 @@ def table(entries: list[dict[str, Any]], title: str, width: int = 160) -> Table:
                 "fixture": e["fixture_id"][:8],
                 "frame": _frame_cell(e),
                 "state": e["state"],
+                "betting": _betting_cell(e),
                 "seq": str(e["seq"]),
                 "pkt/s": f"{e['packets_per_s']:.1f}",
                 "last pkt": "-" if age is None else _age(age),
@@ -119,9 +135,10 @@ def table(entries: list[dict[str, Any]], title: str, width: int = 160) -> Table:
     return t
 
 
-COLUMNS = ("fixture", "match", "frame", "state", "seq", "pkt/s", "last pkt", "reconn",
-           "summary", "last error")  # fmt: skip
-OPTIONAL = ("reconn", "pkt/s", "seq", "last pkt", "fixture")  # left out in this order when narrow
+COLUMNS = ("fixture", "match", "frame", "state", "betting", "seq", "pkt/s", "last pkt",
+           "reconn", "summary", "last error")  # fmt: skip
+# left out in this order when narrow (the betting status stays in --format json)
+OPTIONAL = ("reconn", "pkt/s", "seq", "last pkt", "fixture", "betting")
 RIGHT = {"seq", "pkt/s", "last pkt", "reconn"}
 
 
@@ -180,6 +197,18 @@ def _frame_cell(e: dict[str, Any]) -> str:
     return f"{frame}: {e.get('frame_home_points') or 0}-{e.get('frame_away_points') or 0}"
 
 
+BETTING_STYLE = {"open": "green", "suspended": "bold yellow", "closed": "dim"}
+
+
+def _betting_cell(e: dict[str, Any]) -> str:
+    status, reason = e.get("betting_status"), e.get("betting_reason")
+    if status is None:
+        return ""
+    text = f"{status} ({reason})" if reason else status
+    style = BETTING_STYLE.get(status)
+    return f"[{style}]{text}[/]" if style else text
+
+
 def _summary_cell(e: dict[str, Any]) -> str:
     fields: list[str] = e.get("summary_mismatches") or []
     if not fields:
@@ -204,7 +233,10 @@ def summary(entries: list[dict[str, Any]]) -> str:
     parts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
     disagree = sum(bool(e.get("summary_mismatches")) for e in entries)
     warning = f"; {disagree} disagree with the provider's summary" if disagree else ""
-    return f"{len(entries)} fixtures: {parts}; {rate:.1f} packets/s{warning}"
+    open_ = sum(e.get("betting_status") == "open" for e in entries)
+    suspended = sum(e.get("betting_status") == "suspended" for e in entries)
+    betting = f"; betting {open_} open, {suspended} suspended" if open_ or suspended else ""
+    return f"{len(entries)} fixtures: {parts}; {rate:.1f} packets/s{betting}{warning}"
 
 
 async def watch(
@@ -217,6 +249,7 @@ async def watch(
     disagreements: Any = None,
     scores: Any = None,
     width: int | None = None,
+    betting: Any = None,
 ) -> None:
     """Show the table; refresh it in place every ``interval`` seconds unless ``once``.
 
@@ -224,9 +257,11 @@ async def watch(
     only about fixtures whose packet count changed since the last look (the answer depends only
     on the stored rows), so a refresh stays cheap however many fixtures there are.
     ``scores(fixture_ids)`` returns players, frames and the current frame's points, asked the
-    same way. ``width``: the terminal's, unless given.
+    same way. ``betting(fixture_ids)`` returns the ``fixture_betting`` view's rows, asked at
+    every look (a fixture's betting status changes without a packet). ``width``: the
+    terminal's, unless given.
     """
-    looks = _Looks(fetch, disagreements, scores)
+    looks = _Looks(fetch, disagreements, scores, betting)
     if once:
         await looks.take()
         await asyncio.sleep(1.0)  # packets/s needs two looks: this one is a second apart
@@ -253,10 +288,11 @@ class _Looks:
     """Successive looks at the fixtures: packets/s since the previous look, and the summary
     mismatches and scores read again only for fixtures whose packet count changed."""
 
-    def __init__(self, fetch: Any, disagreements: Any, scores: Any) -> None:
+    def __init__(self, fetch: Any, disagreements: Any, scores: Any, betting: Any = None) -> None:
         self._fetch = fetch
         self._disagreements = disagreements
         self._scores = scores
+        self._betting = betting
         self._previous: dict[Any, tuple[int, datetime]] = {}
         self._checked: dict[Any, int] = {}  # fixture -> packets when its summary was compared
         self._mismatches: dict[Any, list[dict[str, Any]]] = {}
@@ -266,6 +302,7 @@ class _Looks:
         rows: list[FixtureRow] = await self._fetch()
         now = datetime.now(UTC)
         await self._read_changed(rows)
+        bets = await self._betting([r.fixture_id for r in rows]) if self._betting else {}
         rates = {}
         for r in rows:
             if r.fixture_id in self._previous:
@@ -273,7 +310,7 @@ class _Looks:
                 elapsed = (now - at).total_seconds()
                 rates[r.fixture_id] = (r.packets - packets) / elapsed if elapsed > 0 else 0.0
             self._previous[r.fixture_id] = (r.packets, now)
-        return rows_as_dicts(rows, rates, now, self._mismatches, self._boards)
+        return rows_as_dicts(rows, rates, now, self._mismatches, self._boards, bets)
 
     async def _read_changed(self, rows: list[FixtureRow]) -> None:
         checked = self._checked
