@@ -5,7 +5,8 @@ They are held to the same contract tests as the real parts
 (``tests/integration/test_ports_contract.py``: :class:`MemorySink` beside the PostgreSQL store,
 :class:`MemorySource` beside the websocket client on a real feed;
 ``tests/integration/test_ledger_contract.py``: :class:`MemoryLedger` beside
-``SettlementStore``), so a unit test that passes on a twin says something about the real thing.
+``SettlementStore``; :class:`MemoryBettingBoard` beside the store's betting status, in the
+ports contract), so a unit test that passes on a twin says something about the real thing.
 They keep only what the contract promises: a sink absorbs duplicates and records a differing
 replay as a conflict; a source yields the packets from ``startPosition`` on, keyed as the real
 client keys them; a ledger notifies each stored batch and settles a fixture's new packets once.
@@ -28,7 +29,16 @@ from ingest.feed.packet import Action, Control, Keying, Rejected, classify
 from ingest.feed.vocabulary import LINEUPS, LineupPacket, Lineups, action_key
 from ingest.settlement.markets import Event, Packet, replay
 from ingest.settlement.ports import Progress, Settled
-from ingest.worker.ports import FixtureRow, Pulse, SavedState, WriteResult
+from ingest.worker.ports import (
+    CLOSED,
+    Betting,
+    FixtureRow,
+    Pulse,
+    Reason,
+    SavedState,
+    WriteResult,
+    suspended,
+)
 
 
 @dataclass
@@ -257,6 +267,94 @@ class MemorySource:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass
+class MemoryBettingBoard:
+    """A :class:`ingest.worker.ports.BettingBoard` in dicts, with the database's rules (migration
+    0010): a repeat of the latest status is skipped, ``closed`` is final, the provider's
+    suspension comes first, and ``worker_silent`` is not written for a fixture confirmed alive.
+    :meth:`stored` is what the trigger on ``actions`` does with a stored packet."""
+
+    events: list[tuple[uuid.UUID, Betting]] = field(default_factory=list)
+    latest: dict[uuid.UUID, Betting] = field(default_factory=dict)
+    alive: dict[uuid.UUID, tuple[float, float]] = field(default_factory=dict)  # at, stale after
+    provider: dict[uuid.UUID, str | None] = field(default_factory=dict)  # suspended / dropped
+    finished: set[uuid.UUID] = field(default_factory=set)
+    clock: Callable[[], float] = field(default=lambda: asyncio.get_running_loop().time())
+
+    def _fresh(self, fixture_id: uuid.UUID) -> bool:
+        at = self.alive.get(fixture_id)
+        return at is not None and at[0] + at[1] >= self.clock()
+
+    def _insert(self, fixture_id: uuid.UUID, betting: Betting) -> None:
+        if betting != CLOSED:
+            if fixture_id in self.finished or self.provider.get(fixture_id) == "dropped":
+                return
+            provider_first = betting.reason != Reason.PROVIDER_SUSPENDED
+            if self.provider.get(fixture_id) == "suspended" and provider_first:
+                return
+            if betting.reason == Reason.WORKER_SILENT and self._fresh(fixture_id):
+                return
+        if self.latest.get(fixture_id) == betting:
+            return
+        self.latest[fixture_id] = betting
+        self.events.append((fixture_id, betting))
+
+    def stored(self, fixture_id: uuid.UUID, action: Action) -> None:
+        """A packet stored: a Status Updated one states the provider's collection status."""
+        status = None
+        if action.type_id == 22:
+            packet = json.loads(action.payload)
+            meta = (packet.get("fixtureAction") or {}).get("metadata") or {}
+            said = meta.get("collectionStatus")
+            summary = (packet.get("fixtureSummary") or {}).get("collectionStatus")
+            status = said if isinstance(said, str) else summary
+        if status == "CollectionSuspended":
+            self.provider[fixture_id] = "suspended"
+            self._insert(fixture_id, suspended(Reason.PROVIDER_SUSPENDED))
+        elif status == "CollectionDropped":
+            self.provider[fixture_id] = "dropped"
+        elif status == "CollectingLive":
+            self.provider[fixture_id] = None
+        if action.finished:
+            self.finished.add(fixture_id)
+        if action.finished or status == "CollectionDropped":
+            self._insert(fixture_id, CLOSED)
+
+    async def report_betting(
+        self,
+        worker: str,
+        changes: dict[uuid.UUID, Betting],
+        alive: Sequence[uuid.UUID],
+        stale_after: float,
+        *,
+        sweep: bool = False,
+        own: Sequence[uuid.UUID] = (),
+    ) -> dict[uuid.UUID, Betting]:
+        await asyncio.sleep(0)
+        for fixture_id in sorted(changes):
+            self._insert(fixture_id, changes[fixture_id])
+        for fixture_id in alive:
+            self.alive[fixture_id] = (self.clock(), stale_after)
+        if sweep:
+            for fixture_id, latest in sorted(self.latest.items()):
+                if (
+                    latest.is_open
+                    and not self._fresh(fixture_id)
+                    and fixture_id not in (*alive, *own)
+                ):
+                    self._insert(fixture_id, suspended(Reason.WORKER_SILENT))
+        named = {*changes, *alive}
+        return {f: b for f, b in self.latest.items() if f in named}
+
+    async def leave_betting(self, worker: str, fixture_ids: Sequence[uuid.UUID]) -> None:
+        for fixture_id in sorted(fixture_ids):
+            self.alive.pop(fixture_id, None)
+            self._insert(fixture_id, suspended(Reason.WORKER_SILENT))
+
+    def of(self, fixture_id: uuid.UUID) -> list[Betting]:
+        return [b for f, b in self.events if f == fixture_id]
 
 
 @dataclass

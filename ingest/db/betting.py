@@ -21,7 +21,8 @@ from ingest.worker.ports import Betting
 _REPORT = """
 SELECT fixture_id, status, reason
 FROM betting_report(:worker, CAST(:ids AS uuid[]), CAST(:statuses AS text[]),
-                    CAST(:reasons AS text[]), CAST(:alive AS uuid[]), :stale_after, :sweep)
+                    CAST(:reasons AS text[]), CAST(:alive AS uuid[]), :stale_after, :sweep,
+                    CAST(:own AS uuid[]))
 """
 
 
@@ -39,6 +40,7 @@ class BettingTable:
         stale_after: float,
         *,
         sweep: bool = False,
+        own: Sequence[uuid.UUID] = (),
     ) -> dict[uuid.UUID, Betting]:
         """See :class:`ingest.worker.ports.BettingBoard` (one statement, one transaction)."""
         ids = list(changes)
@@ -53,6 +55,7 @@ class BettingTable:
                 "alive": list(alive),
                 "stale_after": float(stale_after),
                 "sweep": sweep,
+                "own": list(own),
             },
         )
         return {row[0]: Betting(row[1], row[2]) for row in rows if row[1] is not None}

@@ -161,12 +161,15 @@ class BettingWatch:
             alive: list[uuid.UUID] = []
             next_look = renew_at
             watching = False
+            following: list[uuid.UUID] = []  # this worker's, known or not: not swept
             for fixture_id, stats in self._stats.items():
                 signs = self.signs.get(fixture_id)
                 if signs is None:
                     continue
                 want = self.wanted(stats, signs, now)
                 if want is None:
+                    if stats.state != State.RELEASED:
+                        following.append(fixture_id)
                     continue
                 if want != signs.effective:
                     changes[fixture_id] = want
@@ -180,7 +183,7 @@ class BettingWatch:
             renewal = now >= renew_at
             if changes or renewal:
                 confirmed = alive if renewal else [f for f in changes if changes[f] != CLOSED]
-                if await self._write(worker, changes, confirmed, sweep=renewal):
+                if await self._write(worker, changes, confirmed, sweep=renewal, own=following):
                     if renewal:
                         renew_at = now + opts.betting_renew_every
                 else:
@@ -203,11 +206,12 @@ class BettingWatch:
         alive: list[uuid.UUID],
         *,
         sweep: bool,
+        own: list[uuid.UUID],
     ) -> bool:
         try:
             self.writes += 1
             effective = await self._board.report_betting(
-                worker, changes, alive, self._options.stale_after, sweep=sweep
+                worker, changes, alive, self._options.stale_after, sweep=sweep, own=own
             )
         except IngestError as exc:  # the database away: the next look writes it all
             log.debug("betting status not written: %s", exc)

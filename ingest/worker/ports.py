@@ -198,12 +198,14 @@ class BettingBoard(Protocol):
         stale_after: float,
         *,
         sweep: bool = False,
+        own: Sequence[uuid.UUID] = (),
     ) -> dict[uuid.UUID, Betting]:
         """Write ``changes`` (a repeat of the latest status is skipped, and so is anything but
         the provider's suspension or ``closed`` while the provider has suspended collection),
         confirm ``alive`` fixtures alive for ``stale_after`` seconds and, with ``sweep``, mark
-        ``worker_silent`` the open fixtures of any worker that stopped confirming them; the
-        status in effect of every fixture named."""
+        ``worker_silent`` the open fixtures of any worker that stopped confirming them (not
+        ``alive`` nor ``own`` ones: the caller's); the status in effect of every fixture
+        named."""
         ...
 
     async def leave_betting(self, worker: str, fixture_ids: Sequence[uuid.UUID]) -> None:

@@ -146,6 +146,10 @@ class Worker:
             await self._or_stop(self._start([*fixture_ids]))
             if follow_registry:
                 await self._or_stop(self._poll_registry())
+            if self.betting is not None:
+                # once it knows its fixtures: its sweep of the fixtures whose worker went quiet
+                # must not take a fixture it is about to confirm itself (a restart's)
+                side.start("betting watch", self.betting.run_forever(self._options.worker_id))
             error = await self._supervise(side, stop_wait, result, follow_registry)
         except _Stopped:
             log.info("stopping: flushing what was received")
@@ -226,8 +230,6 @@ class Worker:
             side.start(f"writer {number}", writer.run(), essential=True)
         side.start("state saver", self._states.save_forever())
         side.start("summary watch", self._summaries.check_forever())
-        if self.betting is not None:
-            side.start("betting watch", self.betting.run_forever(self._options.worker_id))
         side.start("progress", self._log_progress_forever())
         if self._options.max_runtime is not None:
             side.start(_DEADLINE, asyncio.sleep(self._options.max_runtime), essential=True)

@@ -225,12 +225,13 @@ UPGRADE = (
     FOR EACH STATEMENT EXECUTE FUNCTION betting_on_actions()
     """,
     # The worker's one statement: its changes, the renewal of its fixtures' alive_at, and (with
-    # sweep) worker_silent for fixtures whose worker, whoever it was, stopped renewing them.
+    # sweep) worker_silent for fixtures whose worker, whoever it was, stopped renewing them
+    # (not those it renews or follows itself: own, a fixture still connecting, say).
     # Returns the status in effect of every fixture named.
     """
     CREATE FUNCTION betting_report(
         worker text, ids uuid[], statuses text[], reasons text[], alive uuid[],
-        stale_after double precision, sweep boolean
+        stale_after double precision, sweep boolean, own uuid[] DEFAULT '{}'
     ) RETURNS TABLE (fixture_id uuid, status text, reason text)
     LANGUAGE plpgsql AS $$
     BEGIN
@@ -252,7 +253,7 @@ UPGRADE = (
             WHERE b.status = 'open'
               AND (b.alive_at IS NULL
                    OR b.alive_at + make_interval(secs => b.stale_after) < now())
-              AND NOT b.fixture_id = ANY(alive)
+              AND NOT b.fixture_id = ANY(alive) AND NOT b.fixture_id = ANY(own)
             ORDER BY b.fixture_id;
         END IF;
         RETURN QUERY

@@ -10,6 +10,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -19,9 +20,20 @@ from ingest.feed.packet import Action, Rejected, classify
 from ingest.settings import Secret
 from ingest.simulator.generator import GeneratedMatch
 from ingest.simulator.recording import Recording
-from ingest.worker.ports import Pulse, SavedState, Sink, Source, State
+from ingest.worker.ports import (
+    CLOSED,
+    OPEN,
+    BettingBoard,
+    Pulse,
+    Reason,
+    SavedState,
+    Sink,
+    Source,
+    State,
+    suspended,
+)
 from tests.conftest import TOKEN, StartFeed
-from tests.twins import MemorySink, MemorySource
+from tests.twins import MemoryBettingBoard, MemorySink, MemorySource
 
 FIXTURE = uuid.UUID("7d1f3e52-55a4-4b4e-9a43-0b2f2b6a9c11")
 
@@ -131,3 +143,53 @@ async def test_a_sources_pulse_is_the_time_of_the_last_sign_of_life(
             if isinstance(frame, Action) and frame.seq == 3:
                 break
     assert pulse.at > started
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def board(request: pytest.FixtureRequest, store: Store) -> tuple[BettingBoard, Any]:
+    """A betting board, and how a packet gets stored beside it (the trigger's part)."""
+    if request.param == "postgres":
+
+        async def write(fixture_id: uuid.UUID, action: Action) -> None:
+            await store.write([(fixture_id, action)])
+
+        return store, write
+    twin = MemoryBettingBoard()
+
+    async def stored(fixture_id: uuid.UUID, action: Action) -> None:
+        twin.stored(fixture_id, action)
+
+    return twin, stored
+
+
+def _status(seq: int, collection: str) -> Action:
+    return _action(seq, {"fixtureActionTypeId": 22, "metadata": {"collectionStatus": collection}})
+
+
+async def test_a_betting_board_writes_each_change_once_in_the_order_of_precedence(
+    board: tuple[BettingBoard, Any], store: Store
+) -> None:
+    betting, stored = board
+    fixture, other = uuid.UUID(int=11), uuid.UUID(int=12)
+    await store.register([fixture, other])
+    stale = suspended(Reason.FEED_STALE)
+    assert await betting.report_betting("w", {fixture: OPEN}, [fixture], 15) == {fixture: OPEN}
+    assert await betting.report_betting("w", {fixture: OPEN}, [fixture], 15) == {fixture: OPEN}
+    assert await betting.report_betting("w", {fixture: stale}, [fixture], 15) == {fixture: stale}
+    await stored(fixture, _status(1, "CollectionSuspended"))
+    provider = suspended(Reason.PROVIDER_SUSPENDED)
+    assert await betting.report_betting("w", {fixture: OPEN}, [fixture], 15) == {fixture: provider}
+    await stored(fixture, _status(2, "CollectingLive"))
+    assert await betting.report_betting("w", {fixture: OPEN}, [fixture], 15) == {fixture: OPEN}
+    await stored(fixture, _action(3, finished=True))
+    assert await betting.report_betting("w", {fixture: OPEN}, [fixture], 15) == {fixture: CLOSED}
+    # another fixture: its worker stops confirming it, another worker's sweep says so
+    await betting.report_betting("w", {other: OPEN}, [other], 0.2)
+    silent = suspended(Reason.WORKER_SILENT)
+
+    await asyncio.sleep(0.3)  # the scenario: its 0.2 s of trust run out (no synchronisation)
+    assert await betting.report_betting("x", {}, [], 15, sweep=True) == {}
+    assert await betting.report_betting("w", {}, [other], 0.2) == {other: silent}
+    await betting.report_betting("w", {other: OPEN}, [other], 15)
+    await betting.leave_betting("w", [other])
+    assert await betting.report_betting("y", {}, [other], 15) == {other: silent}
