@@ -31,6 +31,7 @@ from ingest.settlement.markets import Event, Packet, replay
 from ingest.settlement.ports import Progress, Settled
 from ingest.worker.ports import (
     CLOSED,
+    OPEN,
     Betting,
     FixtureRow,
     Pulse,
@@ -331,7 +332,7 @@ class MemoryBettingBoard:
         *,
         sweep: bool = False,
         own: Sequence[uuid.UUID] = (),
-    ) -> dict[uuid.UUID, Betting]:
+    ) -> dict[uuid.UUID, Betting | None]:
         await asyncio.sleep(0)
         for fixture_id in sorted(changes):
             self._insert(fixture_id, changes[fixture_id])
@@ -345,8 +346,11 @@ class MemoryBettingBoard:
                     and fixture_id not in (*alive, *own)
                 ):
                     self._insert(fixture_id, suspended(Reason.WORKER_SILENT))
-        named = {*changes, *alive}
-        return {f: b for f, b in self.latest.items() if f in named}
+        answer: dict[uuid.UUID, Betting | None] = {f: self.latest.get(f) for f in changes}
+        for fixture_id in alive:
+            if fixture_id not in answer and self.latest.get(fixture_id) != OPEN:
+                answer[fixture_id] = self.latest.get(fixture_id)
+        return answer
 
     async def leave_betting(self, worker: str, fixture_ids: Sequence[uuid.UUID]) -> None:
         for fixture_id in sorted(fixture_ids):

@@ -41,7 +41,7 @@ class BettingTable:
         *,
         sweep: bool = False,
         own: Sequence[uuid.UUID] = (),
-    ) -> dict[uuid.UUID, Betting]:
+    ) -> dict[uuid.UUID, Betting | None]:
         """See :class:`ingest.worker.ports.BettingBoard` (one statement, one transaction)."""
         ids = list(changes)
         rows = await self._db.fetch(
@@ -58,7 +58,7 @@ class BettingTable:
                 "own": list(own),
             },
         )
-        return {row[0]: Betting(row[1], row[2]) for row in rows if row[1] is not None}
+        return {row[0]: Betting(row[1], row[2]) if row[1] is not None else None for row in rows}
 
     async def leave_betting(self, worker: str, fixture_ids: Sequence[uuid.UUID]) -> None:
         if not fixture_ids:

@@ -60,7 +60,7 @@ class FixtureCounters:
     hostile_sent: int = 0
     heartbeats_sent: int = 0
     last_sent_at: float = 0.0  # wall time of the last packet or heartbeat sent
-    first_after_stall_at: float = 0.0  # wall time of the first packet sent after a stall
+    first_after_stall_at: float = 0.0  # wall time of the first message sent after a stall
     suspensions: int = 0  # provider suspensions injected
 
 
@@ -144,8 +144,12 @@ class Connection:
 
     async def _send_packet(self, line: str) -> None:
         await self.ws.send_str(line)
+        self.counters.packets_sent += 1
+        self._sent()
+
+    def _sent(self) -> None:
+        """A packet or a heartbeat went out: the times the betting benchmark reads."""
         counters = self.counters
-        counters.packets_sent += 1
         counters.last_sent_at = time.time()
         if self._stalled:
             self._stalled = False
@@ -270,7 +274,7 @@ class Connection:
                     json.dumps({"message": f"Heartbeat sent at {stamp}", "level": "INFO"})
                 )
                 self.counters.heartbeats_sent += 1
-                self.counters.last_sent_at = time.time()
+                self._sent()
 
     async def _drain(self) -> None:
         """Read (and so answer pings and notice a close) until the client goes away."""

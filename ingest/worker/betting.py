@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import uuid
 from collections.abc import Awaitable
 from datetime import timedelta
@@ -64,7 +65,7 @@ _RETRY = 1.0  # after a failed write (the database away): the next try
 class Signs:
     """One fixture's signs of health, as the follower and the feed client leave them."""
 
-    __slots__ = ("catching_up", "effective", "known", "late", "pulse", "stale")
+    __slots__ = ("asked", "catching_up", "effective", "known", "late", "pulse", "recheck", "stale")
 
     def __init__(self) -> None:
         self.pulse = Pulse()  # when anything last arrived: kept by the feed client
@@ -73,6 +74,8 @@ class Signs:
         self.stale = False  # written as feed_stale: the next packet may reopen it
         self.known = False  # the run's first connection has come up and caught up, or failed
         self.effective: Betting | None = None  # the status in effect, as the database said
+        self.asked: Betting | None = None  # the last change written (perhaps not taken)
+        self.recheck = False  # a Status Updated packet committed: ask again at once
 
 
 class BettingWatch:
@@ -98,6 +101,7 @@ class BettingWatch:
             None if options.speed == "fast" else timedelta(seconds=options.max_delay)
         )
         self.writes = 0  # statements sent (for tests and the benchmark)
+        self._renewals = 0
 
     def add(self, fixture_id: uuid.UUID) -> Signs:
         signs = self.signs.get(fixture_id)
@@ -114,7 +118,7 @@ class BettingWatch:
         signs.late = False
         self._wake.set()
 
-    def wake_after(self, done: Awaitable[None]) -> None:
+    def wake_after(self, done: Awaitable[None], signs: Signs) -> None:
         """Look again once ``done`` (the writer's barrier behind a Status Updated packet) is
         over: the provider's suspension is lifted in the database by that commit, and opening
         again is this watch's."""
@@ -122,6 +126,7 @@ class BettingWatch:
         async def later() -> None:
             with contextlib.suppress(Exception):
                 await done
+            signs.recheck = True
             self._wake.set()
 
         task = asyncio.create_task(later())
@@ -156,12 +161,14 @@ class BettingWatch:
         opts = self._options
         renew_at = loop.time()
         while True:
+            self._wake.clear()  # what wakes it from here on is seen by the next look
             now = loop.time()
+            renewal = now >= renew_at
             changes: dict[uuid.UUID, Betting] = {}
             alive: list[uuid.UUID] = []
-            next_look = renew_at
-            watching = False
             following: list[uuid.UUID] = []  # this worker's, known or not: not swept
+            next_look = math.inf
+            watching = False
             for fixture_id, stats in self._stats.items():
                 signs = self.signs.get(fixture_id)
                 if signs is None:
@@ -171,8 +178,11 @@ class BettingWatch:
                     if stats.state != State.RELEASED:
                         following.append(fixture_id)
                     continue
-                if want != signs.effective:
+                # a change not taken (the provider's suspension comes first) is asked again
+                # once a second, or when a Status Updated packet of the fixture is committed
+                if want != signs.effective and (want != signs.asked or renewal or signs.recheck):
                     changes[fixture_id] = want
+                    signs.recheck = False
                 if want != CLOSED:
                     alive.append(fixture_id)
                 signs.stale = want == STALE
@@ -180,19 +190,18 @@ class BettingWatch:
                     watching = True
                 elif stats.state == State.CONNECTED:
                     next_look = min(next_look, signs.pulse.at + opts.stale_after)
-            renewal = now >= renew_at
             if changes or renewal:
                 confirmed = alive if renewal else [f for f in changes if changes[f] != CLOSED]
-                if await self._write(worker, changes, confirmed, sweep=renewal, own=following):
-                    if renewal:
-                        renew_at = now + opts.betting_renew_every
-                else:
-                    renew_at = now + _RETRY
-                    next_look = min(next_look, renew_at)
-            wait = max(next_look - loop.time(), 0.0)
+                written = await self._write(
+                    worker, changes, confirmed, sweep=renewal, own=following, renewal=renewal
+                )
+                if renewal:
+                    renew_at = now + (opts.betting_renew_every if written else _RETRY)
+                elif not written:
+                    renew_at = min(renew_at, now + _RETRY)
+            wait = min(next_look, renew_at) - loop.time()
             if watching:
                 wait = min(wait, _POLL)
-            self._wake.clear()
             # asyncio.timeout, not wait_for: wait_for (3.11) loses a cancellation that comes as
             # the event is set, which a stop does (its states change as it cancels this task)
             with contextlib.suppress(TimeoutError):
@@ -207,6 +216,7 @@ class BettingWatch:
         *,
         sweep: bool,
         own: list[uuid.UUID],
+        renewal: bool,
     ) -> bool:
         try:
             self.writes += 1
@@ -216,17 +226,22 @@ class BettingWatch:
         except IngestError as exc:  # the database away: the next look writes it all
             log.debug("betting status not written: %s", exc)
             return False
-        for fixture_id, status in effective.items():
-            signs = self.signs.get(fixture_id)
-            if signs is not None:
-                if status != signs.effective:
+        moved = False
+        signs_of = self.signs
+        for fixture_id in (*alive, *changes) if changes else alive:
+            # left out of the answer: open in the database
+            status = effective.get(fixture_id, OPEN)
+            signs = signs_of[fixture_id]
+            if status != signs.effective:
+                if status is not None:
                     log.info("fixture %s: betting %s", fixture_id, status)
                 signs.effective = status
+                moved = True
         for fixture_id, want in changes.items():
-            signs = self.signs[fixture_id]
-            if signs.effective != want and fixture_id not in effective:
-                signs.effective = None  # unknown to the database: said again next time
-        self._count()
+            signs_of[fixture_id].asked = want
+        self._renewals += renewal
+        if moved or (renewal and self._renewals % 10 == 0):  # and a released fixture's leaving
+            self._count()
         return True
 
     def _count(self) -> None:

@@ -256,7 +256,7 @@ class Follower:
                 signs.late = late
                 watch.wake()
         if frame.type_id == STATUS_UPDATED:
-            watch.wake_after(self._writer.barrier())
+            watch.wake_after(self._writer.barrier(), signs)
 
     async def _finish(self, frame: Action) -> None:
         await self._writer.barrier()

@@ -199,13 +199,15 @@ class BettingBoard(Protocol):
         *,
         sweep: bool = False,
         own: Sequence[uuid.UUID] = (),
-    ) -> dict[uuid.UUID, Betting]:
+    ) -> dict[uuid.UUID, Betting | None]:
         """Write ``changes`` (a repeat of the latest status is skipped, and so is anything but
         the provider's suspension or ``closed`` while the provider has suspended collection),
         confirm ``alive`` fixtures alive for ``stale_after`` seconds and, with ``sweep``, mark
         ``worker_silent`` the open fixtures of any worker that stopped confirming them (not
-        ``alive`` nor ``own`` ones: the caller's); the status in effect of every fixture
-        named."""
+        ``alive`` nor ``own`` ones: the caller's). Answers the status in effect of the fixtures
+        in ``changes``, and of the ``alive`` ones that are not open (None: no status yet); an
+        ``alive`` fixture left out is open (so that a second's renewal of a thousand open
+        fixtures answers nothing)."""
         ...
 
     async def leave_betting(self, worker: str, fixture_ids: Sequence[uuid.UUID]) -> None:

@@ -227,7 +227,8 @@ UPGRADE = (
     # The worker's one statement: its changes, the renewal of its fixtures' alive_at, and (with
     # sweep) worker_silent for fixtures whose worker, whoever it was, stopped renewing them
     # (not those it renews or follows itself: own, a fixture still connecting, say).
-    # Returns the status in effect of every fixture named.
+    # Returns the status in effect of the fixtures written and of those renewed that are not
+    # open (NULL: none yet).
     """
     CREATE FUNCTION betting_report(
         worker text, ids uuid[], statuses text[], reasons text[], alive uuid[],
@@ -256,9 +257,13 @@ UPGRADE = (
               AND NOT b.fixture_id = ANY(alive) AND NOT b.fixture_id = ANY(own)
             ORDER BY b.fixture_id;
         END IF;
+        -- the fixtures written, and of those renewed the ones not open: the caller takes the
+        -- others as open (a second's renewal of a thousand open fixtures answers nothing)
         RETURN QUERY
-        SELECT b.fixture_id, b.status, b.reason FROM betting_fixtures b
-        WHERE b.fixture_id = ANY(ids) OR b.fixture_id = ANY(alive);
+        SELECT n.f, b.status, b.reason
+        FROM (SELECT DISTINCT u.f FROM unnest(ids || alive) AS u(f)) n
+        LEFT JOIN betting_fixtures b ON b.fixture_id = n.f
+        WHERE n.f = ANY(ids) OR b.status IS DISTINCT FROM 'open';
     END
     $$
     """,
