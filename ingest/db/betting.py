@@ -73,11 +73,12 @@ class BettingTable:
         self, fixture_ids: Sequence[uuid.UUID] | None = None
     ) -> dict[uuid.UUID, dict[str, Any]]:
         """The ``fixture_betting`` view: per fixture its ``status``, ``reason``, ``since``,
-        ``alive_at`` and ``seq`` (every fixture when ``fixture_ids`` is None)."""
+        ``alive_at``, ``seq`` and ``event_id`` (every fixture when ``fixture_ids`` is None)."""
         where = "WHERE fixture_id = ANY(CAST(:ids AS uuid[]))" if fixture_ids is not None else ""
         rows = await self._db.fetch(
             "reading the betting status",
-            f"SELECT fixture_id, status, reason, since, alive_at, seq FROM fixture_betting {where}",
+            "SELECT fixture_id, status, reason, since, alive_at, seq, event_id "
+            f"FROM fixture_betting {where}",
             {"ids": list(fixture_ids)} if fixture_ids is not None else None,
         )
         return {row[0]: dict(row) for row in rows}

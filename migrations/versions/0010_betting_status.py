@@ -292,6 +292,7 @@ UPGRADE = (
                 ELSE b.since END AS since,
            b.alive_at,
            coalesce(b.seq, f.last_seq) AS seq,
+           b.event_id,
            b.stale_after
     FROM fixtures f
     LEFT JOIN betting_fixtures b ON b.fixture_id = f.fixture_id
@@ -308,8 +309,9 @@ UPGRADE = (
     """
     COMMENT ON VIEW fixture_betting IS 'Per fixture: open, suspended with a reason
     (provider_suspended, feed_down, feed_stale, feed_delayed, worker_silent) or closed, since
-    when, and when its worker last confirmed it alive. Open only while a worker confirms it
-    within its stale_after seconds: right even when no worker runs.'
+    when, and when its worker last confirmed it alive; seq and event_id: the stored seq and the
+    betting_events row of its latest change. Open only while a worker confirms it within its
+    stale_after seconds: right even when no worker runs.'
     """,
 )
 
