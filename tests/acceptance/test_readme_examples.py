@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -42,11 +43,12 @@ import pytest
 
 from ingest.simulator.generator import GeneratedMatch, MatchSpec, generate_match, to_jsonl
 from ingest.simulator.recording import Recording
-from tests.acceptance.test_cli import Done, cli, cli_env
+from tests.acceptance.test_cli import Done, cli, cli_env, start_cli
 from tests.acceptance.test_ops import free_port
 from tests.conftest import (
     TOKEN,
     StartFeed,
+    StartSimulator,
     _create_database,
     _drop_database,
     plain,
@@ -229,7 +231,8 @@ def as_text(value: Any) -> str | None:
 def parse_psql(output: str) -> list[Rows]:
     """psql's unaligned output (``-A -F US -P null=RS``, footers on): one list per result."""
     results: list[Rows] = []
-    lines = output.splitlines()
+    # on newlines only: str.splitlines() also splits at the RS that marks a NULL
+    lines = output.removesuffix("\n").split("\n") if output else []
     i = 0
     while i < len(lines):
         header = lines[i].split(SEPARATOR)
@@ -367,7 +370,7 @@ async def _fetchval(url: str, query: str, *args: Any) -> Any:
 
 # -- the SQL blocks and their checks -----------------------------------------------------------
 
-SQL_SECTIONS = ("Querying", "Settlement events")
+SQL_SECTIONS = ("Querying", "Settlement events", "Live betting status")
 
 
 def sql_blocks() -> list[str]:
@@ -497,6 +500,38 @@ def _catch_up(c: Context, rows: Rows) -> None:
     assert rows == expected
 
 
+@check("may bets be taken on this fixture now")
+def _take_bets(c: Context, rows: Rows) -> None:
+    """A match backfilled to its end is closed (its finished packet says so)."""
+    assert rows[0].pop("since") is not None
+    assert rows == [{"take_bets": "f", "status": "closed", "reason": None}]
+
+
+@check("every fixture not open, and why")
+def _not_open(c: Context, rows: Rows) -> None:
+    for row in rows:
+        assert row.pop("since") is not None
+        row.pop("alive_at")  # the backfill's worker confirmed it while connected, or not
+    assert {"fixture_id": str(c.match.fixture_id), "status": "closed", "reason": None} in rows
+    assert all(r["status"] == "closed" for r in rows)  # every match of this database is over
+
+
+@check("a trading system's catch-up")
+def _betting_catch_up(c: Context, rows: Rows) -> None:
+    """Each change once, in order: a backfill may open its fixture before the finished packet
+    closes it (the trigger, with the packet), never twice alike in a row."""
+    ids = [int(r.pop("id") or 0) for r in rows]
+    assert ids == sorted(set(ids)) and ids[0] > int(c.variables["last_betting_id"])
+    mine = [r for r in rows if r["fixture_id"] == str(c.match.fixture_id)]
+    assert mine[-1] == {
+        "fixture_id": str(c.match.fixture_id), "status": "closed", "reason": None,
+        "seq": str(len(c.match.packets)),
+    }  # fmt: skip
+    assert {r["status"] for r in mine} <= {"open", "closed"}
+    changes = [(r["status"], r["reason"]) for r in mine]
+    assert all(a != b for a, b in itertools.pairwise(changes)), changes
+
+
 def test_every_readme_query_has_its_check_and_its_variables() -> None:
     keys = [statement_key(s) for b in sql_blocks() for s in psql_statements(b, {})]
     assert len(keys) == len(set(keys)), keys
@@ -586,10 +621,11 @@ def listener_script(section: str, url: str) -> str:
 
 @contextlib.asynccontextmanager
 async def listener(
-    section: str, url: str, channel: str, folder: Path
+    section: str, url: str, channel: str, folder: Path, listened: str | None = None
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """The README's example running in the venv's python (unbuffered, to read its lines as
-    they come), once its LISTEN is in place; killed at the end."""
+    they come), once its LISTEN is in place (or, ``listened``, a query it makes after it);
+    killed at the end."""
     script = folder / "listen.py"
     script.write_text(listener_script(section, plain(url)))
     proc = await asyncio.create_subprocess_exec(
@@ -607,7 +643,7 @@ async def listener(
                     await conn.fetchval(
                         "SELECT count(*) FROM pg_stat_activity "
                         "WHERE datname = current_database() AND query ILIKE $1",
-                        f"LISTEN %{channel}%",
+                        listened or f"LISTEN %{channel}%",
                     )
                 )
 
@@ -707,6 +743,36 @@ async def test_the_settlement_events_listener_prints_each_event(
             for market, kind, outcome, certainty, _ in events
         ]
         assert f"{fixture} match_winner settle {match.truth['winner']} confirmed" in lines
+        proc.kill()
+        assert await stderr_of(proc) == ""
+
+
+async def test_the_betting_status_listener_prints_each_change_and_a_worker_gone(
+    database_url: str, start_simulator: StartSimulator, tmp_path: Path
+) -> None:
+    # a live match from its first frame on, 40 times faster: a packet about every half second
+    match = generate_match(MatchSpec(seed=21, best_of=7, suspensions=False))
+    recording = Recording.from_text(to_jsonl(match.packets), name="seed-21")
+    sim = await start_simulator(
+        [recording], live=True, time_scale=40, live_offset=1290, heartbeat_interval=0.25
+    )
+    fixture = str(match.fixture_id)
+    env = cli_env(INGEST_DATABASE_URL=database_url, INGEST_FEED_URL=sim.url, INGEST_TOKEN=TOKEN,
+                  INGEST_STALE_AFTER="1", INGEST_LIVENESS_TIMEOUT="3")  # fmt: skip
+    async with listener(
+        "Live betting status", database_url, "betting_status", tmp_path, "%fixture_betting%"
+    ) as proc:  # the example reads the view once it listens
+        worker = await start_cli("run", fixture, env=env)
+        try:
+            assert await printed(proc, 1) == [f"{fixture} open "]
+            sim.set_faults(match.fixture_id, stall_now=2.0)  # silent, under the liveness timeout
+            assert await printed(proc, 2) == [f"{fixture} suspended feed_stale", f"{fixture} open "]
+            worker.send_signal(signal.SIGKILL)  # nothing left to say it: the view does
+            assert await printed(proc, 1, timeout=10) == [f"{fixture} suspended worker_silent"]
+        finally:
+            if worker.returncode is None:
+                worker.kill()
+            await worker.wait()
         proc.kill()
         assert await stderr_of(proc) == ""
 
