@@ -167,6 +167,7 @@ class BettingWatch:
             changes: dict[uuid.UUID, Betting] = {}
             alive: list[uuid.UUID] = []
             following: list[uuid.UUID] = []  # this worker's, known or not: not swept
+            released: list[uuid.UUID] = []  # handed over: no longer confirmed by this worker
             next_look = math.inf
             watching = False
             for fixture_id, stats in self._stats.items():
@@ -177,6 +178,8 @@ class BettingWatch:
                 if want is None:
                     if stats.state != State.RELEASED:
                         following.append(fixture_id)
+                    elif signs.effective not in (None, CLOSED):
+                        released.append(fixture_id)
                     continue
                 # a change not taken (the provider's suspension comes first) is asked again
                 # once a second, or when a Status Updated packet of the fixture is committed
@@ -190,6 +193,8 @@ class BettingWatch:
                     watching = True
                 elif stats.state == State.CONNECTED:
                     next_look = min(next_look, signs.pulse.at + opts.stale_after)
+            if released and await self._release(worker, released):
+                renew_at = min(renew_at, now + _RETRY)
             if changes or renewal:
                 confirmed = alive if renewal else [f for f in changes if changes[f] != CLOSED]
                 written = await self._write(
@@ -243,6 +248,20 @@ class BettingWatch:
         if moved or (renewal and self._renewals % 10 == 0):  # and a released fixture's leaving
             self._count()
         return True
+
+    async def _release(self, worker: str, fixture_ids: list[uuid.UUID]) -> bool:
+        """Fixtures handed over to another worker (leases): this one no longer confirms them, so
+        they read worker_silent until their new worker does (unless it already has). False
+        when written; True when it is to be tried again."""
+        try:
+            await self._board.leave_betting(worker, fixture_ids)
+        except IngestError as exc:
+            log.debug("betting status of released fixtures not written: %s", exc)
+            return True
+        for fixture_id in fixture_ids:
+            self.signs[fixture_id].effective = None
+        self._count()
+        return False
 
     def _count(self) -> None:
         if self._metrics is None:

@@ -116,3 +116,30 @@ async def test_a_worker_opens_a_caught_up_fixture_closes_it_at_the_end_and_says_
     assert board.of(finishing) in ([OPEN, CLOSED], [CLOSED])
     assert board.of(live) == [OPEN, suspended(Reason.WORKER_SILENT)]
     assert live not in board.alive  # no longer confirmed
+
+
+async def test_a_fixture_handed_over_is_no_longer_confirmed_by_its_old_worker() -> None:
+    fixture = uuid.UUID(int=7)
+    board = MemoryBettingBoard()
+    stats = {fixture: FixtureStats(state=State.CONNECTED)}
+    w = BettingWatch(board, stats, RunOptions(stale_after=2.0))
+    signs = w.add(fixture)
+    signs.pulse.at = asyncio.get_running_loop().time()
+    running = asyncio.create_task(w.run_forever("old"))
+    try:
+
+        async def opened() -> bool:
+            return board.latest.get(fixture) == OPEN
+
+        await wait_until(opened, timeout=5, interval=0.01)
+        stats[fixture].state = State.RELEASED  # the lease went to another worker
+        w.wake()
+
+        async def left() -> bool:
+            return board.latest.get(fixture) == suspended(Reason.WORKER_SILENT)
+
+        await wait_until(left, timeout=5, interval=0.01)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    assert board.of(fixture) == [OPEN, suspended(Reason.WORKER_SILENT)]
