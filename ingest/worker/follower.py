@@ -259,6 +259,9 @@ class Follower:
             watch.wake_after(self._writer.barrier(), signs)
 
     async def _finish(self, frame: Action) -> None:
+        # its finished packet may be committed before the barrier returns: from now on the
+        # fixture is no longer the lease balancer's to hand over (see Worker._poll_registry)
+        self._stats.finishing = True
         await self._writer.barrier()
         self._stats.finished = True
         self._states.set(self.fixture_id, State.FINISHED)

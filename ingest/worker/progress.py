@@ -27,6 +27,7 @@ class FixtureStats:
     connects: int = 0
     last_seq: int = 0
     finished: bool = False
+    finishing: bool = False  # its finished packet received, its commit awaited
     state: State = State.STARTING
     state_since: float = field(default_factory=time.time)
     unconnected_since: float | None = None  # wall time: trying to connect since then

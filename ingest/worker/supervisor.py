@@ -316,11 +316,16 @@ class Worker:
         return bool(set(runnable) - unknown)
 
     async def _poll_registry(self) -> None:
-        # A fixture whose finished packet is stored no longer counts as running, though its task
-        # may not have ended yet: the registry no longer counts it as runnable either, and
-        # counting it as held would make the fair share hand over a fixture still streaming.
+        # A fixture finishing (its finished packet received, perhaps committed already) no
+        # longer counts as running, though its task may not have ended yet: the registry no
+        # longer counts it as runnable either, and counting it as held would make the fair share
+        # hand over a fixture still streaming, stopping its follower before it knows it finished.
         stats = self._states.stats
-        running = {f for f, t in self._followers.items() if not t.done() and not stats[f].finished}
+        running = {
+            f
+            for f, t in self._followers.items()
+            if not t.done() and not (stats[f].finishing or stats[f].finished)
+        }
         done = {f for f, t in self._followers.items() if t.done()}
         await self._start(await self._balancer.poll(running, done))
 
@@ -337,7 +342,7 @@ class Worker:
         if task is None:
             return  # no longer ours (a lease handed over)
         task.cancel()  # a finished one too: its finished packet may be among those lost
-        self._states[fixture_id].finished = False
+        self._states[fixture_id].finished = self._states[fixture_id].finishing = False
         self._followers[fixture_id] = self._follow(fixture_id)
 
     async def _start(self, fixture_ids: Sequence[uuid.UUID]) -> None:
