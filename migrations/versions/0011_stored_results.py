@@ -43,7 +43,7 @@ A later migration that changes what a view means changes its ``live_`` view and 
 ``SELECT refresh_fixture_results()``.
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-11-26
 """
 
@@ -52,7 +52,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0011"
-down_revision: str | None = "0009"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
