@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -49,6 +49,8 @@ class _Fixture:
     added: int = 0
     state: SavedState | None = None
     owner: str | None = None
+    rejected_unstored: int = 0
+    rejected_batch: uuid.UUID | None = None
 
 
 @dataclass
@@ -67,6 +69,8 @@ class MemorySink:
         actions: Sequence[tuple[uuid.UUID, Action]],
         rejected: Sequence[tuple[uuid.UUID, Rejected]] = (),
         *,
+        unstored: Mapping[uuid.UUID, int] | None = None,
+        batch: uuid.UUID | None = None,
         server: object = None,
     ) -> WriteResult:
         await asyncio.sleep(0)  # a write is a suspension point, as a round trip is
@@ -88,8 +92,19 @@ class MemorySink:
             ):
                 self.conflicts.append(key)
                 result.conflicts.append(key)
-        self.rejected.extend(rejected)
-        result.rejected = len(rejected)
+        # the rejected frames stored and counted once per batch token, as the database does
+        batch = batch or uuid.uuid4()
+        counts = dict.fromkeys((f for f, _ in rejected), 0) | dict(unstored or {})
+        fresh = set()
+        for fixture_id, count in counts.items():
+            entry = self.registry.setdefault(fixture_id, _Fixture(added=len(self.registry)))
+            if entry.rejected_batch != batch:
+                entry.rejected_batch = batch
+                entry.rejected_unstored += count
+                fresh.add(fixture_id)
+        kept = [(f, r) for f, r in rejected if f in fresh]
+        self.rejected.extend(kept)
+        result.rejected = len(kept)
         return result
 
     def seqs(self, fixture_id: uuid.UUID) -> list[int]:

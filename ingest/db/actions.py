@@ -24,7 +24,8 @@ import contextlib
 import operator
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -145,11 +146,31 @@ _COPIED_PROGRESS = f"""
     FROM input
     """
 
+# The rejected frames of a batch, stored and counted exactly once: the batch's token goes into
+# fixtures.rejected_batch, and a retry of the same batch (its commit's reply lost) finds it there,
+# so neither counts (fixtures.rejected_unstored, the frames over the rate) nor stores again.
 _INSERT_REJECTED_SQL = """
-    INSERT INTO rejected_messages (fixture_id, received_at, raw, reason, length, sha256)
-    SELECT * FROM unnest(CAST($1 AS uuid[]), CAST($2 AS timestamptz[]),
-                         CAST($3 AS bytea[]), CAST($4 AS text[]), CAST($5 AS bigint[]),
-                         CAST($6 AS bytea[]))
+    WITH counted AS (
+        INSERT INTO fixtures AS f (fixture_id, rejected_unstored, rejected_batch)
+        SELECT c.fixture_id, c.n, CAST($7 AS uuid)
+        FROM unnest(CAST($8 AS uuid[]), CAST($9 AS bigint[])) AS c(fixture_id, n)
+        ORDER BY c.fixture_id
+        ON CONFLICT (fixture_id) DO UPDATE SET
+            rejected_unstored = f.rejected_unstored + EXCLUDED.rejected_unstored,
+            rejected_batch = EXCLUDED.rejected_batch
+        WHERE f.rejected_batch IS DISTINCT FROM EXCLUDED.rejected_batch
+        RETURNING f.fixture_id
+    ),
+    stored AS (
+        INSERT INTO rejected_messages (fixture_id, received_at, raw, reason, length, sha256)
+        SELECT r.* FROM unnest(CAST($1 AS uuid[]), CAST($2 AS timestamptz[]),
+                               CAST($3 AS bytea[]), CAST($4 AS text[]), CAST($5 AS bigint[]),
+                               CAST($6 AS bytea[]))
+                        AS r(fixture_id, received_at, raw, reason, length, sha256)
+        WHERE r.fixture_id IN (SELECT fixture_id FROM counted)
+        RETURNING 1
+    )
+    SELECT count(*) FROM stored
 """
 _REASON_CHARS = 500
 
@@ -203,6 +224,19 @@ _INSERT_ACTION = _INSERT_ACTIONS_TEMPLATE.format(
 )  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class _Rejects:
+    """What a batch holds besides packets: rejected frames to store, and per fixture how many
+    to count only (over the rate), under the batch's token (see _INSERT_REJECTED_SQL)."""
+
+    rejected: list[tuple[uuid.UUID, Rejected]]
+    unstored: dict[uuid.UUID, int]
+    batch: uuid.UUID
+
+    def __bool__(self) -> bool:
+        return bool(self.rejected or self.unstored)
+
+
 class Writes:
     """Store batches atomically; knows each fixture's home/away teams to fill ``actions.side``."""
 
@@ -232,6 +266,8 @@ class Writes:
         actions: Sequence[tuple[uuid.UUID, Action]],
         rejected: Sequence[tuple[uuid.UUID, Rejected]] = (),
         *,
+        unstored: Mapping[uuid.UUID, int] | None = None,
+        batch: uuid.UUID | None = None,
         server: object = None,
     ) -> WriteResult:
         """Store a batch atomically; duplicates are absorbed, conflicts recorded.
@@ -245,15 +281,20 @@ class Writes:
         (:attr:`WriteResult.server`); None for any. A batch that reaches another server writes
         no packet and raises :class:`ServerChanged`, so that the caller checks what survived
         (a failover behind a pooler raises no error of its own).
+
+        ``rejected`` frames are stored and ``unstored`` ones (per fixture, those over the rate)
+        counted in the same transaction, exactly once per ``batch``: the same token again (a
+        retry of a batch whose commit's reply was lost) stores and counts nothing more.
         """
+        extra = _Rejects(list(rejected), dict(unstored or {}), batch or uuid.uuid4())
         try:
             raw, since = await self._write_connection()
             try:
                 if not self._pooler:
-                    result = await self._write(raw, actions, list(rejected), server)
+                    result = await self._write(raw, actions, extra, server)
                 else:
                     async with raw.transaction():
-                        result = await self._write(raw, actions, list(rejected), server)
+                        result = await self._write(raw, actions, extra, server)
             except BaseException as exc:
                 # never hand out again a connection the error left unfit, or mid-transaction
                 if suspect(exc) or raw.is_in_transaction():
@@ -292,16 +333,17 @@ class Writes:
         self,
         raw: asyncpg.Connection,
         actions: Sequence[tuple[uuid.UUID, Action]],
-        rejected: list[tuple[uuid.UUID, Rejected]],
+        extra: _Rejects,
         server: object,
     ) -> WriteResult:
         await self._assign_sides(raw, actions)
-        if len(actions) >= self.copy_at and not rejected:
+        rejected = list(extra.rejected)  # the careful path adds the packets it cannot store
+        if len(actions) >= self.copy_at and not extra:
             copied = await self._copy(raw, actions, server)
             if copied is not None:
                 return copied
         rounds = _rounds(actions)
-        if len(rounds) <= 1 and not rejected:
+        if len(rounds) <= 1 and not extra:
             result = WriteResult()
             try:
                 # a savepoint when in a transaction already (pooler), so a failure leaves it usable
@@ -330,8 +372,9 @@ class Writes:
                             reason = f"seq {action.seq} cannot be stored: {exc}"
                             bad = Rejected.of(action.payload.encode(), reason, action.received_at)
                             rejected.append((fixture_id, bad))
-            if rejected:
-                await raw.execute(
+            if rejected or extra.unstored:
+                counts = dict.fromkeys((f for f, _ in rejected), 0) | extra.unstored
+                result.rejected = await raw.fetchval(
                     _INSERT_REJECTED_SQL,
                     [f for f, _ in rejected],
                     [r.received_at for _, r in rejected],
@@ -339,8 +382,10 @@ class Writes:
                     [safe_reason(r.reason) for _, r in rejected],
                     [r.length for _, r in rejected],
                     [r.sha256 for _, r in rejected],
+                    extra.batch,
+                    list(counts),
+                    list(counts.values()),
                 )
-                result.rejected = len(rejected)
         return result
 
     async def _copy(

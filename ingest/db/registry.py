@@ -109,12 +109,11 @@ class Registry:
                 (
                     """
                     UPDATE fixtures f SET state = s.state, state_changed_at = s.since,
-                           connects = s.connects, last_error = s.last_error,
-                           rejected_unstored = f.rejected_unstored + s.unstored
+                           connects = s.connects, last_error = s.last_error
                     FROM unnest(CAST(:ids AS uuid[]), CAST(:states AS text[]),
                                 CAST(:since AS timestamptz[]), CAST(:connects AS integer[]),
-                                CAST(:errors AS text[]), CAST(:unstored AS bigint[]))
-                         AS s(fixture_id, state, since, connects, last_error, unstored)
+                                CAST(:errors AS text[]))
+                         AS s(fixture_id, state, since, connects, last_error)
                     WHERE f.fixture_id = s.fixture_id
                     """,
                     {
@@ -125,7 +124,6 @@ class Registry:
                         "errors": [
                             safe_reason(s.last_error) if s.last_error else None for s in states
                         ],
-                        "unstored": [s.rejected_unstored for s in states],
                     },
                 ),
             ],

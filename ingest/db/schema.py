@@ -58,6 +58,7 @@ fixtures = Table(
     Column("lease_version", BigInteger, nullable=False, server_default="0"),
     # rejected frames over the rate, counted only (0007)
     Column("rejected_unstored", BigInteger, nullable=False, server_default="0"),
+    Column("rejected_batch", UUID(as_uuid=True)),  # 0012: the last batch that counted them
 )
 
 # built from the one list of its columns, which the write path reads without SQLAlchemy

@@ -132,6 +132,8 @@ class Follower:
                 if isinstance(frame, Rejected):
                     if self._keep_rejected():
                         await writer.put(fixture_id, frame)
+                    else:  # counted in the database, in the transaction of its batch
+                        await writer.count_unstored(fixture_id)
                     continue
                 self._attempt = 0  # a packet: this connection works (junk does not count)
                 if stats.state == State.BLOCKED:
@@ -226,10 +228,6 @@ class Follower:
                 opts.rejected_burst,
                 opts.rejected_per_minute,
             )
-        stats.rejected_unstored += 1
-        stats.state_saved = False
-        if self._metrics is not None:
-            self._metrics.rejected_unstored.inc()
         return False
 
     def _connected(self) -> None:

@@ -10,7 +10,7 @@ fixture is kept (:mod:`ingest.worker.betting`).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -70,7 +70,6 @@ class SavedState:
     since: datetime
     connects: int
     last_error: str | None
-    rejected_unstored: int = 0  # rejected frames over the rate, counted since the last save
 
 
 class Source(Protocol):
@@ -92,10 +91,16 @@ class Sink(Protocol):
         actions: Sequence[tuple[uuid.UUID, Action]],
         rejected: Sequence[tuple[uuid.UUID, Rejected]] = (),
         *,
+        unstored: Mapping[uuid.UUID, int] | None = None,
+        batch: uuid.UUID | None = None,
         server: object = None,
     ) -> WriteResult:
         """Store a batch; ``server``: the server earlier batches went to (None: any); a batch
-        that reaches another writes nothing and raises :class:`ingest.errors.ServerChanged`."""
+        that reaches another writes nothing and raises :class:`ingest.errors.ServerChanged`.
+
+        ``unstored``: per fixture, the rejected frames over the rate, counted (never stored) in
+        the batch's transaction; ``batch``: the batch's token, the same on each retry, so that
+        a retry of a batch that committed (its reply lost) stores and counts nothing again."""
         ...
 
     async def max_seq(self, fixture_id: uuid.UUID) -> int: ...

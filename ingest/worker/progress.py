@@ -16,8 +16,7 @@ class FixtureStats:
     stored: int = 0
     duplicates: int = 0
     rejected: int = 0
-    rejected_unstored: int = 0  # over the rate: counted, not stored
-    unstored_saved: int = 0  # of rejected_unstored, how many the registry has counted
+    rejected_unstored: int = 0  # over the rate: counted (once its batch committed), not stored
     rejected_allowance: float = -1.0  # stored rejected frames still allowed (-1: a full burst)
     rejected_refilled: float = 0.0  # monotonic time of the allowance's last refill
     rejected_throttled: bool = False  # the last rejected frame was only counted

@@ -96,7 +96,6 @@ class StateTracker:
                 since=datetime.fromtimestamp(self.stats[f].state_since, UTC),
                 connects=self.stats[f].connects,
                 last_error=self.stats[f].last_error,
-                rejected_unstored=self.stats[f].rejected_unstored - self.stats[f].unstored_saved,
             )
             for f in changed
         ]
@@ -106,8 +105,6 @@ class StateTracker:
             for fixture_id in changed:
                 self.stats[fixture_id].state_saved = False
             raise
-        for state in states:
-            self.stats[state.fixture_id].unstored_saved += state.rejected_unstored
 
     async def save_forever(self) -> None:
         while True:

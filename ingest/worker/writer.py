@@ -24,12 +24,15 @@ from ingest.worker.retry import with_database_retries
 
 log = logging.getLogger(__name__)
 
-_Item = tuple[uuid.UUID, Action | Rejected]
+# None: a rejected frame over the rate, to be counted (fixtures.rejected_unstored), not stored
+_Item = tuple[uuid.UUID, Action | Rejected | None]
 
 
-def _size(frame: Action | Rejected) -> int:
+def _size(frame: Action | Rejected | None) -> int:
     """What a frame holds in memory while it waits, near enough: its text (or kept bytes)."""
-    return len(frame.payload) if isinstance(frame, Action) else len(frame.raw)
+    if isinstance(frame, Action):
+        return len(frame.payload)
+    return len(frame.raw) if frame is not None else 0
 
 
 class Buffer:
@@ -103,6 +106,11 @@ class Writer:
             buffer.used += size
         await self._queue.put((fixture_id, frame))
 
+    async def count_unstored(self, fixture_id: uuid.UUID) -> None:
+        """Count a rejected frame that is not stored (over the rate): in the transaction of the
+        batch it comes in, exactly once (see :meth:`ingest.worker.ports.Sink.write`)."""
+        await self._queue.put((fixture_id, None))
+
     async def barrier(self) -> None:
         """Return once everything put before this call is committed."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -156,13 +164,16 @@ class Writer:
         # milliseconds: what is done per batch here costs as much as what is done per packet).
         actions: list[tuple[uuid.UUID, Action]] = []
         rejected: list[tuple[uuid.UUID, Rejected]] = []
+        unstored: dict[uuid.UUID, int] = {}
         for fixture_id, frame in items:
             if isinstance(frame, Action):
                 actions.append((fixture_id, frame))
-            else:
+            elif frame is not None:
                 rejected.append((fixture_id, frame))
+            else:
+                unstored[fixture_id] = unstored.get(fixture_id, 0) + 1
         started = time.monotonic()
-        result, actions = await self._write(actions, rejected)
+        result, actions = await self._write(actions, rejected, unstored)
         committed = self._committed
         received: dict[uuid.UUID, int] = {}
         for fixture_id, action in actions:
@@ -171,6 +182,10 @@ class Writer:
                 committed[fixture_id] = action.seq
         if self._metrics is not None:
             self._observe(items, actions, result, time.monotonic() - started)
+            if unstored:
+                self._metrics.rejected_unstored.inc(sum(unstored.values()))
+        for fixture_id, count in unstored.items():
+            self._stats[fixture_id].rejected_unstored += count
         for fixture_id, count in received.items():
             stats = self._stats[fixture_id]
             inserted = result.inserted.get(fixture_id, 0)
@@ -222,8 +237,12 @@ class Writer:
         self,
         actions: list[tuple[uuid.UUID, Action]],
         rejected: Sequence[tuple[uuid.UUID, Rejected]],
+        unstored: dict[uuid.UUID, int],
     ) -> tuple[WriteResult, list[tuple[uuid.UUID, Action]]]:
         """Write (retrying through outages); returns the result and the actions written."""
+        # one token for every attempt: an attempt whose commit's reply was lost, retried, must
+        # not store or count the rejected frames twice (the packets are keyed by their seq)
+        batch = uuid.uuid4() if rejected or unstored else None
 
         def outage(since: float | None) -> None:
             self.outage_since = since
@@ -236,7 +255,9 @@ class Writer:
             kept = [(f, a) for f, a in actions if f not in self._discarding]
             self.refetched += len(actions) - len(kept)
             try:
-                result = await self._sink.write(kept, rejected, server=self._server)
+                result = await self._sink.write(
+                    kept, rejected, unstored=unstored, batch=batch, server=self._server
+                )
             except ServerChanged as exc:  # nothing written: check the new server, then retry
                 self._server, self.suspect = exc.server, True
                 log.warning("%s", exc)

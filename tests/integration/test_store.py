@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import pytest
@@ -13,8 +14,11 @@ import pytest
 from ingest.db.store import Store
 from ingest.errors import DatabaseUnavailable, IngestError
 from ingest.feed.packet import Action, Rejected, classify, parse_action
+from ingest.settings import RunOptions
 from ingest.simulator.generator import MatchSpec, generate_match, to_jsonl
 from ingest.worker.ports import SavedState, State
+from ingest.worker.progress import FixtureStats
+from ingest.worker.writer import Writer
 from tests.conftest import wait_until
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -481,3 +485,62 @@ async def test_saving_states_locks_fixtures_in_the_write_paths_order(
             await other.close()
     await saving
     assert {r.state for r in await store.fixtures([low, high])} == {"connected"}
+
+
+async def test_a_batch_retried_with_its_token_stores_and_counts_its_rejected_frames_once(
+    store: Store, sql: asyncpg.Connection
+) -> None:
+    fixture, other = uuid.uuid4(), uuid.uuid4()
+    junk = Rejected.of(b"{not json", "invalid JSON", NOW)
+    batch, rejected = uuid.uuid4(), [(fixture, junk), (other, junk)]
+    for _ in range(3):  # the same batch again: its commit's reply lost, say
+        result = await store.write(
+            [(fixture, packet(1))], rejected, unstored={fixture: 7}, batch=batch
+        )
+    assert result.rejected == 0  # the retry stored nothing more
+    counted = "SELECT fixture_id, rejected_unstored FROM fixtures ORDER BY rejected_unstored"
+    assert {r[0]: r[1] for r in await sql.fetch(counted)} == {other: 0, fixture: 7}
+    assert await sql.fetchval("SELECT count(*) FROM rejected_messages") == 2
+    await store.write([], [(other, junk)], unstored={fixture: 2, other: 1}, batch=uuid.uuid4())
+    assert {r[0]: r[1] for r in await sql.fetch(counted)} == {other: 1, fixture: 9}
+    assert await sql.fetchval("SELECT count(*) FROM rejected_messages") == 3
+
+
+class _ReplyLost:
+    """The store, but the first write's reply is lost after its commit (the connection drops
+    between the COMMIT and its answer): the writer cannot tell, and retries the batch."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.lost = store, 0
+
+    async def write(self, *args: Any, **kwargs: Any) -> Any:
+        result = await self.store.write(*args, **kwargs)
+        if not self.lost:
+            self.lost += 1
+            raise DatabaseUnavailable("connection lost waiting for the reply to COMMIT")
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+async def test_frames_over_the_rate_are_counted_once_though_the_commits_reply_was_lost(
+    store: Store, sql: asyncpg.Connection
+) -> None:
+    fixture = uuid.uuid4()
+    stats = {fixture: FixtureStats()}
+    sink = _ReplyLost(store)
+    writer = Writer(sink, stats, RunOptions(backoff_initial=0.01))  # type: ignore[arg-type]
+    task = asyncio.create_task(writer.run())
+    await writer.put(fixture, Rejected.of(b"[1]", "not an object", NOW))
+    for _ in range(5):
+        await writer.count_unstored(fixture)
+    await writer.put(fixture, packet(1))
+    await writer.barrier()
+    await writer.close()
+    await task
+    assert sink.lost == 1  # the batch was written twice
+    row = await sql.fetchrow("SELECT rejected_unstored, packets FROM fixtures")
+    assert tuple(row) == (5, 1)
+    assert await sql.fetchval("SELECT count(*) FROM rejected_messages") == 1
+    assert stats[fixture].rejected_unstored == 5 and stats[fixture].rejected == 1

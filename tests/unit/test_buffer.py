@@ -21,9 +21,9 @@ class GatedSink(MemorySink):
 
     gate: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def write(self, actions, rejected=(), *, server=None):  # type: ignore[no-untyped-def]
+    async def write(self, actions, rejected=(), **options):  # type: ignore[no-untyped-def]
         await self.gate.wait()
-        return await super().write(actions, rejected)
+        return await super().write(actions, rejected, **options)
 
 
 def packet(seq: int, size: int) -> Action:
