@@ -229,9 +229,9 @@ class _Rejects:
     """What a batch holds besides packets: rejected frames to store, and per fixture how many
     to count only (over the rate), under the batch's token (see _INSERT_REJECTED_SQL)."""
 
-    rejected: list[tuple[uuid.UUID, Rejected]]
-    unstored: dict[uuid.UUID, int]
-    batch: uuid.UUID
+    rejected: Sequence[tuple[uuid.UUID, Rejected]]
+    unstored: Mapping[uuid.UUID, int]
+    batch: uuid.UUID | None  # None: a token of its own (made only when there is something)
 
     def __bool__(self) -> bool:
         return bool(self.rejected or self.unstored)
@@ -286,7 +286,7 @@ class Writes:
         counted in the same transaction, exactly once per ``batch``: the same token again (a
         retry of a batch whose commit's reply was lost) stores and counts nothing more.
         """
-        extra = _Rejects(list(rejected), dict(unstored or {}), batch or uuid.uuid4())
+        extra = _Rejects(rejected, unstored or {}, batch)  # nothing made per packet batch
         try:
             raw, since = await self._write_connection()
             try:
@@ -373,7 +373,7 @@ class Writes:
                             bad = Rejected.of(action.payload.encode(), reason, action.received_at)
                             rejected.append((fixture_id, bad))
             if rejected or extra.unstored:
-                counts = dict.fromkeys((f for f, _ in rejected), 0) | extra.unstored
+                counts = dict.fromkeys((f for f, _ in rejected), 0) | dict(extra.unstored)
                 result.rejected = await raw.fetchval(
                     _INSERT_REJECTED_SQL,
                     [f for f, _ in rejected],
@@ -382,7 +382,7 @@ class Writes:
                     [safe_reason(r.reason) for _, r in rejected],
                     [r.length for _, r in rejected],
                     [r.sha256 for _, r in rejected],
-                    extra.batch,
+                    extra.batch or uuid.uuid4(),
                     list(counts),
                     list(counts.values()),
                 )
