@@ -152,6 +152,7 @@ class Follower:
                         fixture_id,
                         frame.seq,
                     )
+                del frame  # not kept while the next one is awaited (see FeedSource.stream)
         return False
 
     async def _receive(self, frame: Action, numbering: _Numbering) -> tuple[Action, bool]:

@@ -176,3 +176,28 @@ async def test_a_shutdown_at_the_moment_the_deadline_passes_is_still_a_shutdown(
             await reader.task
         assert reader.task.cancelled()  # not "silent": the shutdown is not swallowed
     assert not liveness_timers(loop)
+
+
+async def test_an_idle_connection_keeps_neither_its_handshake_nor_its_last_packet(
+    independent: IndependentFeed, recording: Recording
+) -> None:
+    # a thousand idle fixtures must not hold a thousand packets and handshake responses
+    url = await independent.start()
+    async with feed_session() as session:
+        reader = Reader(FeedSource(session, url, Secret(TOKEN), liveness_timeout=30.0),
+                        recording.fixture_id)  # fmt: skip
+        await reader.stalled()
+        last = reader.frames[-1]
+        assert isinstance(last, Action)
+        frame = reader.stream.ag_frame
+        assert frame is not None
+        waiting = frame.f_locals
+        ws = waiting["ws"]
+        assert not ws.closed
+        assert ws._response.raw_headers == () and not ws._response.headers
+        for name in ("msg", "data", "frame", "passed", "item"):
+            assert waiting.get(name) is None, name
+        assert not any(v is last or v is last.payload for v in waiting.values())
+        reader.task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reader.task
