@@ -104,7 +104,11 @@ class Writer:
             await buffer.take(size)
         else:
             buffer.used += size
-        await self._queue.put((fixture_id, frame))
+        queue = self._queue
+        if queue.full():  # only then a wait (the database away): backpressure
+            await queue.put((fixture_id, frame))
+        else:  # the live path: no coroutine of its own made per packet
+            queue.put_nowait((fixture_id, frame))
 
     async def count_unstored(self, fixture_id: uuid.UUID) -> None:
         """Count a rejected frame that is not stored (over the rate): in the transaction of the
