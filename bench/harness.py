@@ -293,6 +293,12 @@ def script_command(url: str, feed: str, fixtures: Sequence[uuid.UUID], *extra: s
             *(str(f) for f in fixtures)]  # fmt: skip
 
 
+def careful_command(url: str, feed: str, fixtures: Sequence[uuid.UUID], *extra: str) -> list[str]:
+    """``bench/careful.py``: issue 23's careful program, a flush per fixture (see its docstring)."""
+    return [sys.executable, "-m", "bench.careful", asyncpg_url(url), feed, *extra,
+            *(str(f) for f in fixtures)]  # fmt: skip
+
+
 async def run_to_end(command: Sequence[str], url: str, feed: str) -> tuple[float, float]:
     """Run a backfill process to its exit: the seconds from start to exit (the whole process),
     and the CPU-seconds (user + system) the process used."""

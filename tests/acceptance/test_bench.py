@@ -25,13 +25,14 @@ async def test_bench_quick_mode_runs_every_scenario(tmp_path: Path) -> None:
     assert proc.returncode == 0, stderr.decode()[-3000:]
     results = json.loads(out.read_text())
     for name in ("backfill", "backfill-concurrent"):
-        for reference in ("ours", "script", "raw_copy", "raw_receive"):
+        for reference in ("ours", "script", "careful", "raw_copy", "raw_receive"):
             assert results[name][reference] > 0
     assert 0 < results["startup"]["ours_s"] < 60
     assert 0 < results["startup"]["script_s"] < 60
     assert results["live-latency"]["packets_measured"] > 0
-    for reference in ("ours", "script"):
+    for reference in ("ours", "script", "careful"):
         assert results["footprint"][f"{reference}_rss_mb"] > 0
+        assert results["footprint"][f"{reference}_packets_stored"] > 0
     assert results["footprint"]["packets_stored"] > 0
     season = results["season"]
     assert season["scan_s"] > 0 and season["packets"] > 0
