@@ -239,8 +239,10 @@ async def footprint(dbs: Databases, plan: Plan) -> dict[str, Any]:
         result[f"{name}_rss_mb"], result[f"{name}_cpu_s_per_min"] = rss, cpu
         result[f"{name}_packets_stored"] = stored
     result["packets_stored"] = result["ours_packets_stored"]
-    result["vs_script"] = result["ours_cpu_s_per_min"] / result["script_cpu_s_per_min"]
-    result["vs_careful"] = result["ours_cpu_s_per_min"] / result["careful_cpu_s_per_min"]
+    # a tiny run (--quick --scale) may measure no CPU at all: no ratio then, not a crash
+    cpu = {name: result[f"{name}_cpu_s_per_min"] for name in commands}
+    result["vs_script"] = cpu["ours"] / cpu["script"] if cpu["script"] else float("nan")
+    result["vs_careful"] = cpu["ours"] / cpu["careful"] if cpu["careful"] else float("nan")
     best = min(result["script_cpu_s_per_min"], result["careful_cpu_s_per_min"])
     result["targets_met"] = result["ours_rss_mb"] <= 55 and result["ours_cpu_s_per_min"] <= best
     return result
