@@ -6,7 +6,9 @@ typed columns, no conflict records, no notifications). Resumes from ``max(seq)``
 ``--until-finished`` it exits once every fixture has sent its finished packet.
 
 ``python -m bench.script DATABASE_URL FEED_URL [--until-finished] FIXTURE_ID ...``; the token is
-read from ``INGEST_TOKEN``. Kept deliberately plain: it is the yardstick, not a product.
+read from ``INGEST_TOKEN``. Kept deliberately plain: it is the yardstick, not a product. Of the two
+references it is the stronger at a live load (``bench/careful.py``, issue 23's program, writes
+each socket's packets apart: twice the CPU here, see its docstring).
 """
 
 from __future__ import annotations
