@@ -58,7 +58,12 @@ def feed_session() -> aiohttp.ClientSession:
     ever with websockets, which hold theirs: one process follows hundreds of fixtures, so there
     is no limit here (the connection *rate* is limited by the worker instead).
     """
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+        # no session-wide deadline: aiohttp's default (300 s in all) would keep a timer armed
+        # for the life of every websocket; FeedSource bounds the handshake itself
+        timeout=aiohttp.ClientTimeout(total=None),
+    )
 
 
 class FeedSource:
@@ -189,18 +194,26 @@ class FeedSource:
         if speed:
             params["speed"] = speed
         try:
-            ws = await self._session.ws_connect(
-                url,
-                params=params,
-                headers={"Accept": ACCEPT, "Connection": "keep-alive, Upgrade"},
-                heartbeat=max(self._liveness / 2, 1.0),
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=1.0),
-                decode_text=False,
-                max_msg_size=self._max_frame,
-            )
+            # the handshake (TCP, TLS, the upgrade) within connect_timeout: a feed that accepts
+            # the connection and never answers is retried like any other network error
+            async with asyncio.timeout(self._connect_timeout):
+                ws = await self._session.ws_connect(
+                    url,
+                    params=params,
+                    headers={"Accept": ACCEPT, "Connection": "keep-alive, Upgrade"},
+                    heartbeat=max(self._liveness / 2, 1.0),
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=1.0),
+                    decode_text=False,
+                    max_msg_size=self._max_frame,
+                )
         except aiohttp.WSServerHandshakeError as exc:
             raise _handshake_error(exc, url) from None
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except TimeoutError:
+            raise FeedUnavailable(
+                f"cannot connect to {url}: no answer within {self._connect_timeout:g} s",
+                reason="network",
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
             raise FeedUnavailable(
                 f"cannot connect to {url}: {_describe(exc)}", reason="network"
             ) from None

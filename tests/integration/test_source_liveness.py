@@ -201,3 +201,37 @@ async def test_an_idle_connection_keeps_neither_its_handshake_nor_its_last_packe
         reader.task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await reader.task
+
+
+async def test_a_feed_that_never_answers_the_handshake_is_a_network_error_within_the_timeout(
+    recording: Recording,
+) -> None:
+    # a real server on loopback that takes the connection and the request, and says nothing
+    requests: list[bytes] = []
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append(await reader.readuntil(b"\r\n\r\n"))
+        await reader.read()  # until the client gives up and closes
+        writer.close()
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    try:
+        async with feed_session() as session:
+            source = FeedSource(session, f"http://127.0.0.1:{port}", Secret(TOKEN),
+                                connect_timeout=0.5)  # fmt: skip
+            started = loop.time()
+            with pytest.raises(FeedUnavailable) as raised:
+                async with asyncio.timeout(10):
+                    async for _ in source.stream(recording.fixture_id, 0):
+                        pass
+            waited = loop.time() - started
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert raised.value.reason == "network"
+    assert "no answer within 0.5 s" in str(raised.value)
+    assert TOKEN not in str(raised.value)
+    assert requests and b"Upgrade: websocket" in requests[0]
+    assert 0.4 < waited < 3
