@@ -50,6 +50,7 @@ from bench.harness import (
     server_time,
     simulator_clock,
     simulator_process,
+    stop_process,
     time_to_connect,
     worker_process,
 )
@@ -243,8 +244,8 @@ async def footprint(dbs: Databases, plan: Plan) -> dict[str, Any]:
     cpu = {name: result[f"{name}_cpu_s_per_min"] for name in commands}
     result["vs_script"] = cpu["ours"] / cpu["script"] if cpu["script"] else float("nan")
     result["vs_careful"] = cpu["ours"] / cpu["careful"] if cpu["careful"] else float("nan")
-    best = min(result["script_cpu_s_per_min"], result["careful_cpu_s_per_min"])
-    result["targets_met"] = result["ours_rss_mb"] <= 55 and result["ours_cpu_s_per_min"] <= best
+    best = min(cpu["script"], cpu["careful"])
+    result["targets_met"] = result["ours_rss_mb"] <= 55 and cpu["ours"] <= best
     return result
 
 
@@ -266,13 +267,7 @@ async def _alone(command: list[str], url: str, feed: str, plan: Plan) -> tuple[f
             raise RuntimeError(f"{command[2]} exited during the footprint run")
         stored = await count_rows(url)
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 15)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc)
     return peak / 2**20, cpu / plan.foot_measure * 60, stored
 
 

@@ -356,13 +356,18 @@ async def worker_process(
     try:
         yield proc
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 15)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc)
+
+
+async def stop_process(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM, as systemd stops a unit; SIGKILL if it has not exited within 15 s."""
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 15)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
 
 
 # -- a season in the database -------------------------------------------------------------------
