@@ -24,8 +24,6 @@ import aiohttp
 from ingest.db.store import Store
 from ingest.errors import EX_OK, ConfigError, IngestError, UnknownFixture
 from ingest.feed.client import FeedSource, feed_session
-from ingest.ops.metrics import Metrics, SettlerMetrics
-from ingest.ops.monitor import Monitor
 from ingest.ops.systemd import Notifier
 from ingest.settings import (
     COMMAND_TIMEOUT,
@@ -44,6 +42,8 @@ from ingest.worker.retry import with_database_retries
 from ingest.worker.supervisor import Worker
 
 if TYPE_CHECKING:
+    from ingest.ops.metrics import Metrics, SettlerMetrics
+    from ingest.ops.monitor import Monitor
     from ingest.simulator.recording import Recording
     from ingest.simulator.server import SimulatorOptions
 
@@ -103,7 +103,7 @@ async def run(
         )
     ops = monitoring or Monitoring()
     notifier = notifier or Notifier({})
-    metrics = Metrics()
+    metrics = _worker_metrics(ops)
     async with open_store(database_url, pool_size=options.pool_size) as store:
         if not await _wait_for_database(store, options, stop):
             return RunResult(stopped=True)
@@ -130,7 +130,9 @@ async def run(
                 betting=store,
             )
 
-            monitor = await _start_monitor(metrics, store, worker.readiness, ops)
+            monitor = None
+            if metrics is not None:
+                monitor = await _start_monitor(metrics, store, worker.readiness, ops)
             helpers = [
                 asyncio.create_task(_stop_on(stop, worker, notifier)),
                 asyncio.create_task(_report_status(worker, notifier, ops, metrics)),
@@ -152,9 +154,21 @@ async def run(
                 for helper in helpers:
                     helper.cancel()
                 await asyncio.gather(*helpers, return_exceptions=True)
-                await monitor.stop()
-                if ops.metrics_file:
+                if monitor is not None:
+                    await monitor.stop()
+                if metrics is not None and ops.metrics_file:
                     _write_metrics(metrics, ops.metrics_file)
+
+
+def _worker_metrics(ops: Monitoring) -> Metrics | None:
+    """The worker's metrics, made only when something reads them: ``--metrics-port`` or
+    ``--metrics-file``. Without either nobody can, and keeping them costs every packet a few
+    locked counter updates and the process prometheus_client (1.5 MB)."""
+    if ops.metrics_port is None and not ops.metrics_file:
+        return None
+    from ingest.ops.metrics import Metrics
+
+    return Metrics()
 
 
 async def _start_monitor(
@@ -165,6 +179,7 @@ async def _start_monitor(
 ) -> Monitor:
     """``/metrics``, ``/healthz`` and ``/readyz`` (database reachable, then ``readiness``) on
     ``--metrics-port``; not listening without one (``--metrics-file`` still reads it)."""
+    from ingest.ops.monitor import Monitor
 
     async def ready() -> tuple[bool, str]:
         try:
@@ -221,12 +236,12 @@ def _status_line(worker: Worker) -> str:
 
 
 async def _report_status(
-    worker: Worker, notifier: Notifier, ops: Monitoring, metrics: Metrics
+    worker: Worker, notifier: Notifier, ops: Monitoring, metrics: Metrics | None
 ) -> None:
     while True:
         await asyncio.sleep(ops.status_interval)
         notifier.status(_status_line(worker))
-        if ops.metrics_file:
+        if metrics is not None and ops.metrics_file:
             _write_metrics(metrics, ops.metrics_file)
 
 
@@ -683,6 +698,7 @@ async def settle(
 ) -> int:
     """``ingest settle``: write settlement events as the stored packets decide markets."""
     from ingest.db.settlement import SettlementStore
+    from ingest.ops.metrics import SettlerMetrics
     from ingest.settlement.settler import Settler
 
     options = options or SettleOptions()

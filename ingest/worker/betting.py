@@ -37,9 +37,9 @@ import math
 import uuid
 from collections.abc import Awaitable
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from ingest.errors import IngestError
-from ingest.ops.metrics import Metrics
 from ingest.settings import RunOptions
 from ingest.worker.ports import (
     CLOSED,
@@ -52,6 +52,9 @@ from ingest.worker.ports import (
     suspended,
 )
 from ingest.worker.progress import FixtureStats
+
+if TYPE_CHECKING:  # metrics are made only when read (--metrics-port, --metrics-file)
+    from ingest.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

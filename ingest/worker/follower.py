@@ -22,20 +22,22 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ingest.errors import AuthError, FeedUnavailable, FixtureNotFound, FrameTooLarge
 from ingest.feed.packet import Action, Keying, Rejected
 from ingest.feed.vocabulary import STATUS_UPDATED, is_dropped
-from ingest.ops.metrics import Metrics
 from ingest.settings import RunOptions
 from ingest.worker.betting import BettingWatch
 from ingest.worker.ports import Sink, Source, State
 from ingest.worker.retry import RateLimiter, backoff_delay
 from ingest.worker.tracker import StateTracker
 from ingest.worker.writer import Writer
+
+if TYPE_CHECKING:  # metrics are made only when read (--metrics-port, --metrics-file)
+    from ingest.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from typing import TYPE_CHECKING
 
 from ingest.errors import IngestError
-from ingest.ops.metrics import Metrics
 from ingest.settings import RunOptions
 from ingest.worker.ports import Reconciler
 from ingest.worker.progress import FixtureStats
+
+if TYPE_CHECKING:  # metrics are made only when read (--metrics-port, --metrics-file)
+    from ingest.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,8 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ingest.ops.metrics import Metrics
 from ingest.settings import RunOptions
 from ingest.worker.assignment import AllFixtures, Balancer, LeasedFixtures
 from ingest.worker.betting import BettingWatch
@@ -41,6 +40,9 @@ from ingest.worker.reconcile import SummaryWatch
 from ingest.worker.retry import RateLimiter, with_database_retries
 from ingest.worker.tracker import StateTracker
 from ingest.worker.writer import Buffer, Writer
+
+if TYPE_CHECKING:  # metrics are made only when read (--metrics-port, --metrics-file)
+    from ingest.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

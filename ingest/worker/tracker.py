@@ -10,12 +10,15 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from ingest.errors import IngestError
-from ingest.ops.metrics import Metrics
 from ingest.settings import RunOptions
 from ingest.worker.ports import SavedState, Sink, State
 from ingest.worker.progress import FixtureStats
+
+if TYPE_CHECKING:  # metrics are made only when read (--metrics-port, --metrics-file)
+    from ingest.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

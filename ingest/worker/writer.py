@@ -13,14 +13,17 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ingest.errors import ServerChanged
 from ingest.feed.packet import Action, Rejected
-from ingest.ops.metrics import Metrics
 from ingest.settings import RunOptions
 from ingest.worker.ports import Sink, WriteResult
 from ingest.worker.progress import FixtureStats
 from ingest.worker.retry import with_database_retries
+
+if TYPE_CHECKING:  # metrics are made only when read (--metrics-port, --metrics-file)
+    from ingest.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
