@@ -288,7 +288,19 @@ _STATUS_CODES = {"CollectingLive": 2, "CollectionSuspended": 3}
 
 
 def _format_ts(wall: float) -> str:
-    return datetime.fromtimestamp(wall, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: the same text (six digits of microseconds), a quarter faster
+    return datetime.fromtimestamp(wall, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def _restamp(line: str, start: int, stamp: str) -> str:
+    """The line with the first ``"timestamp"`` at or after ``start`` set to ``stamp``.
+
+    Sliced, not ``re.sub`` with the stamp in its template: a template new at every packet was
+    parsed anew every time (a tenth of a live simulator's CPU)."""
+    found = _TIMESTAMP.search(line, start)
+    if found is None:
+        return line
+    return f"{line[: found.end(1)]}{stamp}{line[found.start(2) :]}"
 
 
 @dataclass(frozen=True)
@@ -381,8 +393,7 @@ class LiveStream:
         start = line.find('"fixtureAction"')
         if start < 0:
             return line
-        stamp = _format_ts(due + self.wall_offset - delay)
-        return line[:start] + _TIMESTAMP.sub(rf"\g<1>{stamp}\g<2>", line[start:], count=1)
+        return _restamp(line, start, _format_ts(due + self.wall_offset - delay))
 
     def suspend(self, now: float) -> bool:
         """The provider suspends collection now; False when it already has."""
