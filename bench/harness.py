@@ -153,9 +153,10 @@ def no_collector_pauses() -> Iterator[None]:
     """This process's cyclic garbage collector off while it stamps times.
 
     The bench process holds every generated match (hundreds of thousands of objects): a full
-    collection of that heap took 60-90 ms here, and a notification stamped during one counted
-    those milliseconds as the worker's latency (p99 32 ms with them, 15 ms without, same run
-    otherwise). What the bench allocates meanwhile is freed by reference counting.
+    collection of that heap took 34-90 ms here, and a notification stamped during one counted
+    those milliseconds as the worker's latency (live-latency p99 32-34 ms in two runs with
+    them, 15 ms in the next without). What the bench allocates meanwhile is freed by reference
+    counting.
     """
     gc.collect()
     gc.freeze()  # what exists now is never scanned again

@@ -92,6 +92,26 @@ async def test_metrics_health_and_metrics_file_of_a_running_worker(
             proc.kill()
 
 
+async def test_a_metrics_file_named_only_in_the_environment_is_written(
+    start_simulator: StartSimulator, database_url: str, recording: Recording, tmp_path: Path
+) -> None:
+    """Metrics are made only when something reads them: INGEST_METRICS_FILE alone must count."""
+    sim = await start_simulator([recording])
+    prom = tmp_path / "env.prom"
+    env = cli_env(INGEST_DATABASE_URL=database_url, INGEST_FEED_URL=sim.url, INGEST_TOKEN=TOKEN,
+                  INGEST_METRICS_FILE=str(prom))  # fmt: skip
+    fixture = str(recording.fixture_id)
+    done = await cli("run", fixture, "--until-finished", "--speed", "fast", env=env)
+    assert done.code == 0, done.stderr
+    written = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(prom.read_text())
+        for sample in family.samples
+        if not sample.labels
+    }
+    assert written["ingest_packets_stored_total"] == len(recording.lines)
+
+
 async def test_status_shows_each_fixture(
     start_simulator: StartSimulator, database_url: str, recording: Recording
 ) -> None:
