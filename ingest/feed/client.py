@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime
@@ -135,7 +136,8 @@ class FeedSource:
             # Liveness counts packets and control messages only. A pong restarts aiohttp's own
             # receive timeout, so a stalled feed whose websocket layer still answers pings would
             # never time out there: the deadline is kept here and moved only by the application.
-            live = _Liveness(self._liveness, pulse)
+            pinger = _Pinger(ws)
+            live = _Liveness(self._liveness, pulse, pinger)
             # Between messages nothing of the last one is kept (a thousand idle connections
             # would hold a thousand packets): these are let go before every wait.
             msg: WSMessageNoDecodeText | None = None
@@ -184,6 +186,7 @@ class FeedSource:
                         yield item
             finally:
                 live.stop()
+                pinger.stop()
 
     async def _connect(
         self, fixture_id: uuid.UUID, start_position: int, speed: str | None
@@ -201,7 +204,7 @@ class FeedSource:
                     url,
                     params=params,
                     headers={"Accept": ACCEPT, "Connection": "keep-alive, Upgrade"},
-                    heartbeat=max(self._liveness / 2, 1.0),
+                    heartbeat=None,  # the liveness timer pings (see _Liveness)
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=1.0),
                     decode_text=False,
                     max_msg_size=self._max_frame,
@@ -296,19 +299,24 @@ def _any_action(frames: list[Action | Rejected]) -> bool:
 
 
 class _Liveness:
-    """One connection's liveness deadline, watched by a single timer.
+    """One connection's liveness deadline, and its websocket pings, watched by a single timer.
 
     The deadline moves on every sign of life (:meth:`renew`: a float, no timer touched: the time
-    of the last one, kept on the caller's :class:`~ingest.worker.ports.Pulse`). The
-    timer is armed for the deadline when the reader starts waiting and nothing is armed; when it
-    fires, a deadline that moved meanwhile arms it again for the new one, and a deadline that has
-    passed while the reader waits in ``receive()`` cancels the waiting task, which
-    :meth:`expired` then tells apart from any other cancellation (as ``asyncio.timeout`` does,
-    by the task's cancel count): the reader raises "silent", and a cancellation from outside
-    (shutdown) still propagates. A deadline that passes while the reader is elsewhere (its
-    consumer busy) expires at its next wait, unless a message is already buffered then: as with
-    a timeout around each ``receive()``, which this replaces at one timer per connection instead
-    of one per message.
+    of the last one, kept on the caller's :class:`~ingest.worker.ports.Pulse`). The timer is
+    armed when the reader starts waiting and nothing is armed: for half the timeout after the
+    last sign of life when ``ping`` is given, then for the deadline. When it fires, a pulse that
+    moved meanwhile arms it again for the new time; at the half-way point of a silence it calls
+    ``ping`` (once per silence) and waits for the deadline; a deadline that has passed while the
+    reader waits in ``receive()`` cancels the waiting task, which :meth:`expired` then tells
+    apart from any other cancellation (as ``asyncio.timeout`` does, by the task's cancel count):
+    the reader raises "silent", and a cancellation from outside (shutdown) still propagates. A
+    deadline that passes while the reader is elsewhere (its consumer busy) expires at its next
+    wait, unless a message is already buffered then: as with a timeout around each
+    ``receive()``, which this replaces at one timer per connection instead of one per message.
+
+    The pings are this timer's rather than aiohttp's ``heartbeat``: aiohttp's moves a timer of its
+    own on every message received (a loop callback per message, and a second timer per
+    connection), and a pong moves nothing here: liveness is the application's.
     """
 
     __slots__ = (
@@ -317,17 +325,26 @@ class _Liveness:
         "_fired",
         "_handle",
         "_loop",
+        "_ping",
+        "_pinged_for",
         "_task",
         "_timeout",
         "_waiting",
         "pulse",
     )
 
-    def __init__(self, timeout: float, pulse: Pulse | None = None) -> None:
+    def __init__(
+        self,
+        timeout: float,
+        pulse: Pulse | None = None,
+        ping: Callable[[], None] | None = None,
+    ) -> None:
         self._loop = asyncio.get_running_loop()
         self._timeout = timeout
         self.pulse = pulse if pulse is not None else Pulse()
         self.pulse.at = self._loop.time()
+        self._ping = ping
+        self._pinged_for = -math.inf  # the pulse whose silence was pinged
         self._handle: asyncio.TimerHandle | None = None
         self._armed_for = 0.0
         # the task reading the stream: asked once, as asking costs a getpid() system call
@@ -368,18 +385,54 @@ class _Liveness:
             self._handle = None
         self._waiting = False
 
+    def _next(self) -> float:
+        """The time the timer is for: this silence's ping, or the deadline."""
+        at = self.pulse.at
+        if self._ping is not None and self._pinged_for != at:
+            return at + self._timeout / 2
+        return at + self._timeout
+
     def _arm(self) -> None:
-        self._armed_for = self.deadline
-        self._handle = self._loop.call_at(self.deadline, self._fire)
+        self._armed_for = self._next()
+        self._handle = self._loop.call_at(self._armed_for, self._fire)
 
     def _fire(self) -> None:
         self._handle = None
-        if self.deadline > self._armed_for:  # a sign of life since: wait for the new deadline
+        if self._next() > self._armed_for:  # a sign of life since: wait for the new time
             self._arm()
+        elif self._ping is not None and self._pinged_for != self.pulse.at:
+            self._pinged_for = self.pulse.at  # half the timeout without a word: a ping
+            self._ping()
+            self._arm()  # and now the deadline
         elif self._waiting and not self._fired:
             self._fired = True
             self._task.cancel()
         # else the reader is not waiting: its next wait arms the timer again
+
+
+class _Pinger:
+    """Sends a websocket ping for the liveness timer; at most one in flight, its failure
+    swallowed (a connection that cannot take a ping is found dead by the deadline)."""
+
+    __slots__ = ("_sending", "_ws")
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse[Literal[False]]) -> None:
+        self._ws = ws
+        self._sending: asyncio.Task[None] | None = None
+
+    def __call__(self) -> None:
+        if self._sending is None and not self._ws.closed:
+            self._sending = asyncio.ensure_future(self._ws.ping())
+            self._sending.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending = None
+        if not task.cancelled():
+            task.exception()  # retrieved: a lost connection shows at the next receive
+
+    def stop(self) -> None:
+        if self._sending is not None:
+            self._sending.cancel()
 
 
 _SHOWN_CHARS = 300

@@ -31,6 +31,7 @@ class _Connection(ServerConnection):
     def process_event(self, event: Event) -> None:
         if isinstance(event, Frame) and event.opcode is Opcode.PING:
             self.feed.pings += 1
+            self.feed.pinged_at.append(asyncio.get_running_loop().time())
         super().process_event(event)
 
 
@@ -61,6 +62,7 @@ class IndependentFeed:
     heartbeat_every: float | None = None
     starts: list[int] = field(default_factory=list)
     pings: int = 0
+    pinged_at: list[float] = field(default_factory=list)  # loop time of each ping
     stalled_at: float | None = None  # loop time the stall began
     reconnected_at: float | None = None  # loop time of the first connection after the stall
     _server: Server | None = None

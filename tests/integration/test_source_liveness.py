@@ -125,7 +125,30 @@ async def test_silence_with_pings_answered_ends_the_stream_at_the_timeout(
     assert str(raised.value) == "no packet or heartbeat for 1 s: connection presumed dead"
     assert LIVENESS - 0.2 < waited < 2 * LIVENESS
     assert not liveness_timers(loop)
-    assert independent.pings >= 1
+    # one ping for the silence, half the timeout into it (by the liveness timer, not aiohttp)
+    assert independent.pings == 1
+    into = independent.pinged_at[0] - independent.stalled_at
+    assert LIVENESS / 2 - 0.1 < into < LIVENESS
+
+
+async def test_a_feed_that_talks_is_never_pinged(
+    independent: IndependentFeed, recording: Recording
+) -> None:
+    independent.trickle = b'{"message": "Heartbeat", "level": "INFO"}'
+    independent.trickle_every = LIVENESS / 4
+    url = await independent.start()
+    async with feed_session() as session:
+        reader = Reader(
+            FeedSource(session, url, Secret(TOKEN), liveness_timeout=LIVENESS),
+            recording.fixture_id,
+        )
+        await reader.stalled()
+        await asyncio.sleep(3 * LIVENESS)  # the scenario: three timeouts of heartbeats
+        assert not reader.task.done()
+        reader.task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reader.task
+    assert independent.pings == 0
 
 
 async def test_a_shutdown_during_a_stall_stops_the_stream_at_once(
