@@ -20,7 +20,6 @@ Nothing is lost: the stored row stays. Outside such an overlap, every conflict i
 
 from __future__ import annotations
 
-import contextlib
 import operator
 import time
 import uuid
@@ -95,13 +94,21 @@ _INSERT_ACTIONS_TEMPLATE = """
                    'finished', bool_or(finished))::text)
         FROM inserted GROUP BY fixture_id
     )
-    SELECT (SELECT count(*) FROM notified) AS notified,
+    {answer}
+    """
+# what a batch statement answers: per fixture the packets inserted, the conflicts, the server
+_BATCH_ANSWER = """SELECT (SELECT count(*) FROM notified) AS notified,
            ARRAY(SELECT fixture_id FROM inserted GROUP BY fixture_id ORDER BY 1) AS fixtures,
            ARRAY(SELECT count(*) FROM inserted GROUP BY fixture_id ORDER BY fixture_id) AS counts,
            ARRAY(SELECT seq FROM conflicts) AS conflict_seqs,
            ARRAY(SELECT fixture_id FROM conflicts) AS conflict_fixtures,
-           {server} AS server
-    """
+           {server} AS server"""
+# ... and a one-packet statement, in scalars (no arrays to decode for the live feed's usual batch):
+# whether the packet was inserted, whether it conflicted, the server
+_ROW_ANSWER = """SELECT (SELECT count(*) FROM notified) AS notified,
+           EXISTS (SELECT FROM inserted) AS inserted,
+           EXISTS (SELECT FROM conflicts) AS conflicted,
+           {server} AS server"""
 
 
 # Every stored Lineups action of the fixtures in its latest packet (of any type: a Lineups Updated
@@ -210,7 +217,7 @@ _INSERT_ACTIONS = _INSERT_ACTIONS_TEMPLATE.format(
     selected=_SELECTED,
     merge=_PROGRESS_MERGE,
     guard=_GUARD,
-    server=SERVER,
+    answer=_BATCH_ANSWER.format(server=SERVER),
 )
 # one packet (a live feed's usual batch): the same statement over one row of scalars, which the
 # driver encodes in a third of the time it takes for nineteen one-element arrays
@@ -220,7 +227,7 @@ _ROW = ", ".join(
 )
 _INSERT_ACTION = _INSERT_ACTIONS_TEMPLATE.format(
     input=f"SELECT {_ROW}", names=_NAMES, selected=_SELECTED, merge=_PROGRESS_MERGE,
-    guard=_GUARD, server=SERVER,
+    guard=_GUARD, answer=_ROW_ANSWER.format(server=SERVER),
 )  # fmt: skip
 
 
@@ -235,6 +242,9 @@ class _Rejects:
 
     def __bool__(self) -> bool:
         return bool(self.rejected or self.unstored)
+
+
+_NO_REJECTS = _Rejects((), {}, None)
 
 
 class Writes:
@@ -286,7 +296,8 @@ class Writes:
         counted in the same transaction, exactly once per ``batch``: the same token again (a
         retry of a batch whose commit's reply was lost) stores and counts nothing more.
         """
-        extra = _Rejects(rejected, unstored or {}, batch)  # nothing made per packet batch
+        # nothing made for a batch of packets alone (a frozen dataclass is slow to make)
+        extra = _Rejects(rejected, unstored or {}, batch) if rejected or unstored else _NO_REJECTS
         try:
             raw, since = await self._write_connection()
             try:
@@ -336,7 +347,10 @@ class Writes:
         extra: _Rejects,
         server: object,
     ) -> WriteResult:
-        await self._assign_sides(raw, actions)
+        unknown = self._unknown_lineups(actions)
+        if unknown:  # a read, once per fixture: otherwise no await here
+            await self._read_lineups(raw, unknown)
+        self._assign_sides(actions)
         rejected = list(extra.rejected)  # the careful path adds the packets it cannot store
         if len(actions) >= self.copy_at and not extra:
             copied = await self._copy(raw, actions, server)
@@ -346,8 +360,10 @@ class Writes:
         if len(rounds) <= 1 and not extra:
             result = WriteResult()
             try:
-                # a savepoint when in a transaction already (pooler), so a failure leaves it usable
-                async with raw.transaction() if self._pooler else contextlib.nullcontext():
+                if self._pooler:  # a savepoint in the transaction, so a failure leaves it usable
+                    async with raw.transaction():
+                        await self._insert_round(raw, rounds[0] if rounds else [], result, server)
+                else:
                     await self._insert_round(raw, rounds[0] if rounds else [], result, server)
                 return result
             except BAD_DATA:
@@ -426,27 +442,35 @@ class Writes:
             return None  # see above: the statement path sorts it out
         return WriteResult(inserted={f: progress[f][1] for f in fixtures}, server=answering)
 
-    async def _assign_sides(
-        self, raw: asyncpg.Connection, actions: Sequence[tuple[uuid.UUID, Action]]
-    ) -> None:
+    def _unknown_lineups(
+        self, actions: Sequence[tuple[uuid.UUID, Action]]
+    ) -> set[uuid.UUID] | None:
+        """The batch's fixtures whose Lineups are to be read first (None: none)."""
+        lineups, unknown = self._lineups, None
+        for fixture_id, action in actions:
+            if (action.team_id is not None or action.type_id == LINEUPS) and (
+                fixture_id not in lineups
+            ):
+                if unknown is None:
+                    unknown = set()
+                unknown.add(fixture_id)
+        return unknown
+
+    async def _read_lineups(self, raw: asyncpg.Connection, unknown: set[uuid.UUID]) -> None:
+        """Read the stored Lineups of these fixtures; remembered only once all are read (a read
+        that fails, the database going away, must not leave a fixture half known)."""
+        found = {f: Lineups() for f in unknown}  # none yet: sides stay NULL until one comes
+        for fixture_id, key, seq, type_id, send, home, away in await raw.fetch(
+            _LINEUP_PACKETS, list(unknown), LINEUPS
+        ):
+            packet = LineupPacket(seq, _uuid_text(home), _uuid_text(away), send, type_id)
+            found[fixture_id].see(key, packet)
+        self._lineups.update(found)
+
+    def _assign_sides(self, actions: Sequence[tuple[uuid.UUID, Action]]) -> None:
         """Fill ``Action.side`` from the fixture's Lineups in effect (stored, or earlier in this
         batch), by the home/away rule of :class:`ingest.feed.vocabulary.Lineups`."""
         lineups = self._lineups
-        unknown = {
-            f
-            for f, a in actions
-            if (a.team_id is not None or a.type_id == LINEUPS) and f not in lineups
-        }
-        if unknown:
-            # read first, remember after: a read that fails (the database going away) must not
-            # leave a fixture half known
-            found = {f: Lineups() for f in unknown}  # none yet: sides stay NULL until one comes
-            for fixture_id, key, seq, type_id, send, home, away in await raw.fetch(
-                _LINEUP_PACKETS, list(unknown), LINEUPS
-            ):
-                packet = LineupPacket(seq, _uuid_text(home), _uuid_text(away), send, type_id)
-                found[fixture_id].see(key, packet)
-            lineups.update(found)
         for fixture_id, action in actions:
             known = lineups.get(fixture_id)
             if known is None:
@@ -471,10 +495,15 @@ class Writes:
         if len(items) == 1:
             fixture_id, action = items[0]
             row = await raw.fetchrow(_INSERT_ACTION, fixture_id, *_values(action), server)
-        else:
-            columns: list[Any] = [[f for f, _ in items]]
-            columns += [list(c) for c in zip(*(_values(a) for _, a in items), strict=True)]
-            row = await raw.fetchrow(_INSERT_ACTIONS, *columns, server)
+            result.server = row[3]
+            if row[1]:
+                result.inserted[fixture_id] = result.inserted.get(fixture_id, 0) + 1
+            if row[2]:
+                result.conflicts.append((fixture_id, action.seq))
+            return
+        columns: list[Any] = [[f for f, _ in items]]
+        columns += [list(c) for c in zip(*(_values(a) for _, a in items), strict=True)]
+        row = await raw.fetchrow(_INSERT_ACTIONS, *columns, server)
         result.server = row["server"]
         for fixture_id, count in zip(row["fixtures"], row["counts"], strict=True):
             result.inserted[fixture_id] = result.inserted.get(fixture_id, 0) + count

@@ -140,8 +140,11 @@ class Follower:
                 self._attempt = 0  # a packet: this connection works (junk does not count)
                 if stats.state == State.BLOCKED:
                     self._states.set(fixture_id, State.CONNECTED)
-                frame, new = await self._receive(frame, numbering)
-                await writer.put(fixture_id, frame)
+                if numbering.first:  # once a connection: a 1-based replay, a foreign fixture
+                    frame = await self._first(frame, numbering)
+                frame, new = self._receive(frame, numbering)
+                if not writer.offer(fixture_id, frame):  # full (the database away): wait
+                    await writer.put(fixture_id, frame)
                 if self._signs is not None:
                     self._judge(frame)
                 if frame.finished and new:
@@ -157,27 +160,35 @@ class Follower:
                 del frame  # not kept while the next one is awaited (see FeedSource.stream)
         return False
 
-    async def _receive(self, frame: Action, numbering: _Numbering) -> tuple[Action, bool]:
-        """Number a packet (by position, a 1-based feed's replay shifts it), count a gap; the
-        packet as numbered, and whether it is beyond everything received so far."""
-        fixture_id, stats = self.fixture_id, self._stats
-        if frame.fixture_seq_num is None:
-            if (
-                numbering.first
-                and numbering.start > 0
-                and await self._replayed(numbering.start, frame)
-            ):
-                numbering.shift = -1
-            if numbering.shift:  # a new Action: a parsed packet is never changed in place
-                frame = dataclasses.replace(frame, seq=frame.seq + numbering.shift)
-        if numbering.first and frame.packet_fixture_id not in (None, str(fixture_id)):
+    async def _first(self, frame: Action, numbering: _Numbering) -> Action:
+        """The connection's first packet: is it a 1-based feed's replay of the stored packet at
+        the start (then every unnumbered packet of the connection is shifted by one)? and is
+        it of the fixture subscribed to?"""
+        fixture_id = self.fixture_id
+        numbering.first = False
+        if (
+            frame.fixture_seq_num is None
+            and numbering.start > 0
+            and await self._replayed(numbering.start, frame)
+        ):
+            numbering.shift = -1
+        if frame.packet_fixture_id not in (None, str(fixture_id)):
             log.warning(
                 "fixture %s: the feed sends packets of fixture %s; they are stored under the "
                 "fixture subscribed to",
                 fixture_id,
                 frame.packet_fixture_id,
             )
-        numbering.first = False
+        return frame
+
+    def _receive(self, frame: Action, numbering: _Numbering) -> tuple[Action, bool]:
+        """Number a packet (by position, a 1-based feed's replay shifts it), count a gap; the
+        packet as numbered, and whether it is beyond everything received so far. No await: it
+        runs for every packet."""
+        stats = self._stats
+        if numbering.shift and frame.fixture_seq_num is None:
+            # a new Action: a parsed packet is never changed in place
+            frame = dataclasses.replace(frame, seq=frame.seq + numbering.shift)
         stats.received += 1
         last = self._last
         if frame.seq > last + 1:
@@ -186,7 +197,7 @@ class Follower:
                 self._metrics.gaps.inc()
             log.warning(
                 "fixture %s: gap: seq %d follows %d (%d missing)",
-                fixture_id,
+                self.fixture_id,
                 frame.seq,
                 last,
                 frame.seq - last - 1,

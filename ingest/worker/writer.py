@@ -101,7 +101,19 @@ class Writer:
             options.queue_size
         )
 
+    def offer(self, fixture_id: uuid.UUID, frame: Action | Rejected) -> bool:
+        """Queue the frame if that needs no wait (room in the buffer and the queue): the live
+        path, no coroutine made per packet. False: nothing was queued; :meth:`put` it."""
+        buffer, queue = self._buffer, self._queue
+        size = len(frame.payload) if type(frame) is Action else _size(frame)
+        if buffer.used + size > buffer.limit or queue.full():
+            return False
+        buffer.used += size
+        queue.put_nowait((fixture_id, frame))
+        return True
+
     async def put(self, fixture_id: uuid.UUID, frame: Action | Rejected) -> None:
+        """Queue the frame, waiting while the buffer or the queue is full (backpressure)."""
         buffer, size = self._buffer, _size(frame)
         if buffer.used + size > buffer.limit:  # only then a wait: the live path stays one check
             await buffer.take(size)

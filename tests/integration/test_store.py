@@ -197,6 +197,25 @@ async def test_a_replayed_seq_with_another_payload_is_a_recorded_conflict(
     assert newcomer["fixtureAction"]["period"] == 2
 
 
+async def test_a_one_packet_batch_says_what_it_did(store: Store, sql: asyncpg.Connection) -> None:
+    """The live feed's usual batch (its own statement, answering in scalars): inserted once,
+    then absorbed, then a differing replay recorded; the fixture's progress counts it once."""
+    fixture = uuid.uuid4()
+    one = packet(1, period=1)
+    first = await store.write([(fixture, one)])
+    again = await store.write([(fixture, one)])
+    differing = await store.write([(fixture, packet(1, period=2))])
+    assert (first.inserted, first.conflicts) == ({fixture: 1}, [])
+    assert (again.inserted, again.conflicts) == ({}, [])
+    assert (differing.inserted, differing.conflicts) == ({}, [(fixture, 1)])
+    assert first.server is not None and first.server == again.server == differing.server
+    row = await sql.fetchrow(
+        "SELECT packets, last_seq FROM fixtures WHERE fixture_id = $1", fixture
+    )
+    assert (row["packets"], row["last_seq"]) == (1, 1)
+    assert await sql.fetchval("SELECT count(*) FROM action_conflicts") == 1
+
+
 async def test_the_same_seq_twice_in_one_batch_is_absorbed(
     store: Store, sql: asyncpg.Connection
 ) -> None:
