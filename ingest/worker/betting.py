@@ -169,17 +169,21 @@ class BettingWatch:
             renewal = now >= renew_at
             changes: dict[uuid.UUID, Betting] = {}
             alive: list[uuid.UUID] = []
+            alive_signs: list[Signs] = []  # alive's, in the same order (no lookup by id)
             following: list[uuid.UUID] = []  # this worker's, known or not: not swept
             released: list[uuid.UUID] = []  # handed over: no longer confirmed by this worker
             next_look = math.inf
             watching = False
+            # every fixture, every second: names looked up once, not per fixture
+            wanted, signs_of, stale_after = self.wanted, self.signs, opts.stale_after
+            connected, released_state = State.CONNECTED, State.RELEASED
             for fixture_id, stats in self._stats.items():
-                signs = self.signs.get(fixture_id)
+                signs = signs_of.get(fixture_id)
                 if signs is None:
                     continue
-                want = self.wanted(stats, signs, now)
+                want = wanted(stats, signs, now)
                 if want is None:
-                    if stats.state != State.RELEASED:
+                    if stats.state != released_state:
                         following.append(fixture_id)
                     elif signs.effective not in (None, CLOSED):
                         released.append(fixture_id)
@@ -191,17 +195,28 @@ class BettingWatch:
                     signs.recheck = False
                 if want != CLOSED:
                     alive.append(fixture_id)
-                signs.stale = want == STALE
-                if signs.stale or signs.catching_up:
+                    alive_signs.append(signs)
+                signs.stale = stale = want == STALE
+                if stale or signs.catching_up:
                     watching = True
-                elif stats.state == State.CONNECTED:
-                    next_look = min(next_look, signs.pulse.at + opts.stale_after)
+                elif stats.state == connected:
+                    at = signs.pulse.at + stale_after
+                    if at < next_look:
+                        next_look = at
             if released and await self._release(worker, released):
                 renew_at = min(renew_at, now + _RETRY)
             if changes or renewal:
-                confirmed = alive if renewal else [f for f in changes if changes[f] != CLOSED]
+                if not renewal:
+                    alive = [f for f in changes if changes[f] != CLOSED]
+                    alive_signs = [signs_of[f] for f in alive]
                 written = await self._write(
-                    worker, changes, confirmed, sweep=renewal, own=following, renewal=renewal
+                    worker,
+                    changes,
+                    alive,
+                    alive_signs,
+                    sweep=renewal,
+                    own=following,
+                    renewal=renewal,
                 )
                 if renewal:
                     renew_at = now + (opts.betting_renew_every if written else _RETRY)
@@ -221,6 +236,7 @@ class BettingWatch:
         worker: str,
         changes: dict[uuid.UUID, Betting],
         alive: list[uuid.UUID],
+        alive_signs: list[Signs],
         *,
         sweep: bool,
         own: list[uuid.UUID],
@@ -236,20 +252,29 @@ class BettingWatch:
             return False
         moved = False
         signs_of = self.signs
-        for fixture_id in (*alive, *changes) if changes else alive:
-            # left out of the answer: open in the database
-            status = effective.get(fixture_id, OPEN)
-            signs = signs_of[fixture_id]
+        # an alive fixture left out of the answer is open in the database: a second's renewal
+        # of a thousand open fixtures answers nothing, and looks up none of them by its id
+        for fixture_id, signs in zip(alive, alive_signs, strict=True):
+            status = effective.get(fixture_id, OPEN) if effective else OPEN
             if status != signs.effective:
-                if status is not None:
-                    log.info("fixture %s: betting %s", fixture_id, status)
-                signs.effective = status
-                moved = True
+                moved = self._took(fixture_id, signs, status)
         for fixture_id, want in changes.items():
-            signs_of[fixture_id].asked = want
+            signs = signs_of[fixture_id]
+            status = effective.get(fixture_id, OPEN)
+            if status != signs.effective:
+                moved = self._took(fixture_id, signs, status)
+            signs.asked = want
         self._renewals += renewal
         if moved or (renewal and self._renewals % 10 == 0):  # and a released fixture's leaving
             self._count()
+        return True
+
+    @staticmethod
+    def _took(fixture_id: uuid.UUID, signs: Signs, status: Betting | None) -> bool:
+        """The status in effect moved: say so, and remember it."""
+        if status is not None:
+            log.info("fixture %s: betting %s", fixture_id, status)
+        signs.effective = status
         return True
 
     async def _release(self, worker: str, fixture_ids: list[uuid.UUID]) -> bool:
