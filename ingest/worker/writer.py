@@ -152,6 +152,7 @@ class Writer:
         while not closing:
             items: list[_Item] = []
             waiters: list[asyncio.Future[None]] = []
+            size = 0  # of the items' frames, given back to the buffer once committed
             entry = await self._queue.get()
             while True:
                 if entry is None:
@@ -160,13 +161,14 @@ class Writer:
                     waiters.append(entry)
                 else:
                     items.append(entry)
+                    size += _size(entry[1])
                 if closing or len(items) >= self._options.batch_size or self._queue.empty():
                     break
                 entry = self._queue.get_nowait()
             try:
                 if items:
                     await self._flush(items)
-                    self._buffer.give(sum(_size(frame) for _, frame in items))
+                    self._buffer.give(size)
             except BaseException as exc:
                 for waiter in waiters:
                     if not waiter.done():
