@@ -55,3 +55,17 @@ async def test_the_write_cost_script_runs() -> None:
     assert proc.returncode == 0, stderr.decode()[-3000:]
     table = stdout.decode()
     assert all(n in table for n in ("batch", "one", "finishing", "refresh", "server"))
+
+
+@pytest.mark.slow
+async def test_the_live_path_script_runs() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.live_path", "--packets", "250", "--fixtures", "50",
+        "--repeat", "1",
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 240)
+    assert proc.returncode == 0, stderr.decode()[-3000:]
+    table = stdout.decode()
+    assert all(f"\n{n} " in table for n in ("statement", "script", "writer", "betting")), table
