@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
@@ -154,6 +155,8 @@ async def betting_look(fixtures: int, seconds: float) -> float:
         cpu, reports = time.process_time() - cpu, board.reports - reports
     finally:
         task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     return cpu / max(1, reports) * 1e6
 
 

@@ -402,8 +402,8 @@ class _Liveness:
             self._arm()
         elif self._ping is not None and self._pinged_for != self.pulse.at:
             self._pinged_for = self.pulse.at  # half the timeout without a word: a ping
+            self._arm()  # first the deadline, which no failing ping may leave unwatched
             self._ping()
-            self._arm()  # and now the deadline
         elif self._waiting and not self._fired:
             self._fired = True
             self._task.cancel()

@@ -2,8 +2,8 @@
 
 Each case runs against a server on another websocket stack (the ``websockets`` library, see
 independent_feed.py) and, where our simulator can produce it, against the simulator too. Timings
-keep production's ratio: websocket pings every half liveness timeout, so a stalled server that
-answers pings is the case under test, not one that never gets a ping.
+keep production's ratio: a websocket ping half the liveness timeout into a silence, so a stalled
+server that answers pings is the case under test, not one that never gets a ping.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The liveness timer of one feed connection, read through :meth:`FeedSource.stream` itself.
 
 Against a server on another websocket stack (independent_feed.py) that answers pings while it
-stalls, at production's ratio (pings every half liveness timeout): a heartbeat moves the deadline,
+stalls, at production's ratio (a ping half the liveness timeout into a silence): a heartbeat
+moves the deadline,
 silence ends the stream as "silent", a cancellation from outside (shutdown) ends it at once as a
 cancellation, also when it comes at the very moment the deadline passes, and no timer outlives
 the stream.
@@ -135,7 +136,7 @@ async def test_a_feed_that_talks_is_never_pinged(
     independent: IndependentFeed, recording: Recording
 ) -> None:
     independent.trickle = b'{"message": "Heartbeat", "level": "INFO"}'
-    independent.trickle_every = LIVENESS / 4
+    independent.trickle_every = LIVENESS / 10  # a ping would need a 0.4 s hiccup in between
     url = await independent.start()
     async with feed_session() as session:
         reader = Reader(
@@ -177,9 +178,9 @@ async def test_a_shutdown_at_the_moment_the_deadline_passes_is_still_a_shutdown(
     url = await independent.start()
     loop = asyncio.get_running_loop()
     async with feed_session() as session:
-        # the timer, first armed for the deadline at the start, fires about then and is armed
-        # again for the last deadline, half a timeout later (the packets that came in while the
-        # consumer was busy moved it)
+        # the timer, first armed for the half-way ping at the start, moves with the packets that
+        # came in while the consumer was busy, pings the silence after them, and is then armed
+        # for the last deadline
         reader = Reader(
             FeedSource(session, url, Secret(TOKEN), liveness_timeout=LIVENESS),
             recording.fixture_id,

@@ -77,3 +77,19 @@ async def test_a_frame_larger_than_the_bound_passes_alone() -> None:
     buffer.give(1_000)
     await asyncio.wait_for(later, 1)
     assert buffer.used == 10
+
+
+async def test_offer_queues_only_what_needs_no_wait_and_counts_nothing_it_refuses() -> None:
+    """The live path's put: at the byte bound, or the queue's, it takes nothing (the follower
+    then waits in put), and the refused frame is not counted in the buffer."""
+    fixture, size = uuid.uuid4(), 1_000
+    buffer = Buffer(3 * size)
+    writer = Writer(MemorySink(), {fixture: FixtureStats()}, RunOptions(), buffer=buffer)
+    offered = [writer.offer(fixture, packet(seq, size)) for seq in range(1, 5)]
+    assert offered == [True, True, True, False]
+    assert (writer.pending, buffer.used) == (3, 3 * size)
+
+    roomy = Buffer(100 * size)
+    short = Writer(MemorySink(), {fixture: FixtureStats()}, RunOptions(queue_size=2), buffer=roomy)
+    assert [short.offer(fixture, packet(seq, 10)) for seq in range(1, 4)] == [True, True, False]
+    assert (short.pending, roomy.used) == (2, 20)
