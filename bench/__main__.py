@@ -245,7 +245,8 @@ async def footprint(dbs: Databases, plan: Plan) -> dict[str, Any]:
     names = list(commands)
     runs: dict[str, list[tuple[float, float, int]]] = {name: [] for name in names}
     for round_ in range(plan.foot_rounds):
-        for name in names[round_ % 3 :] + names[: round_ % 3]:  # a different one first each round
+        first = round_ % len(names)  # a different one first each round
+        for name in names[first:] + names[:first]:
             # a feed of its own for each: the same catch-up, then the same live packets
             with simulator_process(matches, *live, heartbeat=plan.foot_every) as feed:
                 url = await dbs.fresh()

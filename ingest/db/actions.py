@@ -358,13 +358,13 @@ class Writes:
                 return copied
         rounds = _rounds(actions)
         if len(rounds) <= 1 and not extra:
-            result = WriteResult()
+            result, only = WriteResult(), rounds[0] if rounds else []
             try:
                 if self._pooler:  # a savepoint in the transaction, so a failure leaves it usable
                     async with raw.transaction():
-                        await self._insert_round(raw, rounds[0] if rounds else [], result, server)
+                        await self._insert_round(raw, only, result, server)
                 else:
-                    await self._insert_round(raw, rounds[0] if rounds else [], result, server)
+                    await self._insert_round(raw, only, result, server)
                 return result
             except BAD_DATA:
                 pass  # a packet the database cannot hold: the careful path below finds it

@@ -206,14 +206,15 @@ class BettingWatch:
             if released and await self._release(worker, released):
                 renew_at = min(renew_at, now + _RETRY)
             if changes or renewal:
-                if not renewal:
-                    alive = [f for f in changes if changes[f] != CLOSED]
-                    alive_signs = [signs_of[f] for f in alive]
+                confirmed, confirmed_signs = alive, alive_signs
+                if not renewal:  # only the changed fixtures are confirmed alive
+                    confirmed = [f for f in changes if changes[f] != CLOSED]
+                    confirmed_signs = [signs_of[f] for f in confirmed]
                 written = await self._write(
                     worker,
                     changes,
-                    alive,
-                    alive_signs,
+                    confirmed,
+                    confirmed_signs,
                     sweep=renewal,
                     own=following,
                     renewal=renewal,

@@ -104,8 +104,7 @@ class Writer:
     def offer(self, fixture_id: uuid.UUID, frame: Action | Rejected) -> bool:
         """Queue the frame if that needs no wait (room in the buffer and the queue): the live
         path, no coroutine made per packet. False: nothing was queued; :meth:`put` it."""
-        buffer, queue = self._buffer, self._queue
-        size = len(frame.payload) if type(frame) is Action else _size(frame)
+        buffer, queue, size = self._buffer, self._queue, _size(frame)
         if buffer.used + size > buffer.limit or queue.full():
             return False
         buffer.used += size
@@ -114,16 +113,9 @@ class Writer:
 
     async def put(self, fixture_id: uuid.UUID, frame: Action | Rejected) -> None:
         """Queue the frame, waiting while the buffer or the queue is full (backpressure)."""
-        buffer, size = self._buffer, _size(frame)
-        if buffer.used + size > buffer.limit:  # only then a wait: the live path stays one check
-            await buffer.take(size)
-        else:
-            buffer.used += size
-        queue = self._queue
-        if queue.full():  # only then a wait (the database away): backpressure
-            await queue.put((fixture_id, frame))
-        else:  # the live path: no coroutine of its own made per packet
-            queue.put_nowait((fixture_id, frame))
+        if not self.offer(fixture_id, frame):
+            await self._buffer.take(_size(frame))
+            await self._queue.put((fixture_id, frame))
 
     async def count_unstored(self, fixture_id: uuid.UUID) -> None:
         """Count a rejected frame that is not stored (over the rate): in the transaction of the

@@ -69,3 +69,19 @@ async def test_the_live_path_script_runs() -> None:
     assert proc.returncode == 0, stderr.decode()[-3000:]
     table = stdout.decode()
     assert all(f"\n{n} " in table for n in ("statement", "script", "writer", "betting")), table
+
+
+def test_the_footprint_line_shows_every_rounds_cpu() -> None:
+    """make bench runs the footprint in rounds (the quick run above has one): each round's CPU
+    is printed beside the median the ratio is taken from."""
+    from bench.__main__ import render
+
+    runs = {"ours": [3.61, 3.53], "script": [3.05, 3.01], "careful": [6.64, 6.67]}
+    footprint: dict[str, object] = {"fixtures": 1000, "seconds": 60.0, "rounds": 2}
+    for name, cpu in runs.items():
+        footprint |= {f"{name}_rss_mb": 64.0, f"{name}_cpu_runs": cpu,
+                      f"{name}_cpu_s_per_min": sum(cpu) / 2}  # fmt: skip
+    footprint |= {"vs_script": 3.57 / 3.03, "vs_careful": 3.57 / 6.655, "targets_met": False}
+    table = render({"footprint": footprint})
+    assert "ours 64 MB, 3.57 CPU-s/min" in table and "1.18x the script" in table
+    assert "2 rounds in turn (median, peak RSS): ours 3.61, 3.53; script 3.05, 3.01" in table
