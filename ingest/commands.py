@@ -60,8 +60,14 @@ async def open_store(
     *,
     pool_size: int = POOL_SIZE,
     command_timeout: float | None = COMMAND_TIMEOUT,
+    async_commit: bool = False,
 ) -> AsyncIterator[Store]:
-    store = Store.connect(database_url, pool_size=pool_size, command_timeout=command_timeout)
+    store = Store.connect(
+        database_url,
+        pool_size=pool_size,
+        command_timeout=command_timeout,
+        async_commit=async_commit,
+    )
     try:
         yield store
     finally:
@@ -104,7 +110,9 @@ async def run(
     ops = monitoring or Monitoring()
     notifier = notifier or Notifier({})
     metrics = _worker_metrics(ops)
-    async with open_store(database_url, pool_size=options.pool_size) as store:
+    async with open_store(
+        database_url, pool_size=options.pool_size, async_commit=options.async_commit
+    ) as store:
         if not await _wait_for_database(store, options, stop):
             return RunResult(stopped=True)
         fixture_ids = await resolve_fixtures(store, refs)

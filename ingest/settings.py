@@ -474,6 +474,13 @@ class RunOptions:
         env=True,
         type=COUNT,
     )
+    async_commit: bool = option(
+        False,
+        help="commit the packets without waiting for the database's disk (synchronous_commit "
+        "off for the worker's writes): a packet is visible sooner, and a database crash may "
+        "lose its last commits (up to about 0.6 s), which the worker then fetches again",
+        env=True,
+    )
     liveness_timeout: float = option(
         30.0,
         help="seconds without packets or heartbeats before a connection is declared dead and "

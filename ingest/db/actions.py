@@ -181,6 +181,13 @@ _INSERT_REJECTED_SQL = """
 """
 _REASON_CHARS = 500
 
+# --async-commit: a commit returns once its WAL is written, not flushed to disk. A database crash
+# may then lose the last commits (up to three wal_writer_delay, 0.6 s by default); the writer
+# finds that out as after a failover (Writer._check_rewind: the server's identity, the stored
+# MAX(seq)) and the fixtures fetch the lost packets again from the feed.
+_ASYNC_COMMIT = "SET synchronous_commit TO off"
+_ASYNC_COMMIT_LOCAL = "SET LOCAL synchronous_commit TO off"
+
 
 # Every column of `actions` but `stored_at`, which the server stamps, with the array type it
 # travels as (ingest.db.columns, the list ingest.db.schema builds the table from); jsonb travels
@@ -255,9 +262,13 @@ class Writes:
     # the extra round trips (BEGIN, COPY, progress, COMMIT) are nothing against a batch this big.
     copy_at = 64
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, async_commit: bool = False) -> None:
         self._db = database
         self._pooler = database.pooler  # fixed with the target: read once, not per batch
+        # synchronous_commit off for the batches' transactions (RunOptions.async_commit): set
+        # once on each write-path connection (the pool's RESET ALL undoes it on release), and
+        # behind a pooler, where a session lasts one transaction, in each batch's transaction
+        self._async_commit = async_commit
         # fixture -> its Lineups actions and the sides they give, to fill actions.side
         self._lineups: dict[uuid.UUID, Lineups] = {}
         # Write-path connections stay checked out between batches (at most one per concurrent
@@ -305,6 +316,8 @@ class Writes:
                     result = await self._write(raw, actions, extra, server)
                 else:
                     async with raw.transaction():
+                        if self._async_commit:
+                            await raw.execute(_ASYNC_COMMIT_LOCAL)
                         result = await self._write(raw, actions, extra, server)
             except BaseException as exc:
                 # never hand out again a connection the error left unfit, or mid-transaction
@@ -338,7 +351,15 @@ class Writes:
             if not raw.is_closed():
                 raw.terminate()
             await self._db.release(raw)
-        return await self._db.acquire(), time.monotonic()
+        raw = await self._db.acquire()
+        if self._async_commit and not self._pooler:
+            try:
+                await raw.execute(_ASYNC_COMMIT)
+            except BaseException:
+                raw.terminate()  # never back to the pool half set up
+                await self._db.release(raw)
+                raise
+        return raw, time.monotonic()
 
     async def _write(
         self,

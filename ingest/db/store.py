@@ -34,10 +34,11 @@ class Store:
         *,
         pool_size: int = POOL_SIZE,
         command_timeout: float | None = COMMAND_TIMEOUT,
+        async_commit: bool = False,
     ) -> None:
         self.database = Database(target, pool_size=pool_size, command_timeout=command_timeout)
         self.migrations = Migrations(self.database)
-        self.writes = Writes(self.database)
+        self.writes = Writes(self.database, async_commit=async_commit)
         self.registry = Registry(self.database)
         self.leases = LeaseTable(self.database)
         self.reads = ReadModels(self.database)
@@ -88,10 +89,17 @@ class Store:
         *,
         pool_size: int = POOL_SIZE,
         command_timeout: float | None = COMMAND_TIMEOUT,
+        async_commit: bool = False,
     ) -> Store:
         """``command_timeout``: a statement that takes longer fails (and is retried) instead of
-        hanging on a connection whose server vanished; None for migrations."""
-        return cls(parse_database_url(url), pool_size=pool_size, command_timeout=command_timeout)
+        hanging on a connection whose server vanished; None for migrations. ``async_commit``:
+        the write path commits without waiting for the server's disk (:class:`Writes`)."""
+        return cls(
+            parse_database_url(url),
+            pool_size=pool_size,
+            command_timeout=command_timeout,
+            async_commit=async_commit,
+        )
 
     def __repr__(self) -> str:
         return f"Store({self.database.target.display!r})"

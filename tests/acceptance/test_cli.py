@@ -77,6 +77,26 @@ async def test_migrate_then_run_until_finished(
     assert verify.code == 0 and "1 fixture(s) checked, 0 with problems" in verify.stdout
 
 
+@pytest.mark.parametrize("how", ["INGEST_ASYNC_COMMIT", "--async-commit", "default"])
+async def test_async_commit_from_the_command_line_or_the_environment(
+    start_feed: StartFeed, database_url: str, recording: Recording, how: str
+) -> None:
+    from tests.integration.test_async_commit import commit_modes, record_commit_modes
+
+    await record_commit_modes(database_url)
+    feed = await start_feed([recording])
+    env = cli_env(INGEST_DATABASE_URL=database_url, INGEST_FEED_URL=feed, INGEST_TOKEN=TOKEN)
+    flags = ["--async-commit"] if how == "--async-commit" else []
+    if how == "INGEST_ASYNC_COMMIT":
+        env[how] = "1"
+    args = ("run", str(recording.fixture_id), "--until-finished", "--speed", "fast", *flags)
+    done = await cli(*args, env=env)
+    assert done.code == 0, done.stderr
+    modes = await commit_modes(database_url)
+    assert sum(packets for _, packets in modes) == len(recording.lines)
+    assert {mode for mode, _ in modes} == {"on" if how == "default" else "off"}
+
+
 # what `ingest run` has no use for: imported only by the commands that need them
 NOT_FOR_RUN = ("rich", "ingest.simulator", "ingest.report", "ingest.status", "ingest.export",
                "ingest.feed.discovery", "aiohttp.web")  # fmt: skip
