@@ -29,7 +29,11 @@ async def test_bench_quick_mode_runs_every_scenario(tmp_path: Path) -> None:
             assert results[name][reference] > 0
     assert 0 < results["startup"]["ours_s"] < 60
     assert 0 < results["startup"]["script_s"] < 60
-    assert results["live-latency"]["packets_measured"] > 0
+    live = results["live-latency"]
+    assert live["packets_measured"] > 0 and live["async_commit"]["packets_measured"] > 0
+    for run in (live, live["async_commit"]):  # the legs of a latency are within the whole
+        assert set(run["legs_p99_ms"]) == {"feed", "queue", "commit"}
+        assert all(0 <= leg <= run["max_ms"] + 1 for leg in run["legs_max_ms"].values())
     for reference in ("ours", "script", "careful"):
         assert results["footprint"][f"{reference}_rss_mb"] > 0
         assert results["footprint"][f"{reference}_packets_stored"] > 0
@@ -42,6 +46,7 @@ async def test_bench_quick_mode_runs_every_scenario(tmp_path: Path) -> None:
     assert season["lookups_ms"] and season["in_play_lookups_ms"]
     table = stdout.decode()
     assert all(n in table for n in ("backfill", "startup", "live-latency", "footprint", "season"))
+    assert "with --async-commit: p50" in table and "p99 (max) of its legs: feed" in table
 
 
 @pytest.mark.slow
