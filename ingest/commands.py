@@ -115,7 +115,8 @@ async def run(
     ) as store:
         if not await _wait_for_database(store, options, stop):
             return RunResult(stopped=True)
-        fixture_ids = await resolve_fixtures(store, refs)
+        # keyed as the ids read from the database are (the registry's, the leases'): cheaper
+        fixture_ids = store.fixture_keys(await resolve_fixtures(store, refs))
         log.info(
             "streaming %s from %s into %s",
             f"{len(fixture_ids)} fixture(s)" + (" and the registry" if run_all else "")

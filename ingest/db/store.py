@@ -21,7 +21,7 @@ from ingest.db.engine import Database
 from ingest.db.leases import LeaseTable
 from ingest.db.migrations import Migrations, head_revision
 from ingest.db.reads import ReadModels
-from ingest.db.registry import Registry
+from ingest.db.registry import Registry, fixture_keys
 from ingest.settings import COMMAND_TIMEOUT, POOL_SIZE, DatabaseTarget, parse_database_url
 
 
@@ -52,6 +52,7 @@ class Store:
 
         self.write = self.writes.write  # ingest.worker.ports.Sink
 
+        self.fixture_keys = fixture_keys
         self.max_seq = self.registry.max_seq
         self.max_seqs = self.registry.max_seqs
         self.payload_at = self.registry.payload_at
