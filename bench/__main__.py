@@ -75,7 +75,7 @@ class Plan:
     foot_every: float = 5.0  # a packet and a heartbeat per fixture every this many seconds
     foot_warmup: float = 15.0
     foot_measure: float = 60.0
-    foot_rounds: int = 2  # each client this many times, in turn: one run moves by 10% here
+    foot_rounds: int = 3  # each client this many times, in turn: one run moves by 10% here
     season_fixtures: int = 300  # the season: 300 finished best-of-19 matches
     season_best_of: int = 19
     season_in_play: int = 2  # and these matches still in play (half stored): derived live
