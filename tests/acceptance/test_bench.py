@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -90,3 +91,24 @@ def test_the_footprint_line_shows_every_rounds_cpu() -> None:
     table = render({"footprint": footprint})
     assert "ours 64 MB, 3.57 CPU-s/min" in table and "1.18x the script" in table
     assert "2 rounds in turn (median, peak RSS): ours 3.61, 3.53; script 3.05, 3.01" in table
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("callgrind_control") is None,
+    reason="valgrind is not installed: `apt-get install valgrind` (.ci/run does it)",
+)
+async def test_the_instructions_script_counts_both_clients() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.instructions", "--fixtures", "5", "--warmup", "25",
+        "--measure", "4",
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 240)
+    assert proc.returncode == 0, stderr.decode()[-3000:]
+    table = stdout.decode()
+    for name in ("ours", "script"):  # both counted, both stored packets in the window
+        [line] = [line for line in table.splitlines() if line.startswith(name + " ")]
+        assert "M instructions" in line and " 0 packets stored" not in line
+    assert "ours/script" in table
