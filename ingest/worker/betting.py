@@ -258,12 +258,14 @@ class BettingWatch:
         for fixture_id, signs in zip(alive, alive_signs, strict=True):
             status = effective.get(fixture_id, OPEN) if effective else OPEN
             if status != signs.effective:
-                moved = self._took(fixture_id, signs, status)
+                self._took(fixture_id, signs, status)
+                moved = True
         for fixture_id, want in changes.items():
             signs = signs_of[fixture_id]
             status = effective.get(fixture_id, OPEN)
             if status != signs.effective:
-                moved = self._took(fixture_id, signs, status)
+                self._took(fixture_id, signs, status)
+                moved = True
             signs.asked = want
         self._renewals += renewal
         if moved or (renewal and self._renewals % 10 == 0):  # and a released fixture's leaving
@@ -271,12 +273,11 @@ class BettingWatch:
         return True
 
     @staticmethod
-    def _took(fixture_id: uuid.UUID, signs: Signs, status: Betting | None) -> bool:
+    def _took(fixture_id: uuid.UUID, signs: Signs, status: Betting | None) -> None:
         """The status in effect moved: say so, and remember it."""
         if status is not None:
             log.info("fixture %s: betting %s", fixture_id, status)
         signs.effective = status
-        return True
 
     async def _release(self, worker: str, fixture_ids: list[uuid.UUID]) -> bool:
         """Fixtures handed over to another worker (leases): this one no longer confirms them, so

@@ -14,16 +14,23 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
-async def test_bench_quick_mode_runs_every_scenario(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
+async def bench_module(module: str, *args: str) -> str:
+    """Run ``python -m <module> <args>`` as a user would (no INGEST_ variables): its output,
+    once it has exited 0."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_")}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench", "--quick", "--scale", "0.05", "--json", str(out),
+        sys.executable, "-m", module, *args,
         cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 240)
     assert proc.returncode == 0, stderr.decode()[-3000:]
+    return stdout.decode()
+
+
+@pytest.mark.slow
+async def test_bench_quick_mode_runs_every_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    table = await bench_module("bench", "--quick", "--scale", "0.05", "--json", str(out))
     results = json.loads(out.read_text())
     for name in ("backfill", "backfill-concurrent"):
         for reference in ("ours", "script", "careful", "raw_copy", "raw_receive"):
@@ -45,35 +52,21 @@ async def test_bench_quick_mode_runs_every_scenario(tmp_path: Path) -> None:
         "match_results", "frame_results", "breaks 100+", "player_match_stats"
     }  # fmt: skip
     assert season["lookups_ms"] and season["in_play_lookups_ms"]
-    table = stdout.decode()
     assert all(n in table for n in ("backfill", "startup", "live-latency", "footprint", "season"))
     assert "with --async-commit: p50" in table and "p99 (max) of its legs: feed" in table
 
 
 @pytest.mark.slow
 async def test_the_write_cost_script_runs() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.write_cost", "--matches", "1", "--rounds", "1",
-        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    stdout, stderr = await asyncio.wait_for(proc.communicate(), 240)
-    assert proc.returncode == 0, stderr.decode()[-3000:]
-    table = stdout.decode()
+    table = await bench_module("bench.write_cost", "--matches", "1", "--rounds", "1")
     assert all(n in table for n in ("batch", "one", "finishing", "refresh", "server"))
 
 
 @pytest.mark.slow
 async def test_the_live_path_script_runs() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.live_path", "--packets", "250", "--fixtures", "50",
-        "--repeat", "1",
-        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    stdout, stderr = await asyncio.wait_for(proc.communicate(), 240)
-    assert proc.returncode == 0, stderr.decode()[-3000:]
-    table = stdout.decode()
+    table = await bench_module(
+        "bench.live_path", "--packets", "250", "--fixtures", "50", "--repeat", "1"
+    )
     assert all(f"\n{n} " in table for n in ("statement", "script", "writer", "betting")), table
 
 
@@ -99,15 +92,9 @@ def test_the_footprint_line_shows_every_rounds_cpu() -> None:
     reason="valgrind is not installed: `apt-get install valgrind` (.ci/run does it)",
 )
 async def test_the_instructions_script_counts_both_clients() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.instructions", "--fixtures", "5", "--warmup", "25",
-        "--measure", "4",
-        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    stdout, stderr = await asyncio.wait_for(proc.communicate(), 240)
-    assert proc.returncode == 0, stderr.decode()[-3000:]
-    table = stdout.decode()
+    table = await bench_module(
+        "bench.instructions", "--fixtures", "5", "--warmup", "25", "--measure", "4"
+    )
     for name in ("ours", "script"):  # both counted, both stored packets in the window
         [line] = [line for line in table.splitlines() if line.startswith(name + " ")]
         assert "M instructions" in line and " 0 packets stored" not in line

@@ -7,6 +7,7 @@ bouncer run as the ``embedded_postgres`` user, since neither will run as root.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -110,6 +111,21 @@ def standby_of(source: Server) -> Server:
 PGBOUNCER = shutil.which("pgbouncer") or (
     "/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None
 )
+NO_PGBOUNCER = (  # the reason a PgBouncer test is skipped
+    "pgbouncer is not installed: `apt-get install pgbouncer` (Debian/Ubuntu; .ci/run does it), "
+    "`dnf install pgbouncer` or `brew install pgbouncer`"
+)
+
+
+async def accepts(port: int) -> bool:
+    """Does something listen on this loopback port (a bouncer that has started)?"""
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True
 
 
 @dataclass

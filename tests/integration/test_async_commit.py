@@ -26,7 +26,6 @@ from ingest.settings import Secret
 from ingest.worker.supervisor import Worker
 from tests.conftest import TOKEN, StartSimulator, pg_ctl, plain, wait_until
 from tests.integration import pgtools
-from tests.integration.test_high_availability import _NO_PGBOUNCER, _accepts
 from tests.integration.test_resilience import assert_stored_exactly, fast_options, generated
 
 RECORD_COMMIT_MODE = [
@@ -105,7 +104,7 @@ async def test_the_write_path_commits_asynchronously_only_when_asked(
     assert sizes[2] >= store.copy_at  # the last batch went by COPY (the trigger fired for it)
 
 
-@pytest.mark.skipif(pgtools.PGBOUNCER is None, reason=_NO_PGBOUNCER)
+@pytest.mark.skipif(pgtools.PGBOUNCER is None, reason=pgtools.NO_PGBOUNCER)
 async def test_async_commit_through_pgbouncer_in_transaction_pooling_mode(
     database_url: str,
 ) -> None:
@@ -121,7 +120,7 @@ async def test_async_commit_through_pgbouncer_in_transaction_pooling_mode(
     store = Store.connect(url, async_commit=True)
     other = Store.connect(url)
     try:
-        await wait_until(lambda: _accepts(bouncer.port), timeout=10)
+        await wait_until(lambda: pgtools.accepts(bouncer.port), timeout=10)
         sizes = await _write_all(store)
         # one server connection behind the bouncer: the other client gets the same one
         [row] = await other.database.fetch("reading", "SHOW synchronous_commit")

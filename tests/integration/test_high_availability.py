@@ -154,13 +154,7 @@ async def test_a_read_only_database_is_unavailable_not_bad_data(
         await check.close()
 
 
-_NO_PGBOUNCER = (
-    "pgbouncer is not installed: `apt-get install pgbouncer` (Debian/Ubuntu; .ci/run does it), "
-    "`dnf install pgbouncer` or `brew install pgbouncer`"
-)
-
-
-@pytest.mark.skipif(pgtools.PGBOUNCER is None, reason=_NO_PGBOUNCER)
+@pytest.mark.skipif(pgtools.PGBOUNCER is None, reason=pgtools.NO_PGBOUNCER)
 async def test_through_pgbouncer_in_transaction_pooling_mode(
     server_url: str, empty_database_url: str, start_simulator: StartSimulator
 ) -> None:
@@ -177,7 +171,7 @@ async def test_through_pgbouncer_in_transaction_pooling_mode(
     sim = await start_simulator(recordings)
     store = Store.connect(url, pool_size=4)
     try:
-        await wait_until(lambda: _accepts(bouncer.port), timeout=10)
+        await wait_until(lambda: pgtools.accepts(bouncer.port), timeout=10)
         await store.migrate()  # migrations work through the bouncer too
         await store.check_schema()
         await store.register([r.fixture_id for r in recordings])
@@ -217,17 +211,7 @@ async def test_through_pgbouncer_in_transaction_pooling_mode(
     assert "prepared statement" not in bouncer.log()
 
 
-async def _accepts(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return False
-    writer.close()
-    await writer.wait_closed()
-    return True
-
-
-@pytest.mark.skipif(pgtools.PGBOUNCER is None, reason=_NO_PGBOUNCER)
+@pytest.mark.skipif(pgtools.PGBOUNCER is None, reason=pgtools.NO_PGBOUNCER)
 async def test_a_failover_behind_pgbouncer_that_raises_no_error_loses_nothing(
     start_simulator: StartSimulator,
     primary_and_standby: tuple[pgtools.Server, pgtools.Server],
@@ -248,7 +232,7 @@ async def test_a_failover_behind_pgbouncer_that_raises_no_error_loses_nothing(
     options = RunOptions(until_finished=True, connect_rate=0, backoff_initial=0.5)
     caplog.set_level(logging.INFO, logger="ingest")
     try:
-        await wait_until(lambda: _accepts(bouncer.port), timeout=10)
+        await wait_until(lambda: pgtools.accepts(bouncer.port), timeout=10)
         async with feed_session() as session:
             source = FeedSource(session, sim.url, Secret(TOKEN), liveness_timeout=5)
             worker = Worker(source, store, options)
