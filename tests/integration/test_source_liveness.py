@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import uuid
 from collections.abc import AsyncIterator
 
@@ -219,12 +220,32 @@ async def test_an_idle_connection_keeps_neither_its_handshake_nor_its_last_packe
         ws = waiting["ws"]
         assert not ws.closed
         assert ws._response.raw_headers == () and not ws._response.headers
+        # nor anywhere else: aiohttp's HTTP parser keeps the last headers it read in lists of
+        # its own (the websockets server in this process keeps its headers as str, not bytes)
+        assert not _raw_handshake_headers()
         for name in ("msg", "data", "frame", "passed", "item"):
             assert waiting.get(name) is None, name
         assert not any(v is last or v is last.payload for v in waiting.values())
         reader.task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await reader.task
+
+
+def _raw_handshake_headers() -> list[list[object]]:
+    """Lists alive in this process that hold a raw (bytes) Sec-WebSocket-Accept header."""
+    gc.collect()
+    return [
+        obj
+        for obj in gc.get_objects()
+        if isinstance(obj, list)
+        and any(
+            isinstance(item, tuple)
+            and item
+            and isinstance(item[0], bytes)
+            and item[0].lower() == b"sec-websocket-accept"
+            for item in obj
+        )
+    ]
 
 
 async def test_a_feed_that_never_answers_the_handshake_is_a_network_error_within_the_timeout(
