@@ -15,7 +15,7 @@ import math
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -286,7 +286,7 @@ def _forget_handshake(ws: aiohttp.ClientWebSocketResponse[Literal[False]]) -> No
         if isinstance(cache, dict):
             cache.pop("headers", None)
             cache.pop("raw_headers", None)
-    protocol = getattr(response, "_protocol", None)
+    protocol: Any = getattr(response, "_protocol", None)
     # once upgraded, the connection's bytes go to the websocket reader and the HTTP parser is
     # never used again (aiohttp reads it only before the upgrade, and skips it when None)
     if getattr(protocol, "_upgraded", False) and getattr(protocol, "_parser", None) is not None:
