@@ -25,36 +25,40 @@ async def with_database_retries(
     *,
     what: str,
     on_outage: Callable[[float | None], None] | None = None,
+    failed: DatabaseUnavailable | None = None,
 ) -> T:
     """Call, retrying with backoff while the database is unavailable; give up (exit 75) after
     ``db_give_up_after`` seconds. ``on_outage`` hears when an outage starts (monotonic time)
-    and ends (None)."""
+    and ends (None). ``failed``: the caller's own first call already failed so (a hot path that
+    calls once without this machinery, and comes here only then): the outage starts with it."""
     attempt = 0
     started: float | None = None
     while True:
-        try:
-            result = await call()
-        except DatabaseUnavailable as exc:
-            now = time.monotonic()
-            if started is None:
-                started = now
-                log.warning("%s: database unavailable, retrying: %s", what, exc)
-                if on_outage is not None:
-                    on_outage(now)
-            elif now - started > options.db_give_up_after:
-                raise TemporaryError(
-                    f"the database has been unavailable for {now - started:.0f} s: {exc}"
-                ) from None
-            await asyncio.sleep(
-                backoff_delay(attempt, options.backoff_initial, options.backoff_max)
-            )
-            attempt += 1
-            continue
-        if started is not None:
-            log.info("%s: database back after %.1f s", what, time.monotonic() - started)
+        if failed is None:
+            try:
+                result = await call()
+            except DatabaseUnavailable as exc:
+                failed = exc
+            else:
+                break
+        now = time.monotonic()
+        if started is None:
+            started = now
+            log.warning("%s: database unavailable, retrying: %s", what, failed)
             if on_outage is not None:
-                on_outage(None)
-        return result
+                on_outage(now)
+        elif now - started > options.db_give_up_after:
+            raise TemporaryError(
+                f"the database has been unavailable for {now - started:.0f} s: {failed}"
+            ) from None
+        failed = None
+        await asyncio.sleep(backoff_delay(attempt, options.backoff_initial, options.backoff_max))
+        attempt += 1
+    if started is not None:
+        log.info("%s: database back after %.1f s", what, time.monotonic() - started)
+        if on_outage is not None:
+            on_outage(None)
+    return result
 
 
 def backoff_delay(attempt: int, initial: float, cap: float) -> float:

@@ -9,13 +9,14 @@ the queue tells a fixture task that everything it put before is committed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from ingest.errors import ServerChanged
+from ingest.errors import DatabaseUnavailable, ServerChanged
 from ingest.feed.packet import Action, Rejected
 from ingest.settings import RunOptions
 from ingest.worker.ports import Sink, WriteResult
@@ -256,31 +257,49 @@ class Writer:
         # one token for every attempt: an attempt whose commit's reply was lost, retried, must
         # not store or count the rejected frames twice (the packets are keyed by their seq)
         batch = uuid.uuid4() if rejected or unstored else None
+        # The first attempt is made here, outside the retry machinery: a live batch (mostly one
+        # packet) then costs no closures, no message and no extra coroutine; an outage hands
+        # the failure over to with_database_retries, which goes on from it.
+        try:
+            return await self._attempt(actions, rejected, unstored, batch)
+        except DatabaseUnavailable as exc:
+            failed = exc
+        return await with_database_retries(
+            functools.partial(self._attempt, actions, rejected, unstored, batch),
+            self._options,
+            what=f"storing {len(actions)} packets",
+            on_outage=self._outage,
+            failed=failed,
+        )
 
-        def outage(since: float | None) -> None:
-            self.outage_since = since
-            if since is not None:
-                self.suspect = True
-
-        async def attempt() -> tuple[WriteResult, list[tuple[uuid.UUID, Action]]]:
-            if self.suspect:
-                await self._check_rewind()
+    async def _attempt(
+        self,
+        actions: list[tuple[uuid.UUID, Action]],
+        rejected: Sequence[tuple[uuid.UUID, Rejected]],
+        unstored: dict[uuid.UUID, int],
+        batch: uuid.UUID | None,
+    ) -> tuple[WriteResult, list[tuple[uuid.UUID, Action]]]:
+        if self.suspect:
+            await self._check_rewind()
+        kept = actions
+        if self._discarding:
             kept = [(f, a) for f, a in actions if f not in self._discarding]
             self.refetched += len(actions) - len(kept)
-            try:
-                result = await self._sink.write(
-                    kept, rejected, unstored=unstored, batch=batch, server=self._server
-                )
-            except ServerChanged as exc:  # nothing written: check the new server, then retry
-                self._server, self.suspect = exc.server, True
-                log.warning("%s", exc)
-                raise
-            self._server = result.server
-            return result, kept
+        try:
+            result = await self._sink.write(
+                kept, rejected, unstored=unstored, batch=batch, server=self._server
+            )
+        except ServerChanged as exc:  # nothing written: check the new server, then retry
+            self._server, self.suspect = exc.server, True
+            log.warning("%s", exc)
+            raise
+        self._server = result.server
+        return result, kept
 
-        return await with_database_retries(
-            attempt, self._options, what=f"storing {len(actions)} packets", on_outage=outage
-        )
+    def _outage(self, since: float | None) -> None:
+        self.outage_since = since
+        if since is not None:
+            self.suspect = True
 
     async def _check_rewind(self) -> None:
         """After an outage: did the database lose commits (a failover)? Those fixtures restart.
