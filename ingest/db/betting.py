@@ -44,7 +44,7 @@ class BettingTable:
     ) -> dict[uuid.UUID, Betting | None]:
         """See :class:`ingest.worker.ports.BettingBoard` (one statement, one transaction)."""
         ids = list(changes)
-        rows = await self._db.fetch(
+        rows = await self._db.fetch_kept(
             "writing the betting status",
             _REPORT,
             {

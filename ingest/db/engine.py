@@ -21,6 +21,7 @@ import contextlib
 import functools
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -33,7 +34,7 @@ from ingest.db.translate import (
 )
 from ingest.settings import COMMAND_TIMEOUT, POOL_SIZE, DatabaseTarget
 
-RECYCLE = 1800.0  # seconds a kept write-path connection is used before it is replaced
+RECYCLE = 1800.0  # seconds a kept connection (write path, fetch_kept) is used, then replaced
 ACQUIRE_TIMEOUT = 30.0  # seconds to wait for a free pooled connection: then "unavailable"
 _OVERFLOW = 2  # connections beyond pool_size when every pooled one is busy
 
@@ -131,6 +132,7 @@ class Database:
         self._command_timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Lock | None = None
+        self._kept: tuple[asyncpg.Connection, float] | None = None  # fetch_kept's (conn, since)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._target.display!r})"
@@ -145,6 +147,9 @@ class Database:
         return self._pooler
 
     async def close(self) -> None:
+        kept, self._kept = self._kept, None
+        if kept is not None:  # before the pool closes, which waits for its connections
+            await self.release(kept[0])
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
@@ -211,6 +216,48 @@ class Database:
                     return list(await conn.fetch(text, *args))
         except DRIVER_ERRORS as exc:
             raise translate(exc, what) from exc
+
+    async def fetch_kept(
+        self, what: str, sql: str, params: dict[str, Any] | None = None
+    ) -> list[Any]:
+        """:meth:`fetch`, on a connection kept between calls: for a statement sent every second
+        (the betting watch's renewal), which would otherwise pay a checkout and the pool's
+        reset of the session (a round trip of its own) each time. The statement must leave no
+        session state behind. The connection is replaced after :data:`RECYCLE` seconds (a new
+        one goes to whichever server the URL names then) and dropped on a suspect error."""
+        text, args = _arguments(sql, params)
+        kept, self._kept = self._kept, None  # a concurrent call takes a connection of its own
+        try:
+            if kept is not None and (time.monotonic() - kept[1] >= RECYCLE or kept[0].is_closed()):
+                await self.release(kept[0])
+                kept = None
+            if kept is None:
+                kept = (await self.acquire(), time.monotonic())
+            conn = kept[0]
+            try:
+                if not self._pooler:
+                    rows = list(await conn.fetch(text, *args))
+                else:
+                    async with conn.transaction():
+                        rows = list(await conn.fetch(text, *args))
+            except BaseException as exc:
+                if suspect(exc) or conn.is_in_transaction():
+                    conn.terminate()  # at once: a graceful close could wait on a dead peer
+                    await self.release(conn)
+                    kept = None
+                raise
+            finally:
+                if kept is not None:
+                    await self._keep(kept)
+        except DRIVER_ERRORS as exc:
+            raise translate(exc, what) from exc
+        return rows
+
+    async def _keep(self, kept: tuple[asyncpg.Connection, float]) -> None:
+        if self._kept is None:
+            self._kept = kept
+        else:  # another call kept one meanwhile
+            await self.release(kept[0])
 
     async def execute(self, what: str, sql: str, params: dict[str, Any] | None = None) -> int:
         """Run one statement in a transaction of its own; the rows it changed."""

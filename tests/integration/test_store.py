@@ -563,3 +563,43 @@ async def test_frames_over_the_rate_are_counted_once_though_the_commits_reply_wa
     assert tuple(row) == (5, 1)
     assert await sql.fetchval("SELECT count(*) FROM rejected_messages") == 1
     assert stats[fixture].rejected_unstored == 5 and stats[fixture].rejected == 1
+
+
+BACKEND = "SELECT pg_backend_pid()"
+
+
+async def test_the_betting_renewal_keeps_its_connection_between_seconds(
+    store: Store, sql: asyncpg.Connection
+) -> None:
+    db = store.database
+    first = (await db.fetch_kept("renewing", BACKEND))[0][0]
+    assert (await db.fetch_kept("renewing", BACKEND))[0][0] == first  # no checkout, no reset
+    assert (await db.fetch("reading", BACKEND))[0][0] != first  # the pool's others are free
+    # a reset would have run on a release: the kept session never went back to the pool
+    query = await sql.fetchval("SELECT query FROM pg_stat_activity WHERE pid = $1", first)
+    assert query == BACKEND
+    # two at once: each has a connection, and one is kept afterwards (the other goes back)
+    pids = await asyncio.gather(*(db.fetch_kept("renewing", BACKEND) for _ in range(2)))
+    assert len({p[0][0] for p in pids}) == 2
+    started = asyncio.get_running_loop().time()
+    await store.close()  # the kept one is given back first: the pool's close does not wait
+    assert asyncio.get_running_loop().time() - started < 2
+
+
+async def test_a_kept_connection_the_server_dropped_fails_once_then_is_replaced(
+    store: Store, sql: asyncpg.Connection
+) -> None:
+    db = store.database
+    first = (await db.fetch_kept("renewing", BACKEND))[0][0]
+    assert await sql.fetchval("SELECT pg_terminate_backend($1)", first)
+
+    async def gone() -> bool:
+        return not await sql.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", first)
+
+    await wait_until(gone, timeout=5)
+    try:
+        again = (await db.fetch_kept("renewing", BACKEND))[0][0]
+    except DatabaseUnavailable:  # the dead connection, found out by its first statement
+        again = (await db.fetch_kept("renewing", BACKEND))[0][0]
+    assert again != first
+    assert (await db.fetch_kept("renewing", BACKEND))[0][0] == again
