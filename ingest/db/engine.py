@@ -254,9 +254,16 @@ class Database:
         return rows
 
     async def _keep(self, kept: tuple[asyncpg.Connection, float]) -> None:
-        if self._kept is None:
+        pool = self._pool
+        # kept only while the pool has others to spare (a pool sized below its users, say
+        # --pool-size under --writers, must not starve the rest for a second's renewal)
+        if (
+            self._kept is None
+            and pool is not None
+            and (pool.get_size() < pool.get_max_size() or pool.get_idle_size() > 0)
+        ):
             self._kept = kept
-        else:  # another call kept one meanwhile
+        else:  # another call kept one meanwhile, or none is to spare: given back
             await self.release(kept[0])
 
     async def execute(self, what: str, sql: str, params: dict[str, Any] | None = None) -> int:

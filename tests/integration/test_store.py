@@ -603,3 +603,18 @@ async def test_a_kept_connection_the_server_dropped_fails_once_then_is_replaced(
         again = (await db.fetch_kept("renewing", BACKEND))[0][0]
     assert again != first
     assert (await db.fetch_kept("renewing", BACKEND))[0][0] == again
+
+
+async def test_the_renewal_keeps_no_connection_the_pool_cannot_spare(database_url: str) -> None:
+    # --pool-size 1: at most 3 connections; two held (as two writers hold theirs)
+    store = Store.connect(database_url, pool_size=1)
+    db = store.database
+    held = [await db.acquire(), await db.acquire()]
+    try:
+        await db.fetch_kept("renewing", BACKEND)  # the last one: used, then given back ...
+        rows = await asyncio.wait_for(db.fetch("reading", "SELECT 1"), 5)  # ... for the others
+        assert rows[0][0] == 1
+    finally:
+        for conn in held:
+            await db.release(conn)
+        await store.close()
