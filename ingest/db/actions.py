@@ -345,6 +345,9 @@ class Writes:
         whichever server the URL names now, after a failover say).
         """
         while self._writing:
+            # popped before it is looked at: a kept connection whose server went away may have
+            # been detached by the driver, and then raises on is_closed() (a database crash):
+            # left in the list, it would fail every batch after
             raw, since = self._writing.pop()
             if time.monotonic() - since < RECYCLE and not raw.is_closed():
                 return raw, since
