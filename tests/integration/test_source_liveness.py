@@ -194,9 +194,18 @@ async def test_a_shutdown_at_the_moment_the_deadline_passes_is_still_a_shutdown(
             return live._handle is not None and live._armed_for == live.deadline
 
         await wait_until(armed_for_the_last_deadline, timeout=4 * LIVENESS)
-        # due at the same loop time as the liveness timer: both run in the same loop iteration,
-        # before the reader wakes up, whichever of the two comes first
-        loop.call_at(live.deadline, reader.task.cancel)
+        # the shutdown comes in the same loop iteration as the deadline, before the reader
+        # wakes up. Two timers due at the same loop time need not run in one iteration (the
+        # loop rounds each to its clock's millisecond from the time it was set, and a loaded
+        # machine once woke between them): so the deadline's own callback is followed by it
+        assert live._handle is not None
+        live._handle.cancel()
+
+        def deadline_then_shutdown() -> None:
+            live._fire()
+            reader.task.cancel()
+
+        live._handle = loop.call_at(live._armed_for, deadline_then_shutdown)
         with pytest.raises(asyncio.CancelledError):
             await reader.task
         assert reader.task.cancelled()  # not "silent": the shutdown is not swallowed
