@@ -322,8 +322,7 @@ class Writes:
             except BaseException as exc:
                 # never hand out again a connection the error left unfit, or mid-transaction
                 if suspect(exc) or raw.is_in_transaction():
-                    raw.terminate()  # at once: a graceful close could wait on a dead peer
-                    await self._db.release(raw)
+                    await self._db.discard(raw)
                 else:
                     self._writing.append((raw, since))
                 raise
@@ -351,16 +350,13 @@ class Writes:
             raw, since = self._writing.pop()
             if time.monotonic() - since < RECYCLE and not raw.is_closed():
                 return raw, since
-            if not raw.is_closed():
-                raw.terminate()
-            await self._db.release(raw)
+            await self._db.discard(raw)
         raw = await self._db.acquire()
         if self._async_commit and not self._pooler:
             try:
                 await raw.execute(_ASYNC_COMMIT)
             except BaseException:
-                raw.terminate()  # never back to the pool half set up
-                await self._db.release(raw)
+                await self._db.discard(raw)  # never back to the pool half set up
                 raise
         return raw, time.monotonic()
 

@@ -199,6 +199,16 @@ class Database:
         pool = await self._get_pool()
         return await pool.acquire(timeout=ACQUIRE_TIMEOUT)
 
+    async def discard(self, conn: asyncpg.Connection) -> None:
+        """Close a held connection for good and give its slot back: one the caller will not use
+        again (unfit after an error, or kept too long: the pool makes a new one, to whichever
+        server the URL names then, where a released one would be handed out again). At once:
+        a graceful close could wait on a dead peer."""
+        with contextlib.suppress(*DRIVER_ERRORS):  # already closed, or detached by the driver
+            if not conn.is_closed():
+                conn.terminate()
+        await self.release(conn)
+
     async def release(self, conn: asyncpg.Connection) -> None:
         """Give a held connection back (a closed or terminated one is replaced by the pool)."""
         if self._pool is not None:
@@ -229,7 +239,7 @@ class Database:
         kept, self._kept = self._kept, None  # a concurrent call takes a connection of its own
         try:
             if kept is not None and (time.monotonic() - kept[1] >= RECYCLE or kept[0].is_closed()):
-                await self.release(kept[0])
+                await self.discard(kept[0])
                 kept = None
             if kept is None:
                 kept = (await self.acquire(), time.monotonic())
@@ -242,8 +252,7 @@ class Database:
                         rows = list(await conn.fetch(text, *args))
             except BaseException as exc:
                 if suspect(exc) or conn.is_in_transaction():
-                    conn.terminate()  # at once: a graceful close could wait on a dead peer
-                    await self.release(conn)
+                    await self.discard(conn)
                     kept = None
                 raise
             finally:

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from ingest.db import engine
 from ingest.db.store import Store
 from ingest.errors import DatabaseUnavailable, IngestError
 from ingest.feed.packet import Action, Rejected, classify, parse_action
@@ -618,3 +619,14 @@ async def test_the_renewal_keeps_no_connection_the_pool_cannot_spare(database_ur
         for conn in held:
             await db.release(conn)
         await store.close()
+
+
+async def test_a_kept_connection_too_old_is_replaced_not_handed_out_again(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = store.database
+    first = (await db.fetch_kept("renewing", BACKEND))[0][0]
+    monkeypatch.setattr(engine, "RECYCLE", 0.0)  # every kept connection is now too old
+    # closed for good: a released one would come straight back from the pool's idle ones,
+    # still on the server it was opened to (after a failover, the old one)
+    assert (await db.fetch_kept("renewing", BACKEND))[0][0] != first
