@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,29 +46,31 @@ def alembic_config() -> Config:
     return cfg
 
 
+_ASSIGNMENT = re.compile(
+    r"^(revision|down_revision)\s*(?::[^=\n]*)?=\s*(.+?)\s*(?:#[^\n]*)?$", re.MULTILINE
+)
+
+
 @functools.cache
 def head_revision() -> str:
-    """The newest revision in the migration files: the one no other revision revises.
+    """The newest revision in our migration files (see :func:`head_of`)."""
+    return head_of(migrations_dir() / "versions")
 
-    Read from each file's ``revision`` and ``down_revision`` assignments (what alembic reads,
-    without importing alembic); a test holds it equal to alembic's own answer.
+
+def head_of(versions: Path) -> str:
+    """The newest revision in the migration files in ``versions``: the one no other revises.
+
+    Read from each file's top-level ``revision`` and ``down_revision`` assignments (what alembic
+    reads, without importing alembic; the last of each, as at import); a test holds it equal to
+    alembic's own answer. Matched line by line rather than parsed: parsing the twelve files
+    took 5 ms of every start, before the first feed connection.
     """
     revisions: dict[str, str | None] = {}
-    for path in sorted((migrations_dir() / "versions").glob("*.py")):
-        found: dict[str, Any] = {}
-        for node in ast.parse(path.read_text(encoding="utf-8")).body:
-            target = (
-                node.target
-                if isinstance(node, ast.AnnAssign)
-                else (
-                    node.targets[0]
-                    if isinstance(node, ast.Assign) and len(node.targets) == 1
-                    else None
-                )
-            )
-            value = getattr(node, "value", None)
-            if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
-                found[target.id] = ast.literal_eval(value) if value is not None else None
+    for path in sorted(versions.glob("*.py")):
+        found = {
+            name: ast.literal_eval(value)
+            for name, value in _ASSIGNMENT.findall(path.read_text(encoding="utf-8"))
+        }
         if "revision" in found:
             revisions[found["revision"]] = found.get("down_revision")
     heads = set(revisions) - {down for down in revisions.values() if down is not None}
