@@ -276,11 +276,16 @@ class Database:
             await self.release(kept[0])
 
     async def execute(self, what: str, sql: str, params: dict[str, Any] | None = None) -> int:
-        """Run one statement in a transaction of its own; the rows it changed."""
+        """Run one statement (atomic on its own: no BEGIN and COMMIT round trips, except
+        behind a pooler, as in :meth:`fetch`); the rows it changed."""
         text, args = _arguments(sql, params)
         try:
-            async with self.connection() as conn, conn.transaction():
-                status = await conn.execute(text, *args)
+            async with self.connection() as conn:
+                if not self._pooler:
+                    status = await conn.execute(text, *args)
+                else:
+                    async with conn.transaction():
+                        status = await conn.execute(text, *args)
         except DRIVER_ERRORS as exc:
             raise translate(exc, what) from exc
         return _rowcount(status)

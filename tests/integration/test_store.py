@@ -630,3 +630,23 @@ async def test_a_kept_connection_too_old_is_replaced_not_handed_out_again(
     # closed for good: a released one would come straight back from the pool's idle ones,
     # still on the server it was opened to (after a failover, the old one)
     assert (await db.fetch_kept("renewing", BACKEND))[0][0] != first
+
+
+async def test_a_start_registers_and_reads_its_fixtures_without_a_type_lookup(
+    store: Store, sql: asyncpg.Connection
+) -> None:
+    # what a start waits on before its first feed connection, on a new connection: asyncpg
+    # looks up an array type other than text[] on its first use (7 ms on a new backend)
+    db = store.database
+    conn = await db.acquire()
+    queries: list[str] = []
+    conn.add_query_logger(lambda record: queries.append(record.query))
+    await db.release(conn)  # the pool hands this one out next (its idle ones, last in first)
+    fixtures = [uuid.uuid4(), uuid.uuid4()]
+    assert await store.register([*fixtures, fixtures[0]]) == 2
+    assert await store.register(fixtures) == 0
+    rows = await store.fixtures([fixtures[1]])
+    assert [row.fixture_id for row in rows] == [fixtures[1]]
+    assert await sql.fetchval("SELECT count(*) FROM fixtures") == 2
+    assert any("INSERT INTO fixtures" in q for q in queries)  # on the connection watched
+    assert not [q for q in queries if "typeinfo" in q]
