@@ -77,16 +77,17 @@ class Registry:
         )
         return str(rows[0][0]) if rows else None
 
-    async def is_numbered(self, fixture_id: uuid.UUID) -> bool | None:
-        """Does the fixture's latest stored packet carry the provider's ``fixtureSeqNum``?
-        None when nothing is stored."""
+    async def resume_point(self, fixture_id: uuid.UUID) -> tuple[int, bool | None]:
+        """``MAX(seq)`` (0 when nothing is stored) and whether the packet stored there carries
+        the provider's ``fixtureSeqNum`` (None when nothing is stored): a follower's first
+        read, in one statement."""
         rows = await self._db.fetch(
             "reading the resume position",
-            "SELECT fixture_seq_num IS NOT NULL FROM actions WHERE fixture_id = :f "
+            "SELECT seq, fixture_seq_num IS NOT NULL FROM actions WHERE fixture_id = :f "
             "ORDER BY seq DESC LIMIT 1",
             {"f": fixture_id},
         )
-        return bool(rows[0][0]) if rows else None
+        return (int(rows[0][0]), bool(rows[0][1])) if rows else (0, None)
 
     async def register(self, fixture_ids: Iterable[uuid.UUID], *, enable: bool = False) -> int:
         """Add fixtures to the registry; with ``enable``, re-enable ones that were disabled."""
