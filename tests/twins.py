@@ -120,11 +120,11 @@ class MemorySink:
         action = self.rows.get((fixture_id, seq))
         return action.payload if action is not None else None
 
-    async def resume_point(self, fixture_id: uuid.UUID) -> tuple[int, bool | None]:
+    async def is_numbered(self, fixture_id: uuid.UUID) -> bool | None:
         seqs = self.seqs(fixture_id)
         if not seqs:
-            return 0, None
-        return seqs[-1], self.rows[(fixture_id, seqs[-1])].fixture_seq_num is not None
+            return None
+        return self.rows[(fixture_id, seqs[-1])].fixture_seq_num is not None
 
     async def register(self, fixture_ids: Sequence[uuid.UUID], *, enable: bool = False) -> int:
         added = 0

@@ -77,17 +77,16 @@ class Registry:
         )
         return str(rows[0][0]) if rows else None
 
-    async def resume_point(self, fixture_id: uuid.UUID) -> tuple[int, bool | None]:
-        """``MAX(seq)`` (0 when nothing is stored) and whether the packet stored there carries
-        the provider's ``fixtureSeqNum`` (None when nothing is stored): a follower's first
-        read, in one statement."""
+    async def is_numbered(self, fixture_id: uuid.UUID) -> bool | None:
+        """Does the fixture's latest stored packet carry the provider's ``fixtureSeqNum``?
+        None when nothing is stored."""
         rows = await self._db.fetch(
             "reading the resume position",
-            "SELECT seq, fixture_seq_num IS NOT NULL FROM actions WHERE fixture_id = :f "
+            "SELECT fixture_seq_num IS NOT NULL FROM actions WHERE fixture_id = :f "
             "ORDER BY seq DESC LIMIT 1",
             {"f": fixture_id},
         )
-        return (int(rows[0][0]), bool(rows[0][1])) if rows else (0, None)
+        return bool(rows[0][0]) if rows else None
 
     async def register(self, fixture_ids: Iterable[uuid.UUID], *, enable: bool = False) -> int:
         """Add fixtures to the registry; with ``enable``, re-enable ones that were disabled."""

@@ -56,7 +56,7 @@ class Store:
         self.max_seq = self.registry.max_seq
         self.max_seqs = self.registry.max_seqs
         self.payload_at = self.registry.payload_at
-        self.resume_point = self.registry.resume_point
+        self.is_numbered = self.registry.is_numbered
         self.register = self.registry.register
         self.set_enabled = self.registry.set_enabled
         self.fixtures = self.registry.fixtures

@@ -81,7 +81,10 @@ class Follower:
 
     async def run(self) -> None:
         """Keep the fixture streaming until its finished packet is stored."""
-        fixture_id = self.fixture_id
+        stats, fixture_id = self._stats, self.fixture_id
+        if stats.keying is None:  # decided once per fixture: by what is stored, or the feed
+            numbered = await self._retry(lambda: self._sink.is_numbered(fixture_id))
+            stats.keying = Keying(numbered)
         while True:
             start = await self._resume_position()
             try:
@@ -103,12 +106,7 @@ class Follower:
         """``MAX(seq)`` once everything received is committed; then wait for a connect slot."""
         await self._writer.barrier()  # MAX(seq) must include everything received
         self._writer.resume(self.fixture_id)
-        start: int
-        if self._stats.keying is None:  # decided once per fixture: by what is stored, or the feed
-            start, numbered = await self._retry(lambda: self._sink.resume_point(self.fixture_id))
-            self._stats.keying = Keying(numbered)
-        else:
-            start = await self._retry(lambda: self._sink.max_seq(self.fixture_id))
+        start: int = await self._retry(lambda: self._sink.max_seq(self.fixture_id))
         await self._limiter.wait()
         self._stats.connects += 1
         if self._stats.state != State.BLOCKED:  # blocked until a packet gets past the frame

@@ -71,15 +71,15 @@ async def test_a_sink_stores_each_seq_once_and_records_a_differing_replay(sink: 
     stored = await sink.payload_at(FIXTURE, 2)
     assert stored is not None and "period" not in json.loads(stored)["fixtureAction"]
     assert await sink.payload_at(FIXTURE, 9) is None
-    assert await sink.resume_point(FIXTURE) == (3, True)
-    assert await sink.resume_point(uuid.UUID(int=5)) == (0, None)  # nothing stored: undecided
+    assert await sink.is_numbered(FIXTURE)
+    assert await sink.is_numbered(uuid.UUID(int=5)) is None  # nothing stored: undecided
     unnumbered = classify(
         json.dumps({"finished": False, "fixtureAction": {"actionId": "a"}}).encode(),
         binary=False, position=4, received_at=datetime.now(UTC),
     )  # fmt: skip
     assert isinstance(unnumbered, Action)  # keyed by its position in the stream
     await sink.write([(uuid.UUID(int=6), unnumbered)])
-    assert await sink.resume_point(uuid.UUID(int=6)) == (4, False)
+    assert await sink.is_numbered(uuid.UUID(int=6)) is False
     (row,) = await sink.fixtures([FIXTURE])
     assert (row.finished, row.last_seq, row.packets) == (True, 3, 3)
 
