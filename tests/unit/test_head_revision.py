@@ -59,3 +59,26 @@ def test_two_heads_are_refused(tmp_path: Path) -> None:
 def test_a_docstring_line_does_not_count_as_the_revision(tmp_path: Path) -> None:
     _write(tmp_path, "0001_a.py", "aaa", None)
     assert head_of(tmp_path) == "aaa"
+
+
+def test_a_prose_line_in_a_docstring_is_not_read_as_an_assignment(tmp_path: Path) -> None:
+    (tmp_path / "0001_a.py").write_text(
+        '"""Notes.\n\nrevision = the id alembic gives this file\n"""\n\nrevision = "aaa"\n'
+        "down_revision = None\n",
+        encoding="utf-8",
+    )
+    assert head_of(tmp_path) == "aaa"
+
+
+def test_a_merge_revises_each_of_its_parents(tmp_path: Path) -> None:
+    _write(tmp_path, "0001_a.py", "aaa", None)
+    _write(tmp_path, "0002_b.py", "bbb", "aaa")
+    _write(tmp_path, "0002_c.py", "ccc", "aaa")
+    (tmp_path / "0003_m.py").write_text(
+        'revision = "mmm"\ndown_revision = (\n    "bbb",\n    "ccc",\n)\n', encoding="utf-8"
+    )
+    assert head_of(tmp_path) == "mmm"
+    (tmp_path / "0004_n.py").write_text(
+        'revision = "nnn"\ndown_revision = ("mmm",)  # on one line\n', encoding="utf-8"
+    )
+    assert head_of(tmp_path) == "nnn"
