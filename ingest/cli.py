@@ -471,7 +471,7 @@ def run_async(make: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
 
     context = click.get_current_context(silent=True)
     runtime = context.meta.get("ingest.runtime") if context is not None else None
-    gc.enable()  # off while the modules loaded (main)
+    modules_loaded()
     with asyncio.Runner(loop_factory=loop_factory(runtime or Runtime())) as runner:
         return runner.run(main())
 
@@ -542,14 +542,22 @@ def parse(argv: Sequence[str]) -> tuple[str, dict[str, Any]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # No garbage collection while the command loads its modules: about 90 collections over
-    # objects that are not garbage, 10-20 ms of a start. On again when its loop starts
-    # (run_async), with `run` after freezing what was loaded (_quiet_gc): the pattern of the
-    # gc module's documentation for a long-lived process.
+    # objects that are not garbage, 10-20 ms of a start. On again once they are in
+    # (modules_loaded, which run_async calls as its loop starts), with `run` after freezing
+    # what was loaded (_quiet_gc): the gc module's documented pattern for a long-lived process.
+    was_enabled = gc.isenabled()
     gc.disable()
     try:
         return _main(argv)
     finally:
-        gc.enable()
+        if was_enabled:
+            gc.enable()
+
+
+def modules_loaded() -> None:
+    """The command's modules are in: collect garbage again (off while they loaded, see
+    :func:`main`). Every command calls it before its work: :func:`run_async` does."""
+    gc.enable()
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -19,6 +19,7 @@ from ingest.cli import (
     command,
     database_url,
     declared_options,
+    modules_loaded,
     run_async,
     start_command,
 )
@@ -199,6 +200,7 @@ def serve(
         raise click.UsageError("--suspend-after needs --live (the stream it is injected into)")
     if fixture_ids and not from_database:
         raise click.UsageError("FIXTURE_IDs name stored matches: give --from-database too")
+    modules_loaded()  # before the recordings: generating matches makes garbage
     loaded = [Recording.load(spec) for spec in recordings]
     loaded += [Recording.generated(seed + i, best_of=best_of) for i in range(generate)]
     stored = (database_url(settings), list(fixture_ids)) if from_database else None
@@ -248,8 +250,9 @@ def generate(**values: Any) -> int:
     is printed on standard error."""
     from ingest import commands
 
+    modules_loaded()  # generate runs no event loop (see run_async)
     logs = build(Logging, values)
-    build(Runtime, values)  # generate runs no event loop
+    build(Runtime, values)
     from ingest.cli import configure_logging
 
     configure_logging(logs.log_level.upper(), logs.log_format)
