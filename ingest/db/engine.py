@@ -22,8 +22,8 @@ import functools
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -37,6 +37,7 @@ from ingest.settings import COMMAND_TIMEOUT, POOL_SIZE, DatabaseTarget
 RECYCLE = 1800.0  # seconds a kept connection (write path, fetch_kept) is used, then replaced
 ACQUIRE_TIMEOUT = 30.0  # seconds to wait for a free pooled connection: then "unavailable"
 _OVERFLOW = 2  # connections beyond pool_size when every pooled one is busy
+T = TypeVar("T")
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
@@ -215,15 +216,20 @@ class Database:
             with contextlib.suppress(TimeoutError, *DRIVER_ERRORS):
                 await self._pool.release(conn, timeout=5)
 
+    async def _alone(self, conn: asyncpg.Connection, statement: Callable[[], Awaitable[T]]) -> T:
+        """One statement on its own (atomic as it is), except behind a pooler: there in a
+        transaction, so that its parse and its execution reach the same server connection."""
+        if not self._pooler:
+            return await statement()
+        async with conn.transaction():
+            return await statement()
+
     async def fetch(self, what: str, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
         """The rows of one statement (``what``: what it was doing, for the error message)."""
         text, args = _arguments(sql, params)
         try:
             async with self.connection() as conn:
-                if not self._pooler:
-                    return list(await conn.fetch(text, *args))
-                async with conn.transaction():
-                    return list(await conn.fetch(text, *args))
+                return list(await self._alone(conn, lambda: conn.fetch(text, *args)))
         except DRIVER_ERRORS as exc:
             raise translate(exc, what) from exc
 
@@ -245,11 +251,7 @@ class Database:
                 kept = (await self.acquire(), time.monotonic())
             conn = kept[0]
             try:
-                if not self._pooler:
-                    rows = list(await conn.fetch(text, *args))
-                else:
-                    async with conn.transaction():
-                        rows = list(await conn.fetch(text, *args))
+                rows = list(await self._alone(conn, lambda: conn.fetch(text, *args)))
             except BaseException as exc:
                 if suspect(exc) or conn.is_in_transaction():
                     await self.discard(conn)
@@ -276,16 +278,12 @@ class Database:
             await self.release(kept[0])
 
     async def execute(self, what: str, sql: str, params: dict[str, Any] | None = None) -> int:
-        """Run one statement (atomic on its own: no BEGIN and COMMIT round trips, except
-        behind a pooler, as in :meth:`fetch`); the rows it changed."""
+        """Run one statement (:meth:`_alone`: no BEGIN and COMMIT round trips); the rows it
+        changed."""
         text, args = _arguments(sql, params)
         try:
             async with self.connection() as conn:
-                if not self._pooler:
-                    status = await conn.execute(text, *args)
-                else:
-                    async with conn.transaction():
-                        status = await conn.execute(text, *args)
+                status = await self._alone(conn, lambda: conn.execute(text, *args))
         except DRIVER_ERRORS as exc:
             raise translate(exc, what) from exc
         return _rowcount(status)
