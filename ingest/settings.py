@@ -457,9 +457,18 @@ class RunOptions:
     batch_size: int = option(
         500,
         help="most packets per transaction (a batch is whatever is waiting: no timer delays a "
-        "packet)",
+        "packet unless --batch-wait)",
         env=True,
         type=COUNT,
+    )
+    batch_wait: float = option(
+        0.0,
+        help="seconds a lone waiting packet is held for others to share its transaction (0: "
+        "committed at once); at a live load of hundreds of fixtures, 0.02 saves about a fifth "
+        "of the worker's CPU and adds up to as much to each packet's latency",
+        env=True,
+        type=click.FloatRange(min=0, max=1),
+        metavar="SECONDS",
     )
     writers: int = option(
         2,

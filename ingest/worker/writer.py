@@ -70,8 +70,9 @@ class Writer:
 
     A batch is whatever is queued when the writer gets to it, up to ``batch_size``: under load
     batches grow, and a lone packet on an idle socket is committed at once (no timer on the
-    latency path). While the database is down the queue fills up and ``put`` blocks, which stops
-    the fixture tasks reading their sockets: backpressure instead of unbounded memory.
+    latency path), unless ``batch_wait`` holds it that long for others to join it. While the
+    database is down the queue fills up and ``put`` blocks, which stops the fixture tasks
+    reading their sockets: backpressure instead of unbounded memory.
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class Writer:
         self._buffer = buffer or Buffer(options.max_buffer)
         self._stats = stats
         self._options = options
+        self._wait = options.batch_wait
         self._metrics = metrics
         self.outage_since: float | None = None  # monotonic time the database went away
         # Failover: the database that answers after an outage may lack the last commits (a
@@ -147,6 +149,11 @@ class Writer:
             waiters: list[asyncio.Future[None]] = []
             size = 0  # of the items' frames, given back to the buffer once committed
             entry = await self._queue.get()
+            if self._wait and type(entry) is tuple and self._queue.empty():
+                # a lone packet (--batch-wait): a statement and a commit cost as much CPU for
+                # one packet as for fifty, so at a live load it waits for company; a stop or
+                # a barrier never waits on its own, and a full batch is never held
+                await asyncio.sleep(self._wait)
             while True:
                 if entry is None:
                     closing = True

@@ -97,6 +97,24 @@ async def test_async_commit_from_the_command_line_or_the_environment(
     assert {mode for mode, _ in modes} == {"on" if how == "default" else "off"}
 
 
+async def test_batch_wait_from_the_environment_stores_everything_and_a_bad_one_is_refused(
+    start_feed: StartFeed, database_url: str, recording: Recording
+) -> None:
+    feed = await start_feed([recording])
+    env = cli_env(INGEST_DATABASE_URL=database_url, INGEST_FEED_URL=feed, INGEST_TOKEN=TOKEN)
+    args = ("run", str(recording.fixture_id), "--until-finished", "--speed", "fast")
+    done = await cli(*args, env={**env, "INGEST_BATCH_WAIT": "0.05"})
+    assert done.code == 0, done.stderr
+    conn = await asyncpg.connect(plain(database_url))
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM actions") == len(recording.lines)
+    finally:
+        await conn.close()
+    refused = await cli(*args, "--batch-wait", "5", env=env)
+    assert refused.code == 2
+    assert "--batch-wait" in refused.stderr and "0<=x<=1" in refused.stderr
+
+
 # what `ingest run` has no use for: imported only by the commands that need them
 NOT_FOR_RUN = ("rich", "ingest.simulator", "ingest.report", "ingest.status", "ingest.export",
                "ingest.feed.discovery", "aiohttp.web")  # fmt: skip

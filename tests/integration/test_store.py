@@ -653,3 +653,41 @@ async def test_a_start_registers_and_reads_its_fixtures_without_a_type_lookup(
     ours = ("INSERT INTO fixtures", "SELECT fixture_id, enabled", "SELECT pg_advisory_unlock_all")
     assert [q for q in queries if not q.startswith(ours)] == []
     assert sum(q.startswith(ours[:2]) for q in queries) == 3
+
+
+@pytest.mark.parametrize("wait", [0.0, 1.0])
+async def test_a_lone_packet_waits_for_company_only_under_batch_wait(
+    store: Store, sql: asyncpg.Connection, wait: float
+) -> None:
+    """--batch-wait: the writer holds a lone packet that long, and what arrives meanwhile shares
+    its transaction; without it the lone packet is written at once, alone."""
+    first, second = uuid.uuid4(), uuid.uuid4()
+    stats = {first: FixtureStats(), second: FixtureStats()}
+    writer = Writer(store, stats, RunOptions(batch_wait=wait))
+    task = asyncio.create_task(writer.run())
+    assert writer.offer(first, packet(1))
+
+    async def taken() -> bool:
+        return writer.pending == 0
+
+    await wait_until(taken, timeout=5, interval=0)  # the writer has the lone packet ...
+    assert writer.offer(second, packet(1))  # ... when another fixture's arrives
+    await writer.barrier()
+    await writer.close()
+    await task
+    rows = await sql.fetch("SELECT fixture_id, xmin::text AS tx FROM actions")
+    assert {r["fixture_id"] for r in rows} == {first, second}  # both stored, whatever the wait
+    assert len({r["tx"] for r in rows}) == (1 if wait else 2)
+
+
+async def test_a_stop_does_not_lose_the_packet_held_by_batch_wait(
+    store: Store, sql: asyncpg.Connection
+) -> None:
+    fixture = uuid.uuid4()
+    writer = Writer(store, {fixture: FixtureStats()}, RunOptions(batch_wait=1.0))
+    task = asyncio.create_task(writer.run())
+    assert writer.offer(fixture, packet(1))
+    await writer.close()  # while the packet is held
+    async with asyncio.timeout(5):
+        await task
+    assert await sql.fetchval("SELECT count(*) FROM actions WHERE fixture_id = $1", fixture) == 1
