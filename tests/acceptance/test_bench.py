@@ -39,10 +39,12 @@ async def test_bench_quick_mode_runs_every_scenario(tmp_path: Path) -> None:
     assert 0 < results["startup"]["script_s"] < 60
     live = results["live-latency"]
     assert live["packets_measured"] > 0 and live["async_commit"]["packets_measured"] > 0
-    for run in (live, live["async_commit"]):  # the legs of a latency are within the whole
+    assert live["batch_wait"]["packets_measured"] > 0
+    # the legs of a latency are within the whole
+    for run in (live, live["async_commit"], live["batch_wait"]):
         assert set(run["legs_p99_ms"]) == {"feed", "queue", "commit"}
         assert all(0 <= leg <= run["max_ms"] + 1 for leg in run["legs_max_ms"].values())
-    for reference in ("ours", "script", "careful"):
+    for reference in ("ours", "script", "careful", "ours_batch_wait"):
         assert results["footprint"][f"{reference}_rss_mb"] > 0
         assert results["footprint"][f"{reference}_packets_stored"] > 0
     assert results["footprint"]["packets_stored"] > 0
@@ -54,6 +56,7 @@ async def test_bench_quick_mode_runs_every_scenario(tmp_path: Path) -> None:
     assert season["lookups_ms"] and season["in_play_lookups_ms"]
     assert all(n in table for n in ("backfill", "startup", "live-latency", "footprint", "season"))
     assert "with --async-commit: p50" in table and "p99 (max) of its legs: feed" in table
+    assert "with --batch-wait 0.02: p50" in table and "ours with --batch-wait 0.02: " in table
 
 
 @pytest.mark.slow
