@@ -150,9 +150,9 @@ class Writer:
             size = 0  # of the items' frames, given back to the buffer once committed
             entry = await self._queue.get()
             if self._wait and type(entry) is tuple and self._queue.empty():
-                # a lone packet (--batch-wait): a statement and a commit cost as much CPU for
-                # one packet as for fifty, so at a live load it waits for company; a stop or
-                # a barrier never waits on its own, and a full batch is never held
+                # a lone packet (--batch-wait): a statement and a commit per packet is most of
+                # the worker's CPU at a live load, so it waits for company; a stop or a barrier
+                # taken first never waits, and a batch that has company is never held
                 await asyncio.sleep(self._wait)
             while True:
                 if entry is None:
