@@ -19,12 +19,21 @@ import subprocess
 import sys
 import tomllib
 import zipfile
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 
 import pytest
 
 from ingest.cli import parse
+from ingest.settings import (
+    Logging,
+    Monitoring,
+    RunOptions,
+    Runtime,
+    Settings,
+    SettleOptions,
+    declared,
+)
 from tests.conftest import with_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -469,6 +478,23 @@ def test_the_example_environment_file_never_holds_the_token() -> None:
     assert settings["INGEST_DATABASE_URL"].startswith("postgresql://")
     assert settings["INGEST_METRICS_PORT"] == "9108"
     assert not any(key.startswith("INGEST_TOKEN") for key in settings)
+
+
+def test_the_example_environment_files_commented_defaults_are_the_defaults() -> None:
+    """``#INGEST_X=value`` lines say "the default, shown for reference": each must be an option's
+    variable and its value that option's default, so that uncommenting one changes nothing."""
+    defaults: dict[str, object] = {}
+    for cls in (Settings, Logging, Runtime, RunOptions, Monitoring, SettleOptions):
+        for f, opt in declared(cls):
+            if f.default is not MISSING:
+                defaults.update(dict.fromkeys(opt.variables(f.name), f.default))
+    lines = (UNITS / "ingest.env.example").read_text().splitlines()
+    shown = [line[1:].split("=", 1) for line in lines if line.startswith("#INGEST_")]
+    assert {name for name, _ in shown} >= {"INGEST_BATCH_SIZE", "INGEST_BATCH_WAIT"}
+    for name, value in shown:
+        assert name in defaults, f"{name} is no option's variable"
+        default = defaults[name]
+        assert (type(default)(value) if default is not None else value) == default, name
 
 
 def _verify(units: list[Path]) -> tuple[int, list[str]]:
