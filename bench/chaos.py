@@ -61,6 +61,7 @@ class Plan:
     sigkills: int = 3  # SIGKILL the worker, start it again
     start_while_down: int = 1  # the worker started while the database is stopped
     seed: int = 20261124
+    batch_wait: float = 0.0  # the worker's --batch-wait: its default, or a held lone packet
 
     @classmethod
     def soak(cls) -> Plan:
@@ -148,6 +149,7 @@ class Chaos:
             INGEST_LIVENESS_TIMEOUT=str(self.plan.liveness),
             INGEST_STALE_AFTER=str(self.plan.liveness / 2),  # below the liveness timeout
             INGEST_PROGRESS_INTERVAL="3600",
+            INGEST_BATCH_WAIT=str(self.plan.batch_wait),
         )
         return env
 
