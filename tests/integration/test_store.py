@@ -687,6 +687,11 @@ async def test_a_stop_does_not_lose_the_packet_held_by_batch_wait(
     writer = Writer(store, {fixture: FixtureStats()}, RunOptions(batch_wait=1.0))
     task = asyncio.create_task(writer.run())
     assert writer.offer(fixture, packet(1))
+
+    async def held() -> bool:
+        return writer.pending == 0
+
+    await wait_until(held, timeout=5, interval=0)  # the writer took it alone: it is held
     await writer.close()  # while the packet is held
     async with asyncio.timeout(5):
         await task
