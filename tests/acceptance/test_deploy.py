@@ -25,16 +25,9 @@ from pathlib import Path
 import pytest
 
 from ingest.cli import parse
-from ingest.settings import (
-    Logging,
-    Monitoring,
-    RunOptions,
-    Runtime,
-    Settings,
-    SettleOptions,
-    declared,
-)
+from ingest.settings import declared
 from tests.conftest import with_database
+from tests.unit.test_options import OPTION_CLASSES
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -484,7 +477,7 @@ def test_the_example_environment_files_commented_defaults_are_the_defaults() -> 
     """``#INGEST_X=value`` lines say "the default, shown for reference": each must be an option's
     variable and its value that option's default, so that uncommenting one changes nothing."""
     defaults: dict[str, object] = {}
-    for cls in (Settings, Logging, Runtime, RunOptions, Monitoring, SettleOptions):
+    for cls in OPTION_CLASSES:
         for f, opt in declared(cls):
             if f.default is not MISSING:
                 defaults.update(dict.fromkeys(opt.variables(f.name), f.default))

@@ -54,11 +54,10 @@ def commands(group: click.Group = ingest, path: tuple[str, ...] = ()) -> Iterato
 
 
 ALL = sorted(commands())
+# every class whose fields are options a deployment may set
+OPTION_CLASSES = (Settings, Logging, Runtime, RunOptions, Monitoring, SettleOptions)
 DEPLOYMENT = {  # every variable an option may read: the deployment settings, and nothing else
-    var
-    for cls in (Settings, Logging, Runtime, RunOptions, Monitoring, SettleOptions)
-    for f, opt in declared(cls)
-    for var in opt.variables(f.name)
+    var for cls in OPTION_CLASSES for f, opt in declared(cls) for var in opt.variables(f.name)
 }
 
 
@@ -127,7 +126,7 @@ def test_every_switch_has_its_no_form(path: tuple[str, ...]) -> None:
 
 def test_a_variable_is_ingest_and_the_flags_name() -> None:
     named_otherwise = {"DATABASE_URL", "INGEST_SETTLE_IDLE_CHECK"}  # the one alias, one prefix
-    for cls in (Settings, Logging, Runtime, RunOptions, Monitoring, SettleOptions):
+    for cls in OPTION_CLASSES:
         for f, opt in declared(cls):
             for var in set(opt.variables(f.name)) - named_otherwise:
                 assert var == "INGEST_" + opt.flag_for(f.name)[2:].upper().replace("-", "_")
