@@ -5,10 +5,12 @@ whatever has been received since its last insert as one ``unnest`` statement (pa
 typed columns, no conflict records, no notifications). Resumes from ``max(seq)``; with
 ``--until-finished`` it exits once every fixture has sent its finished packet.
 
-``python -m bench.script DATABASE_URL FEED_URL [--until-finished] FIXTURE_ID ...``; the token is
-read from ``INGEST_TOKEN``. Kept deliberately plain: it is the yardstick, not a product. Of the two
-references it is the stronger at a live load (``bench/careful.py``, issue 23's program, writes
-each socket's packets apart: twice the CPU here, see its docstring).
+``python -m bench.script DATABASE_URL FEED_URL [--until-finished] [--batch-wait SECONDS]
+FIXTURE_ID ...`` (``--batch-wait``: a lone packet waits that long for company, as ours does
+with the option); the token is read from ``INGEST_TOKEN``. Kept deliberately plain: it is the
+yardstick, not a product. Of the two references it is the stronger at a live load
+(``bench/careful.py``, issue 23's program, writes each socket's packets apart: twice the CPU
+here, see its docstring).
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ INSERT = """
 """
 
 
-async def main(db_url: str, feed: str, until_finished: bool, fixtures: list[str]) -> None:
+async def main(
+    db_url: str, feed: str, until_finished: bool, fixtures: list[str], hold: float = 0.0
+) -> None:
     db = await asyncpg.connect(db_url)
     queue: asyncio.Queue[tuple[str, int, str, datetime]] = asyncio.Queue()
     token = os.environ["INGEST_TOKEN"]
@@ -67,6 +71,8 @@ async def main(db_url: str, feed: str, until_finished: bool, fixtures: list[str]
     async def write() -> None:
         while True:
             rows = [await queue.get()]
+            if hold and queue.empty():  # --batch-wait: a lone packet waits for company
+                await asyncio.sleep(hold)
             while not queue.empty():
                 rows.append(queue.get_nowait())
             await db.execute(INSERT, *(list(column) for column in zip(*rows, strict=True)))
@@ -85,4 +91,9 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     finished = "--until-finished" in args
     args = [a for a in args if a != "--until-finished"]
-    asyncio.run(main(args[0], args[1], finished, args[2:]))
+    hold = 0.0
+    if "--batch-wait" in args:  # the same hold as ours, to compare ours under it fairly
+        at = args.index("--batch-wait")
+        hold = float(args[at + 1])
+        del args[at : at + 2]
+    asyncio.run(main(args[0], args[1], finished, args[2:], hold))

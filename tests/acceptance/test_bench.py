@@ -44,7 +44,7 @@ async def test_bench_quick_mode_runs_every_scenario(tmp_path: Path) -> None:
     for run in (live, live["async_commit"], live["batch_wait"]):
         assert set(run["legs_p99_ms"]) == {"feed", "queue", "commit"}
         assert all(0 <= leg <= run["max_ms"] + 1 for leg in run["legs_max_ms"].values())
-    for reference in ("ours", "script", "careful", "ours_batch_wait"):
+    for reference in ("ours", "script", "careful", "ours_batch_wait", "script_batch_wait"):
         assert results["footprint"][f"{reference}_rss_mb"] > 0
         assert results["footprint"][f"{reference}_packets_stored"] > 0
     assert results["footprint"]["packets_stored"] > 0
