@@ -364,6 +364,65 @@ async def time_to_connect(command: Callable[[str], Sequence[str]], url: str) -> 
         await server.wait_closed()
 
 
+# What each program imports before its first connection: `python -m ingest run` (its
+# __main__ turns the collector off while they load) and bench/script.py (its module's imports)
+OUR_IMPORTS = "import gc; gc.disable(); import ingest.cli, ingest.commands, uvloop"
+SCRIPT_IMPORTS = "import bench.script"
+# one load of the system's certificates, as ssl.create_default_context() makes it: aiohttp makes
+# two when it is imported (its verified and its unverified default contexts)
+_CERTIFICATES = "import ssl, time; t = time.perf_counter(); ssl.create_default_context(); " \
+    "print(time.perf_counter() - t)"  # fmt: skip
+
+
+async def startup_profile(tries: int) -> dict[str, float]:
+    """Where a start-up goes, in milliseconds, each the best of ``tries`` runs of a fresh
+    interpreter: ``python`` (``python -c pass``), ``ours_imports`` and ``script_imports`` (what
+    each imports before connecting, timed in-process), ``certificates`` (one load of the
+    system's certificate store) and, from ``-X importtime`` of ours, ``aiohttp`` (its whole
+    import, the loads included) and ``own`` (our modules' own import time)."""
+    best: dict[str, float] = {}
+
+    def keep(name: str, ms: float) -> None:
+        best[name] = min(best.get(name, float("inf")), ms)
+
+    for _ in range(tries):
+        started = time.perf_counter()
+        await _python("-c", "pass")
+        keep("python", (time.perf_counter() - started) * 1000)
+        for name, code in (("ours_imports", OUR_IMPORTS), ("script_imports", SCRIPT_IMPORTS)):
+            out, _ = await _python("-c", f"import time; t = time.perf_counter(); {code}; "
+                                         "print(time.perf_counter() - t)")  # fmt: skip
+            keep(name, float(out) * 1000)
+        out, _ = await _python("-c", _CERTIFICATES)
+        keep("certificates", float(out) * 1000)
+        _, err = await _python("-X", "importtime", "-c", OUR_IMPORTS)
+        aiohttp_us = own_us = 0
+        for line in err.splitlines():  # "import time: <self us> | <cumulative us> | <name>"
+            fields = line.removeprefix("import time:").split("|")
+            if len(fields) != 3 or not fields[0].strip().isdigit():
+                continue  # the header
+            name = fields[2].strip()
+            if name == "aiohttp":
+                aiohttp_us = int(fields[1])
+            elif name == "ingest" or name.startswith("ingest."):
+                own_us += int(fields[0])
+        keep("aiohttp", aiohttp_us / 1000)
+        keep("own", own_us / 1000)
+    return best
+
+
+async def _python(*args: str) -> tuple[str, str]:
+    """Run this interpreter with ``args`` from the repository's root: its stdout and stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *args, cwd=_ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"python {' '.join(args)} exited with {proc.returncode}: {err[-500:]!r}")
+    return out.decode(), err.decode()
+
+
 _ROOT = Path(__file__).resolve().parents[1]
 
 

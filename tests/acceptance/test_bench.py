@@ -37,6 +37,11 @@ async def test_bench_quick_mode_runs_every_scenario(tmp_path: Path) -> None:
             assert results[name][reference] > 0
     assert 0 < results["startup"]["ours_s"] < 60
     assert 0 < results["startup"]["script_s"] < 60
+    # where a start-up goes: each part measured, and within what contains it
+    profile = results["startup"]["profile_ms"]
+    assert all(profile[part] > 0 for part in ("python", "ours_imports", "script_imports"))
+    assert profile["certificates"] > 0 and 0 < profile["own"] < profile["ours_imports"]
+    assert 2 * profile["certificates"] < profile["aiohttp"]
     live = results["live-latency"]
     assert live["packets_measured"] > 0 and live["async_commit"]["packets_measured"] > 0
     assert live["batch_wait"]["packets_measured"] > 0
@@ -55,6 +60,7 @@ async def test_bench_quick_mode_runs_every_scenario(tmp_path: Path) -> None:
     }  # fmt: skip
     assert season["lookups_ms"] and season["in_play_lookups_ms"]
     assert all(n in table for n in ("backfill", "startup", "live-latency", "footprint", "season"))
+    assert "where it goes (ms, best of 2): python " in table
     assert "with --async-commit: p50" in table and "p99 (max) of its legs: feed" in table
     assert "with --batch-wait 0.02: p50" in table and "ours with --batch-wait 0.02: " in table
 
