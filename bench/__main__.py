@@ -496,6 +496,12 @@ def render(results: dict[str, Any]) -> str:
                 if f"{name}_cpu_runs" in r
             )
             lines.append(f"{'':20} {r['rounds']} rounds in turn (median, peak RSS): {shown}")
+            # the machine's speed drifts over a run: the two in the same round are closer
+            paired = ", ".join(
+                f"{ours / script:.2f}x" if script else "-"
+                for ours, script in zip(r["ours_cpu_runs"], r["script_cpu_runs"], strict=True)
+            )
+            lines.append(f"{'':20} ours against the script round by round: {paired}")
         if "ours_batch_wait_rss_mb" in r:
             lines.append(
                 f"{'':20} ours with {' '.join(BATCH_WAIT)}: {r['ours_batch_wait_rss_mb']:.0f} MB, "

@@ -81,7 +81,8 @@ async def test_the_live_path_script_runs() -> None:
 
 def test_the_footprint_line_shows_every_rounds_cpu() -> None:
     """make bench runs the footprint in rounds (the quick run above has one): each round's CPU
-    is printed beside the median the ratio is taken from."""
+    is printed beside the median the ratio is taken from, and ours against the script's in the
+    same round."""
     from bench.__main__ import render
 
     runs = {"ours": [3.61, 3.53], "script": [3.05, 3.01], "careful": [6.64, 6.67]}
@@ -93,6 +94,7 @@ def test_the_footprint_line_shows_every_rounds_cpu() -> None:
     table = render({"footprint": footprint})
     assert "ours 64 MB, 3.57 CPU-s/min" in table and "1.18x the script" in table
     assert "2 rounds in turn (median, peak RSS): ours 3.61, 3.53; script 3.05, 3.01" in table
+    assert "ours against the script round by round: 1.18x, 1.17x" in table
 
 
 @pytest.mark.slow
