@@ -370,8 +370,10 @@ OUR_IMPORTS = "import gc; gc.disable(); import ingest.cli, ingest.commands, uvlo
 SCRIPT_IMPORTS = "import bench.script"
 # one load of the system's certificates, as ssl.create_default_context() makes it: aiohttp makes
 # two when it is imported (its verified and its unverified default contexts)
-_CERTIFICATES = "import ssl, time; t = time.perf_counter(); ssl.create_default_context(); " \
-    "print(time.perf_counter() - t)"  # fmt: skip
+_CERTIFICATES = (
+    "import ssl, time; t = time.perf_counter(); ssl.create_default_context(); "
+    "print(time.perf_counter() - t)"
+)
 
 
 async def startup_profile(tries: int) -> dict[str, float]:
