@@ -464,8 +464,8 @@ class RunOptions:
     batch_wait: float = option(
         0.0,
         help="seconds a lone waiting packet is held for others to share its transaction (0: "
-        "committed at once); at a live load of hundreds of fixtures, 0.02 saves about a fifth "
-        "of the worker's CPU and adds up to as much to each packet's latency",
+        "committed at once); at a live load of hundreds of fixtures, 0.02 cut the worker's CPU "
+        "by 7-28% in our runs and adds up to 20 ms to each packet's latency",
         env=True,
         type=click.FloatRange(min=0, max=1),
         metavar="SECONDS",
