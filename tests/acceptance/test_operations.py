@@ -248,7 +248,9 @@ async def test_a_second_signal_during_the_stop_exits_at_once_with_128_plus_the_s
     start_simulator: StartSimulator, own_server: tuple[str, Path], recording: Recording
 ) -> None:
     url, pgdata = own_server
-    sim = await start_simulator([recording], live=True)
+    # live at 20x: packets keep arriving after the database has gone, so the stop has some to
+    # flush (with nothing pending a stop needs no database and ends before a second signal)
+    sim = await start_simulator([recording], live=True, time_scale=20.0)
     env = cli_env(INGEST_DATABASE_URL=url, INGEST_FEED_URL=sim.url, INGEST_TOKEN=TOKEN)
     assert (await cli("migrate", env=env)).code == 0
     proc = await start_cli("run", str(recording.fixture_id), env=env)
@@ -258,7 +260,11 @@ async def test_a_second_signal_during_the_stop_exits_at_once_with_128_plus_the_s
         await wait_until(lambda: sql.fetchval("SELECT count(*) > 0 FROM actions"), timeout=30)
     finally:
         await sql.close()
-    await asyncio.to_thread(pg_ctl, pgdata, "stop")  # the stop's flush now waits on the database
+    await asyncio.to_thread(pg_ctl, pgdata, "stop")
+    while b"database unavailable, retrying" not in await asyncio.wait_for(
+        proc.stderr.readline(), 30
+    ):
+        pass  # a packet received since waits for the database: the stop's flush will (3 s)
     proc.send_signal(signal.SIGTERM)
     while b"SIGTERM received: stopping" not in await asyncio.wait_for(proc.stderr.readline(), 20):
         pass
