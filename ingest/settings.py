@@ -559,7 +559,8 @@ class RunOptions:
     )
     queue_size: int = 10_000
     backoff_initial: float = 0.5
-    backoff_max: float = 30.0
+    backoff_max: float = 30.0  # between a fixture's reconnects (a provider's many clients)
+    db_backoff_max: float = 5.0  # between one writer's database retries: back within 5 s
     db_give_up_after: float = 600.0  # a database outage longer than this ends the run (exit 75)
     shutdown_timeout: float = 3.0  # how long a stop may spend flushing (all steps: < 5 s)
     auth_retries: int = 2  # a refused token is tried again this many times, spaced out ...

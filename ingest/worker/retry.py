@@ -52,7 +52,7 @@ async def with_database_retries(
                 f"the database has been unavailable for {now - started:.0f} s: {failed}"
             ) from None
         failed = None
-        await asyncio.sleep(backoff_delay(attempt, options.backoff_initial, options.backoff_max))
+        await asyncio.sleep(backoff_delay(attempt, options.backoff_initial, options.db_backoff_max))
         attempt += 1
     if started is not None:
         log.info("%s: database back after %.1f s", what, time.monotonic() - started)

@@ -177,7 +177,8 @@ async def test_through_pgbouncer_in_transaction_pooling_mode(
         await store.register([r.fixture_id for r in recordings])
         options = RunOptions(
             until_finished=True, speed="fast", connect_rate=0, writers=2, batch_size=50,
-            backoff_initial=0.01, backoff_max=0.2, registry_poll=0.2, worker_id="through-bouncer",
+            backoff_initial=0.01, backoff_max=0.2, db_backoff_max=0.2, registry_poll=0.2,
+            worker_id="through-bouncer",
         )  # fmt: skip
         async with feed_session() as session:
             source = FeedSource(session, sim.url, Secret(TOKEN), liveness_timeout=5)

@@ -35,7 +35,12 @@ LIVENESS = 3.0  # production: 30 s, pings every 15 s; here the same ratio, ten t
 
 def options(**changes: object) -> RunOptions:
     result = RunOptions(
-        until_finished=True, speed="fast", backoff_initial=0.01, backoff_max=0.2, connect_rate=0
+        until_finished=True,
+        speed="fast",
+        backoff_initial=0.01,
+        backoff_max=0.2,
+        db_backoff_max=0.2,
+        connect_rate=0,
     )
     for key, value in changes.items():
         setattr(result, key, value)

@@ -28,6 +28,7 @@ def fast_options(**changes: object) -> RunOptions:
         speed="fast",
         backoff_initial=0.01,
         backoff_max=0.2,
+        db_backoff_max=0.2,
         connect_rate=0,
         auth_retry_delay=0.05,
     )

@@ -45,7 +45,7 @@ def packet(seq: int) -> Action:
     return Action(seq=seq, payload=f'{{"n": {seq}}}', received_at=datetime.now(UTC), finished=False)
 
 
-FAST = RunOptions(backoff_initial=0.001, backoff_max=0.002)
+FAST = RunOptions(backoff_initial=0.001, db_backoff_max=0.002)
 
 
 async def write_three(sink: FlakySink, options: RunOptions) -> tuple[Writer, uuid.UUID]:
@@ -107,10 +107,28 @@ async def test_a_failure_handed_over_starts_the_outage_and_is_not_repeated() -> 
         calls += 1
         return "stored"
 
-    options = RunOptions(backoff_initial=0.05, backoff_max=0.05)
+    options = RunOptions(backoff_initial=0.05, db_backoff_max=0.05)
     outages: list[float | None] = []
     result = await with_database_retries(
         call, options, what="x", on_outage=outages.append, failed=DatabaseUnavailable("down")
     )
     assert result == "stored" and calls == 1  # the retry after the backoff, only
     assert outages[0] is not None and outages[1:] == [None]  # started, then over
+
+
+async def test_database_retries_are_capped_by_their_own_limit_not_the_reconnects() -> None:
+    """After a long outage the next try comes within ``db_backoff_max`` (5 s by default), not
+    within the feed reconnects' 30 s: the database is back, the data should be too."""
+    assert RunOptions().db_backoff_max == 5.0 and RunOptions().backoff_max == 30.0
+    failures = 40  # enough doublings to reach any cap: 0.01 * 2**40 s
+
+    async def call() -> str:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise DatabaseUnavailable("connection refused")
+        return "stored"
+
+    options = RunOptions(backoff_initial=0.01, db_backoff_max=0.01, backoff_max=30.0)
+    async with asyncio.timeout(5):  # 40 waits of at most 0.01 s; with the 30 s cap, minutes
+        assert await with_database_retries(call, options, what="x") == "stored"
