@@ -42,7 +42,7 @@ async def test_an_outage_during_a_backfill_of_large_packets_stays_within_the_byt
     recordings = [big_match(seed) for seed in range(1, FIXTURES + 1)]
     # each connection sends one packet, then nothing for a while (less than the liveness
     # timeout): the database goes away in that pause, and the big packets arrive into the outage
-    sim = await start_simulator(recordings, stall_after=1, stall_seconds=12)
+    sim = await start_simulator(recordings, stall_after=1, stall_seconds=6)
     env = cli_env(
         INGEST_DATABASE_URL=url, INGEST_FEED_URL=sim.url, INGEST_TOKEN=TOKEN,
         INGEST_CONNECT_RATE="0", INGEST_MAX_BUFFER="64MiB",
@@ -58,13 +58,23 @@ async def test_an_outage_during_a_backfill_of_large_packets_stays_within_the_byt
         await sql.close()
     baseline = worker.memory_info().rss
     await asyncio.to_thread(pg_ctl, pgdata, "stop")
-    peak, received = baseline, 0
-    deadline = time.monotonic() + 30  # the outage
+    assert sum(c.packets_sent for c in sim.counters.values()) == FIXTURES  # the rest: into it
+    peak, received, changed = baseline, 0, time.monotonic()
+    deadline = changed + 30  # the outage: until the feed has sent all it can (or 30 s)
     while time.monotonic() < deadline:
         peak = max(peak, worker.memory_info().rss)
-        received = sum(c.packets_sent for c in sim.counters.values())
+        sent = sum(c.packets_sent for c in sim.counters.values())
+        if sent != received:
+            received, changed = sent, time.monotonic()
+        elif received > FIXTURES and time.monotonic() - changed > 3:
+            break  # the worker reads no more: the buffer is full, the rest waits in the sockets
         await asyncio.sleep(0.05)
     await asyncio.to_thread(pg_ctl, pgdata, "start")
+    sql = await asyncpg.connect(plain(url))
+    try:  # writing again soon after the database is back
+        await wait_until(lambda: sql.fetchval("SELECT count(*) > $1 FROM actions", FIXTURES), 12)
+    finally:
+        await sql.close()
     _, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, err.decode()[-2000:]
     assert received * MiB > BOUND  # the feed did send more than the bound during the outage
