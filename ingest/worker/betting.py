@@ -1,5 +1,6 @@
 """Each fixture's betting status as this worker sees its feed, written when it changes, and the
-worker's proof of life, renewed for all its fixtures in one statement a second.
+worker's proof of life, renewed for all its fixtures in one statement a second (or a third of
+``--stale-after`` if that is shorter).
 
 The worker's part of the status (README, Live betting status; the database's part, and the order
 of precedence, are migration 0010's):
@@ -25,7 +26,8 @@ is about to confirm open again, and writes no second ``open`` (the database skip
 What the follower does per packet is a few attribute reads and stores on the fixture's
 :class:`Signs` (the arrival time itself is kept by the feed client, on the :class:`Pulse`);
 everything else happens here, in one task, which wakes when a state changes, at the next moment
-a fixture would turn stale, and once a second to renew ``alive_at``.
+a fixture would turn stale, and once a second (a third of ``--stale-after`` if that is shorter)
+to renew ``alive_at``.
 """
 
 from __future__ import annotations
@@ -162,6 +164,9 @@ class BettingWatch:
     async def run_forever(self, worker: str) -> None:
         loop = asyncio.get_running_loop()
         opts = self._options
+        # a renewal that comes once in stale_after would leave the view a moment each time
+        # in which it reads worker_silent: at least three renewals within it
+        renew_every = min(opts.betting_renew_every, opts.stale_after / 3)
         renew_at = loop.time()
         while True:
             self._wake.clear()  # what wakes it from here on is seen by the next look
@@ -220,7 +225,7 @@ class BettingWatch:
                     renewal=renewal,
                 )
                 if renewal:
-                    renew_at = now + (opts.betting_renew_every if written else _RETRY)
+                    renew_at = now + (renew_every if written else _RETRY)
                 elif not written:
                     renew_at = min(renew_at, now + _RETRY)
             wait = min(next_look, renew_at) - loop.time()

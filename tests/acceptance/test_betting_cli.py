@@ -167,6 +167,19 @@ async def test_each_reason_enters_and_leaves_a_sigkill_reads_worker_silent_and_a
         (entry,) = json.loads(shown.stdout)
         assert (entry["betting_status"], entry["betting_reason"]) == ("open", None)
 
+        # renewed every third of --stale-after (1 s here), not once a second: the view never
+        # has a moment between two renewals in which it reads this live worker as silent
+        renewals: set[datetime] = set()
+        async with asyncio.timeout(15):
+            while len(renewals) < 5:
+                status, _, alive_at = await events.view()
+                assert status == "open"
+                if alive_at is not None:
+                    renewals.add(alive_at)
+                await asyncio.sleep(0.05)
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(sorted(renewals))]
+        assert max(gaps) < 0.8, gaps
+
         # SIGKILL: nothing can write anything, the view says it by itself
         assert (await events.view())[:2] == ("open", None)
         proc.send_signal(signal.SIGKILL)
