@@ -103,9 +103,8 @@ def test_the_footprint_line_shows_every_rounds_cpu() -> None:
     reason="valgrind is not installed: `apt-get install valgrind` (.ci/run does it)",
 )
 async def test_the_instructions_script_counts_both_clients() -> None:
-    table = await bench_module(
-        "bench.instructions", "--fixtures", "5", "--warmup", "25", "--measure", "4"
-    )
+    # the warm-up ends once caught up: its default limit (120 s) is for a slow machine
+    table = await bench_module("bench.instructions", "--fixtures", "5", "--measure", "4")
     for name in ("ours", "script"):  # both counted, both stored packets in the window
         [line] = [line for line in table.splitlines() if line.startswith(name + " ")]
         assert "M instructions" in line and " 0 packets stored" not in line

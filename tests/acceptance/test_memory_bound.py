@@ -42,7 +42,7 @@ async def test_an_outage_during_a_backfill_of_large_packets_stays_within_the_byt
     recordings = [big_match(seed) for seed in range(1, FIXTURES + 1)]
     # each connection sends one packet, then nothing for a while (less than the liveness
     # timeout): the database goes away in that pause, and the big packets arrive into the outage
-    sim = await start_simulator(recordings, stall_after=1, stall_seconds=6)
+    sim = await start_simulator(recordings, stall_after=1, stall_seconds=8)
     env = cli_env(
         INGEST_DATABASE_URL=url, INGEST_FEED_URL=sim.url, INGEST_TOKEN=TOKEN,
         INGEST_CONNECT_RATE="0", INGEST_MAX_BUFFER="64MiB",

@@ -75,7 +75,9 @@ async def test_three_workers_share_sixty_fixtures_and_take_over_from_a_killed_on
 
         await wait_until(taken_over, timeout=15)
         takeover = time.monotonic() - killed_at
-        assert takeover <= TTL + TTL / 3 + 1.5, takeover  # lease TTL + one renewal, and slack
+        # lease TTL + one renewal, and slack for the 0.3 s registry poll and a loaded machine
+        # (three workers, the feed and PostgreSQL on two cores, where 1.5 s was a close call)
+        assert takeover <= TTL + TTL / 3 + 2.5, takeover
 
         for name in ("w2", "w3"):
             _, err = await asyncio.wait_for(workers[name].communicate(), 60)

@@ -195,7 +195,9 @@ async def test_live_mode_late_client_catches_up_then_follows(
     # everything that had happened (about 10 packets, 0.9 s of match) arrives at once: in far
     # less time than it took to happen, however loaded the machine
     assert late.times[8] - late.times[0] < 0.45
-    assert late.times[-1] - late.times[0] >= 1.5  # the rest as it happens
+    # the rest as it happens: the last packet 2.9 s into the match (at least 1 s after the
+    # backlog even if this client connected almost 2 s in)
+    assert late.times[-1] - late.times[0] >= 1.0
 
 
 async def test_fault_drop_after_n_with_a_close_frame(start_simulator: StartSimulator) -> None:

@@ -35,7 +35,7 @@ from ingest.feed.vocabulary import (
     UPDATED,
 )
 from ingest.simulator.generator import MatchSpec, generate_match
-from tests.conftest import plain
+from tests.conftest import plain, wait_until
 from tests.integration.test_market_rules import again, corrupted, fa
 from tests.integration.test_views import NOW
 
@@ -323,8 +323,14 @@ async def test_two_transactions_writing_one_fixture(
         async with one.transaction():
             await one.execute(insert, order[0])
             waiting = asyncio.ensure_future(two.execute(insert, order[1]))
-            await asyncio.sleep(0.3)
-            assert not waiting.done()  # it waits for the fixture's lock
+            await wait_until(  # it waits for the fixture's lock (not merely not yet run)
+                lambda: sql.fetchval(
+                    "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()"
+                ),
+                timeout=10,
+            )
+            assert not waiting.done()
         await waiting
     finally:
         await one.close()
