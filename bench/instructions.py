@@ -7,8 +7,8 @@ the machine does. Each client (ours, then the ``script`` reference) runs alone u
 ``valgrind --tool=callgrind`` on a live feed of its own (``--fixtures`` fixtures, a packet and a
 heartbeat from each every 5 s) and a fresh database: the counters are zeroed once it has
 connected and stored all the feed has sent (at most ``--warmup`` seconds), and read
-``--measure`` seconds later. Printed: the
-instructions in the window, per packet stored in it, and ours against the script's.
+``--measure`` seconds later. Printed: the instructions in the window, per packet stored in it,
+and ours against the script's.
 
 valgrind slows a process about fifty times: at 1,000 fixtures neither client keeps up, so the
 default is 100 (300 still works). The figures are user-space instructions: system calls and the
