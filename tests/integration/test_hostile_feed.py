@@ -29,22 +29,9 @@ from ingest.worker.progress import RunResult
 from ingest.worker.supervisor import Worker
 from tests.conftest import TOKEN, StartSimulator, wait_until
 from tests.integration.independent_feed import IndependentFeed
+from tests.integration.test_resilience import fast_options
 
 LIVENESS = 3.0  # production: 30 s, pings every 15 s; here the same ratio, ten times faster
-
-
-def options(**changes: object) -> RunOptions:
-    result = RunOptions(
-        until_finished=True,
-        speed="fast",
-        backoff_initial=0.01,
-        backoff_max=0.2,
-        db_backoff_max=0.2,
-        connect_rate=0,
-    )
-    for key, value in changes.items():
-        setattr(result, key, value)
-    return result
 
 
 async def run(
@@ -87,7 +74,7 @@ async def test_a_stall_with_pings_answered_is_replaced_within_the_liveness_timeo
     independent.stall_at = 10
     url = await independent.start()
     caplog.set_level(logging.WARNING, logger="ingest")
-    await run(url, store, recording.fixture_id, options())
+    await run(url, store, recording.fixture_id, fast_options())
 
     assert independent.starts == [0, 10]  # replaced once, resumed at MAX(seq)
     assert independent.pings >= 1  # the production case: pings went out and were answered
@@ -107,7 +94,7 @@ async def test_a_stall_of_our_simulator_is_replaced_within_the_liveness_timeout(
     )
     loop = asyncio.get_running_loop()
     started = loop.time()
-    result = await run(sim.url, store, recording.fixture_id, options())
+    result = await run(sim.url, store, recording.fixture_id, fast_options())
     assert result.fixtures[recording.fixture_id].connects == 2
     assert loop.time() - started < LIVENESS + 10  # not the 120 s of the stall
     assert await stored(sql, recording.fixture_id) == stream(recording)
@@ -148,7 +135,7 @@ async def test_hostile_frames_from_another_stack_change_nothing(
     independent.lines = lines
     url = await independent.start()
 
-    result = await run(url, store, recording.fixture_id, options())
+    result = await run(url, store, recording.fixture_id, fast_options())
 
     stats = result.fixtures[recording.fixture_id]
     assert stats.finished and stats.connects == 1 and stats.rejected == len(HOSTILE)
@@ -170,7 +157,7 @@ async def test_hostile_frames_from_our_simulator_change_nothing(
     start_simulator: StartSimulator, store: Store, sql: asyncpg.Connection, recording: Recording
 ) -> None:
     sim = await start_simulator([recording], hostile_every=3)
-    result = await run(sim.url, store, recording.fixture_id, options())
+    result = await run(sim.url, store, recording.fixture_id, fast_options())
     count = len(recording.lines) // 3
     assert sim.counters[recording.fixture_id].hostile_sent == count
     assert result.fixtures[recording.fixture_id].rejected == count
@@ -184,7 +171,7 @@ async def test_rejected_frames_beyond_the_rate_are_counted_not_stored(
     start_simulator: StartSimulator, store: Store, sql: asyncpg.Connection, recording: Recording
 ) -> None:
     sim = await start_simulator([recording], malformed_every=1)
-    opts = options(rejected_burst=5, rejected_per_minute=0.0001, state_interval=0.05)
+    opts = fast_options(rejected_burst=5, rejected_per_minute=0.0001, state_interval=0.05)
     result = await run(sim.url, store, recording.fixture_id, opts)
     stats = result.fixtures[recording.fixture_id]
     total = len(recording.lines) - 1  # the one after the finished packet is never read
@@ -204,7 +191,7 @@ async def test_an_unnumbered_packet_never_takes_a_numbered_packets_place(
     url = await independent.start()
     async with feed_session() as session:
         source = FeedSource(session, url, Secret(TOKEN), liveness_timeout=LIVENESS)
-        worker = Worker(source, store, options())
+        worker = Worker(source, store, fast_options())
         task = asyncio.create_task(worker.run([recording.fixture_id]))
 
         async def four_stored_two_rejected() -> bool:
@@ -218,7 +205,7 @@ async def test_an_unnumbered_packet_never_takes_a_numbered_packets_place(
         await asyncio.wait_for(task, 10)
     # a new process: the keying comes from the stored rows
     independent.after = {5: [junk]}
-    await run(url, store, recording.fixture_id, options())
+    await run(url, store, recording.fixture_id, fast_options())
     assert await stored(sql, recording.fixture_id) == stream(recording)
     reasons = await sql.fetch("SELECT reason FROM rejected_messages ORDER BY id")
     assert [r["reason"] for r in reasons] == [
@@ -242,7 +229,7 @@ async def test_one_numbered_packet_cannot_turn_a_position_keyed_feed(
     independent.lines = lines = unnumbered(recording)
     independent.after = {3: [(b'{"fixtureAction": {"actionId": "h", "fixtureSeqNum": 1}}', False)]}
     url = await independent.start()
-    result = await run(url, store, recording.fixture_id, options())
+    result = await run(url, store, recording.fixture_id, fast_options())
     stats = result.fixtures[recording.fixture_id]
     assert stats.finished and stats.connects == 1 and stats.rejected == 1
     # the rejected packet keeps its place in the stream (a server counts it in startPosition):
@@ -262,7 +249,7 @@ async def test_an_implausible_seq_is_rejected_and_cannot_become_the_resume_posit
     independent.after = {3: [(huge, False)]}
     independent.stall_at = 3  # and a reconnect right after it
     url = await independent.start()
-    await run(url, store, recording.fixture_id, options())
+    await run(url, store, recording.fixture_id, fast_options())
     assert independent.starts == [0, 3]
     assert await stored(sql, recording.fixture_id) == stream(recording)
     reason = await sql.fetchval("SELECT reason FROM rejected_messages")
@@ -276,7 +263,7 @@ async def test_a_replayed_packet_saying_finished_does_not_end_the_fixture(
     replay["finished"] = True
     independent.after = {5: [(json.dumps(replay).encode(), False)]}
     url = await independent.start()
-    result = await run(url, store, recording.fixture_id, options())
+    result = await run(url, store, recording.fixture_id, fast_options())
     assert result.fixtures[recording.fixture_id].finished
     assert await stored(sql, recording.fixture_id) == stream(recording)
     assert await sql.fetchval("SELECT finished FROM fixtures")
@@ -302,7 +289,7 @@ async def test_junk_from_a_stuck_feed_does_not_keep_it_alive(
     independent.trickle = b'{"fixtureAction": {"actionId": "junk"}}'  # rejected: numbered feed
     independent.trickle_every = LIVENESS / 4
     url = await independent.start()
-    await run(url, store, recording.fixture_id, options())
+    await run(url, store, recording.fixture_id, fast_options())
     assert independent.starts == [0, 4]
     assert independent.stalled_at is not None and independent.reconnected_at is not None
     assert independent.reconnected_at - independent.stalled_at < 2 * LIVENESS
@@ -320,7 +307,7 @@ async def test_a_frame_over_the_limit_blocks_its_fixture_visibly_without_a_hot_l
     independent.finished = False
     url = await independent.start()
     metrics = Metrics()
-    opts = options(until_finished=False, backoff_max=30.0, state_interval=0.05)
+    opts = fast_options(until_finished=False, backoff_max=30.0, state_interval=0.05)
     async with feed_session() as session:
         source = FeedSource(session, url, Secret(TOKEN), liveness_timeout=LIVENESS)
         worker = Worker(source, store, opts, metrics)
