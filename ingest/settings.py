@@ -41,6 +41,7 @@ CREDENTIAL_NAME = "ingest-token"
 APP_NAME = "snooker-ingest"
 POOL_SIZE = 4  # database connections per process, shared by every fixture (writers + 2)
 COMMAND_TIMEOUT = 60.0  # a statement that takes longer fails (and is retried), None: migrations
+CONNECT_TIMEOUT = 10.0  # seconds for each host of the database URL (libpq's connect_timeout)
 
 POSITIVE = click.FloatRange(min=0, min_open=True)  # seconds
 NON_NEGATIVE = click.FloatRange(min=0)
@@ -336,7 +337,14 @@ class DatabaseTarget:
     dsn: str = field(repr=False)
     display: str
     pooler: bool = False  # ?prepared_statement_cache_size=0: nothing that needs a session
-    connect_timeout: float | None = None
+    connect_timeout: float | None = CONNECT_TIMEOUT  # for each host; None: no limit of its own
+    # the URL once for each host of a multi-host list, in order (``(dsn,)`` for a single host)
+    hosts: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def attempts(self) -> tuple[str, ...]:
+        """The URLs a new connection tries in turn, each within ``connect_timeout``."""
+        return self.hosts or (self.dsn,)
 
 
 def parse_database_url(raw: str) -> DatabaseTarget:
@@ -366,7 +374,7 @@ def parse_database_url(raw: str) -> DatabaseTarget:
     _check_hosts(parts.netloc.rpartition("@")[2], display)
     kept: list[tuple[str, str]] = []
     pooler = False
-    timeout: float | None = None
+    timeout: float | None = CONNECT_TIMEOUT
     for key, value in pairs:
         if key == POOLER_PARAM:
             if not value.isdigit():
@@ -377,7 +385,7 @@ def parse_database_url(raw: str) -> DatabaseTarget:
                 timeout = float(value)
             except ValueError:
                 raise ConfigError(f"connect_timeout must be seconds, got {value!r}") from None
-            timeout = timeout if timeout > 0 else None  # libpq: 0 means wait forever
+            timeout = timeout if timeout > 0 else None  # libpq: 0 means wait (here: the pool's)
         elif key == "ssl":  # SQLAlchemy's asyncpg spelling of sslmode (older configurations)
             kept.append(("sslmode", value))
         elif key in _HARMLESS:
@@ -397,9 +405,59 @@ def parse_database_url(raw: str) -> DatabaseTarget:
     for key, value in kept:
         if key in _CHOICES and value not in _CHOICES[key]:
             raise ConfigError(f"{key}={value!r} in the database URL: use one of {_CHOICES[key]}")
-    query = urllib.parse.urlencode(kept, safe="/,:")
-    dsn = urllib.parse.urlunsplit(("postgresql", parts.netloc, parts.path, query, ""))
-    return DatabaseTarget(dsn=dsn, display=display, pooler=pooler, connect_timeout=timeout)
+
+    def url(netloc: str, params: list[tuple[str, str]]) -> str:
+        query = urllib.parse.urlencode(params, safe="/,:")
+        return urllib.parse.urlunsplit(("postgresql", netloc, parts.path, query, ""))
+
+    hosts = tuple(url(netloc, pairs) for netloc, pairs in _each_host(parts.netloc, kept))
+    return DatabaseTarget(
+        dsn=url(parts.netloc, kept),
+        display=display,
+        pooler=pooler,
+        connect_timeout=timeout,
+        hosts=hosts if len(hosts) > 1 else (),
+    )
+
+
+def _each_host(
+    netloc: str, pairs: list[tuple[str, str]]
+) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The URL's parts once for each host it names, in order, where the driver finds them: the
+    host list before the path, else the ``host=`` parameter's, else the ``PGHOST`` variable's
+    (``port=`` or ``PGPORT``: one port for all, or one for each). A ``prefer-standby`` URL is
+    tried for a standby on every host first, then for any."""
+    params = dict(pairs)
+    userinfo, at, hostspec = netloc.rpartition("@")
+    rest = [(k, v) for k, v in pairs if k not in ("host", "port")]
+    if hostspec:
+        hosts, ports = hostspec.split(","), params.get("port", "")
+    elif "host" in params:
+        hosts, ports = params["host"].split(","), params.get("port", "")
+    else:
+        hosts = os.environ.get("PGHOST", "").split(",")
+        ports = params.get("port", os.environ.get("PGPORT", ""))
+    port_list = ports.split(",") if ports else []
+    if len(hosts) > 1 and len(port_list) not in (0, 1, len(hosts)):
+        raise ConfigError(
+            f"the database URL names {len(hosts)} hosts and {len(port_list)} ports: give one "
+            "port, or one for each host"
+        )
+    each = []
+    for i, host in enumerate(hosts):
+        port = port_list[i] if len(port_list) == len(hosts) else ports
+        port_pair = [("port", port)] if port else []
+        if hostspec:
+            each.append((f"{userinfo}{at}{host}", [*rest, *port_pair]))
+        else:
+            each.append((netloc, [*rest, ("host", host), *port_pair]))
+    if params.get("target_session_attrs") == "prefer-standby" and len(each) > 1:
+        standby = [
+            (place, [(k, "standby" if k == "target_session_attrs" else v) for k, v in kept])
+            for place, kept in each
+        ]
+        return standby + each
+    return each
 
 
 def _check_hosts(hostspec: str, display: str) -> None:

@@ -104,14 +104,39 @@ def connect_arguments(target: DatabaseTarget, command_timeout: float | None) -> 
         # one-fixture lookup: about a second instead of milliseconds. Behind a pooler, which
         # refuses unknown startup parameters, the queries over views SET LOCAL jit = off.
         settings["jit"] = "off"
-    kwargs: dict[str, Any] = {"server_settings": settings}
+    kwargs: dict[str, Any] = {"server_settings": settings, "timeout": target.connect_timeout}
     if command_timeout is not None:
         kwargs["command_timeout"] = command_timeout
-    if target.connect_timeout is not None:
-        kwargs["timeout"] = target.connect_timeout
     if target.pooler:
         kwargs["statement_cache_size"] = 0
     return kwargs
+
+
+# what makes a new connection try the URL's next host (as asyncpg does between its hosts, and a
+# server starting up or shutting down, as libpq does)
+_NEXT_HOST = (OSError, TimeoutError, asyncpg.TargetServerAttributeNotMatched,
+              asyncpg.CannotConnectNowError)  # fmt: skip
+
+
+def connector(target: DatabaseTarget) -> Callable[..., Awaitable[asyncpg.Connection]]:
+    """``asyncpg.connect`` for the pool and for migrations, giving each host of a multi-host
+    URL the whole ``connect_timeout`` (libpq's meaning of it) instead of one for all of them.
+
+    asyncpg tries the hosts in order within one timeout: a first host that accepts and never
+    answers (a hung server), or whose packets go nowhere (a dead machine), used all of it, and
+    the promoted standby behind it was never tried. Here each host is a connection attempt of
+    its own; the last one's error is raised when none will do."""
+
+    async def connect(_dsn: str, **kwargs: Any) -> asyncpg.Connection:
+        *others, last = target.attempts
+        for dsn in others:
+            try:
+                return await asyncpg.connect(dsn, **kwargs)
+            except _NEXT_HOST:
+                continue
+        return await asyncpg.connect(last, **kwargs)
+
+    return connect
 
 
 class Database:
@@ -173,6 +198,7 @@ class Database:
                     min_size=0,
                     max_size=self._pool_size + _OVERFLOW,
                     init=_setup,
+                    connect=connector(self._target),
                     **connect_arguments(self._target, self._command_timeout),
                 )
                 await pool  # min_size=0: no connection is made here

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ingest.db.engine import Database, connect_arguments
+from ingest.db.engine import Database, connect_arguments, connector
 from ingest.db.translate import DRIVER_ERRORS, translate
 from ingest.errors import SchemaError
 
@@ -120,21 +120,19 @@ async def run_on_alembic_connection(
     hand (``migrations/env.py``): asyncpg with our connect arguments (and no named prepared
     statements behind a pooler), driver errors translated.
     """
-    import asyncpg
     import sqlalchemy.exc as sa_exc
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
 
     kwargs = connect_arguments(target, None)
+    connect = connector(target)
     adapter: dict[str, Any] = {}
     if target.pooler:
         adapter = {"prepared_statement_cache_size": 0, "prepared_statement_name_func": lambda: ""}
 
     def creator() -> Any:  # what create_async_engine(async_creator=) does, plus `adapter`
         dbapi: Any = engine.sync_engine.dialect.dbapi
-        return dbapi.connect(
-            async_creator_fn=lambda: asyncpg.connect(target.dsn, **kwargs), **adapter
-        )
+        return dbapi.connect(async_creator_fn=lambda: connect(target.dsn, **kwargs), **adapter)
 
     engine = create_async_engine("postgresql+asyncpg://", creator=creator, poolclass=NullPool)
     try:

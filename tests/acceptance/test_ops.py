@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.engine import make_url
 
 from ingest.simulator.recording import Recording
 from tests.acceptance.test_cli import cli, cli_env, start_cli
@@ -32,6 +33,41 @@ async def test_check_is_for_health_checks(database_url: str, empty_database_url:
     nowhere = "postgresql://nobody@/nothing?host=/nonexistent-socket-dir"
     unreachable = await cli("check", env=cli_env(INGEST_DATABASE_URL=nowhere))
     assert unreachable.code == 1 and "not ok" in unreachable.stdout
+
+
+async def test_a_host_that_takes_the_connection_and_never_answers_is_passed_over(
+    database_url: str,
+) -> None:
+    """libpq's ``connect_timeout`` is for each host of the URL: a first host that accepts and
+    then says nothing (a hung primary) costs one timeout, and the next host is used. asyncpg's
+    own timeout covers all the hosts, so the standby behind it was never tried (a failover
+    missed: ``check`` said "not ok" and ``run`` would have retried until it gave up)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accepted; nothing read, nothing answered
+
+    hung = await asyncio.start_server(silent, "127.0.0.1", 0)
+    real = make_url(database_url)  # a unix socket directory as its host, or an address
+    host = str(real.query.get("host") or real.host)
+    url = (
+        f"postgresql://{real.username}@/{real.database}?target_session_attrs=read-write"
+        f"&host=127.0.0.1,{host}&port={hung.sockets[0].getsockname()[1]},{real.port or 5432}"
+        "&connect_timeout=1"
+    )
+    try:
+        started = asyncio.get_running_loop().time()
+        done = await cli("check", env=cli_env(INGEST_DATABASE_URL=url), timeout=30)
+        took = asyncio.get_running_loop().time() - started
+        migrated = await cli("migrate", env=cli_env(INGEST_DATABASE_URL=url), timeout=60)
+    finally:
+        hung.close()
+        for writer in held:
+            writer.close()
+    assert (done.code, done.stdout) == (0, "ok\n"), done.stderr
+    assert held, "the hung host, first in the list, was tried first"
+    assert took < 10, f"one second for the hung host, not the whole budget: {took:.1f} s"
+    assert migrated.code == 0, migrated.stderr  # alembic's connections go the same way
 
 
 async def test_metrics_health_and_metrics_file_of_a_running_worker(

@@ -9,7 +9,14 @@ import pytest
 
 from ingest.cli import parse
 from ingest.errors import ConfigError
-from ingest.settings import DEFAULT_FEED_URL, Secret, Settings, load_settings, parse_database_url
+from ingest.settings import (
+    CONNECT_TIMEOUT,
+    DEFAULT_FEED_URL,
+    Secret,
+    Settings,
+    load_settings,
+    parse_database_url,
+)
 
 TOKEN = "s3cr3t-token-value"
 
@@ -72,7 +79,7 @@ def test_database_url_falls_back_to_DATABASE_URL(monkeypatch: pytest.MonkeyPatch
 def test_database_urls_as_libpq_accepts_them(raw: str, dsn: str) -> None:
     target = parse_database_url(raw)
     assert target.dsn == dsn
-    assert not target.pooler and target.connect_timeout is None
+    assert not target.pooler and target.connect_timeout == CONNECT_TIMEOUT
 
 
 def test_pooler_and_timeout_parameters_are_ours_not_the_servers() -> None:
@@ -82,6 +89,49 @@ def test_pooler_and_timeout_parameters_are_ours_not_the_servers() -> None:
     assert target.dsn == "postgresql://u:pw@bouncer:6432/db"
     assert target.pooler and target.connect_timeout == 5.0
     assert "pw" not in repr(target) and target.display.startswith("postgresql://u:***@")
+
+
+@pytest.mark.parametrize(
+    ("raw", "attempts"),
+    [
+        ("postgresql://u:pw@a:1,b/db?target_session_attrs=read-write&port=7",
+         ["postgresql://u:pw@a:1/db?target_session_attrs=read-write&port=7",
+          "postgresql://u:pw@b/db?target_session_attrs=read-write&port=7"]),
+        ("postgresql://u@a,b/db?port=1,2",
+         ["postgresql://u@a/db?port=1", "postgresql://u@b/db?port=2"]),
+        ("postgresql://u@/db?host=/run/pg,10.0.0.2&port=5432,6432&sslmode=require",
+         ["postgresql://u@/db?sslmode=require&host=/run/pg&port=5432",
+          "postgresql://u@/db?sslmode=require&host=10.0.0.2&port=6432"]),
+        ("postgresql://u@[::1]:5,db2/x?target_session_attrs=prefer-standby",
+         ["postgresql://u@[::1]:5/x?target_session_attrs=standby",
+          "postgresql://u@db2/x?target_session_attrs=standby",
+          "postgresql://u@[::1]:5/x?target_session_attrs=prefer-standby",
+          "postgresql://u@db2/x?target_session_attrs=prefer-standby"]),
+        ("postgresql://u@only/db?connect_timeout=3", ["postgresql://u@only/db"]),
+    ],
+)  # fmt: skip
+def test_each_host_of_a_url_is_an_attempt_of_its_own(raw: str, attempts: list[str]) -> None:
+    """A new connection tries the hosts one by one, each within connect_timeout (libpq's
+    meaning: asyncpg's own timeout is one for all the hosts, and a hung first host used it)."""
+    target = parse_database_url(raw)
+    assert list(target.attempts) == attempts
+    assert "pw" not in repr(target)
+
+
+def test_hosts_from_pghost_and_a_port_count_that_fits_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PGHOST", "a,b")
+    monkeypatch.setenv("PGPORT", "1,2")
+    attempts = parse_database_url("postgresql:///db").attempts
+    assert [a.partition("?")[2] for a in attempts] == ["host=a&port=1", "host=b&port=2"]
+    with pytest.raises(ConfigError, match="3 hosts and 2 ports"):
+        parse_database_url("postgresql://u@a,b,c/db?port=1,2")
+
+
+def test_a_connect_timeout_of_zero_is_no_limit_of_ours() -> None:
+    assert parse_database_url("postgresql://h/db?connect_timeout=0").connect_timeout is None
+    assert parse_database_url("postgresql://h/db?connect_timeout=2.5").connect_timeout == 2.5
 
 
 def test_a_multi_host_url_with_a_password_is_shown_without_it() -> None:
