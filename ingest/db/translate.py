@@ -53,9 +53,16 @@ def _misconfigured(exc: BaseException) -> bool:
 _POOLER_STATES = frozenset({"26000", "42P05"})
 
 
+def _pooler_refused_startup(exc: BaseException) -> bool:
+    """A connection pooler (PgBouncer) refused a startup parameter we send to PostgreSQL (jit):
+    a protocol violation (08P01) that no retry will get past."""
+    orig = _orig(exc) or exc
+    return sqlstate(exc) == "08P01" and "unsupported startup parameter" in str(orig)
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """Is this driver error one where the database is (temporarily) out of reach?"""
-    if _misconfigured(exc):
+    if _misconfigured(exc) or _pooler_refused_startup(exc):
         return False  # the URL asks for something impossible: retrying will not help
     if isinstance(
         exc,
@@ -99,6 +106,12 @@ def translate(exc: BaseException, what: str) -> IngestError:
     if state in ("42P01", "42703"):
         return SchemaError(
             f"the schema is not as expected ({what}): {detail}; run `ingest migrate`"
+        )
+    if _pooler_refused_startup(exc):
+        return ConfigError(
+            f"the database refused a connection parameter while {what}: {detail}; behind a "
+            f"transaction-pooling proxy (PgBouncer) add ?{POOLER_PARAM}=0 to the database URL "
+            "(or, for a session pool, add the parameter to its ignore_startup_parameters)"
         )
     if state in _POOLER_STATES:
         return ConfigError(

@@ -40,8 +40,17 @@ async def start_cli(*args: str, env: dict[str, str]) -> asyncio.subprocess.Proce
 
 
 async def cli(*args: str, env: dict[str, str], timeout: float = 60) -> Done:
+    """Run the CLI to its exit; one still running after ``timeout`` is killed (a test that
+    fails that way leaves no worker behind) and the test fails with what it printed."""
     proc = await start_cli(*args, env=env)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        out, err = await proc.communicate()
+        raise AssertionError(
+            f"ingest {' '.join(args)} still running after {timeout:g} s: {err.decode()[-2000:]}"
+        ) from None
     assert proc.returncode is not None
     return Done(proc.returncode, out.decode(), err.decode())
 

@@ -7,16 +7,19 @@ import json
 import signal
 import socket
 import tempfile
+import uuid
 from pathlib import Path
 
 import aiohttp
 import asyncpg
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
 from ingest.simulator.recording import Recording
 from tests.acceptance.test_cli import cli, cli_env, start_cli
 from tests.conftest import TOKEN, StartSimulator, plain, wait_until
+from tests.integration import pgtools
 
 
 def free_port() -> int:
@@ -68,6 +71,35 @@ async def test_a_host_that_takes_the_connection_and_never_answers_is_passed_over
     assert held, "the hung host, first in the list, was tried first"
     assert took < 10, f"one second for the hung host, not the whole budget: {took:.1f} s"
     assert migrated.code == 0, migrated.stderr  # alembic's connections go the same way
+
+
+@pytest.mark.skipif(pgtools.PGBOUNCER is None, reason=pgtools.NO_PGBOUNCER)
+@pytest.mark.parametrize("ignored", ["extra_float_digits", "extra_float_digits,jit"])
+async def test_pgbouncer_without_the_pooler_parameter_stops_run_with_exit_78(
+    database_url: str, ignored: str
+) -> None:
+    """Behind PgBouncer in transaction mode, a URL without ?prepared_statement_cache_size=0 is
+    a configuration error naming the parameter (README, High availability), not an outage
+    retried for 10 minutes: whether the bouncer refuses the jit startup parameter we send
+    PostgreSQL (as it does unless told to ignore it) or lets it by and then mixes up named
+    prepared statements."""
+    target = make_url(database_url)
+    host = target.host or str(target.query["host"])
+    bouncer = await asyncio.to_thread(
+        pgtools.start_bouncer, host, target.port or 5432, server_connections=2, ignore=ignored
+    )
+    try:
+        await wait_until(lambda: pgtools.accepts(bouncer.port), timeout=10)
+        url = bouncer.url(str(target.database))
+        env = cli_env(
+            INGEST_DATABASE_URL=url, INGEST_FEED_URL="ws://127.0.0.1:9", INGEST_TOKEN=TOKEN
+        )
+        done = await cli("run", str(uuid.uuid4()), env=env, timeout=60)
+    finally:
+        await asyncio.to_thread(bouncer.stop)
+    assert done.code == 78, done.stderr
+    assert "add ?prepared_statement_cache_size=0 to the database URL" in done.stderr
+    assert "retrying" not in done.stderr
 
 
 async def test_metrics_health_and_metrics_file_of_a_running_worker(
