@@ -36,6 +36,7 @@ from ingest.settings import COMMAND_TIMEOUT, POOL_SIZE, DatabaseTarget
 
 RECYCLE = 1800.0  # seconds a kept connection (write path, fetch_kept) is used, then replaced
 ACQUIRE_TIMEOUT = 30.0  # seconds to wait for a free pooled connection: then "unavailable"
+CLOSE_TIMEOUT = 0.5  # seconds for a graceful close of the connections, then they are cut
 _OVERFLOW = 2  # connections beyond pool_size when every pooled one is busy
 T = TypeVar("T")
 
@@ -173,15 +174,29 @@ class Database:
         return self._pooler
 
     async def close(self) -> None:
+        """Close the connections (gracefully: :meth:`terminate` where that cannot wait)."""
         kept, self._kept = self._kept, None
         if kept is not None:  # before the pool closes, which waits for its connections
-            await self.release(kept[0])
+            await self.discard(kept[0])  # not released: that resets the session, a round trip
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
-                await asyncio.wait_for(pool.close(), 10)
-            except (TimeoutError, *DRIVER_ERRORS):
-                pool.terminate()  # a connection stuck on a dead server: do not wait for it
+                await pool.close()
+            except DRIVER_ERRORS:
+                pool.terminate()
+            except asyncio.CancelledError:  # a caller's time limit: what is left is cut
+                pool.terminate()
+                raise
+
+    def terminate(self) -> None:
+        """Cut every connection at once, in use or not: for a server that has stopped
+        answering, where a graceful close would wait on it."""
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            kept[0].terminate()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.terminate()
 
     async def ping(self) -> None:
         await self.fetch("connecting to the database", "SELECT 1")

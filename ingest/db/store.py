@@ -15,13 +15,16 @@ the commands use. Driver errors are translated into :mod:`ingest.errors` at each
 
 from __future__ import annotations
 
+import asyncio
+
 from ingest.db.actions import Writes
 from ingest.db.betting import BettingTable
-from ingest.db.engine import Database
+from ingest.db.engine import CLOSE_TIMEOUT, Database
 from ingest.db.leases import LeaseTable
 from ingest.db.migrations import Migrations, head_revision
 from ingest.db.reads import ReadModels
 from ingest.db.registry import Registry, fixture_keys
+from ingest.db.translate import DRIVER_ERRORS
 from ingest.settings import COMMAND_TIMEOUT, POOL_SIZE, DatabaseTarget, parse_database_url
 
 
@@ -119,6 +122,12 @@ class Store:
         return head_revision()
 
     async def close(self) -> None:
-        """Give back the write path's kept connections, then close the pool."""
-        await self.writes.close()
-        await self.database.close()
+        """Give back the write path's kept connections, then close the pool, all within
+        :data:`CLOSE_TIMEOUT`; then cut what is left: a stop must not wait on a server that has
+        stopped answering (SIGTERM exits within 5 s)."""
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.writes.close()
+                await self.database.close()
+        except (TimeoutError, *DRIVER_ERRORS):
+            self.database.terminate()

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _DEADLINE = "max runtime"
+_AFTER_FLUSH = 1.0  # seconds a stop spends on its steps after the writers' flush, in all
 
 
 def _done_task() -> asyncio.Task[None]:
@@ -260,19 +261,22 @@ class Worker:
                 for number, writer in enumerate(self._writers, 1)
             )
         )
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(0.5):
-                await self._states.save()
-        with contextlib.suppress(Exception):  # the last packets' summary, once
-            async with asyncio.timeout(1.0):
-                await self._summaries.check()
+        # the steps after the flush share one second: a database that has stopped answering
+        # costs the stop that much more, not each step's own limit in turn (SIGTERM: < 5 s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _AFTER_FLUSH
+        steps: list[tuple[float, Callable[[], Awaitable[Any]]]] = [
+            (0.5, self._states.save),
+            (1.0, self._summaries.check),  # the last packets' summary, once
+        ]
         if self.betting is not None:  # no longer confirmed alive: suspended at once
+            betting = self.betting
+            steps.append((0.5, lambda: betting.leave(self._options.worker_id)))
+        steps.append((0.5, self._balancer.release))
+        for limit, step in steps:
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(0.5):
-                    await self.betting.leave(self._options.worker_id)
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(0.5):
-                await self._balancer.release()
+                async with asyncio.timeout_at(min(loop.time() + limit, deadline)):
+                    await step()
 
     async def _shutdown_writer(self, writer: Writer, task: asyncio.Task[None]) -> None:
         if task.done():

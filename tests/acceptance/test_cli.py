@@ -12,6 +12,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from sqlalchemy.engine import make_url
 
 from ingest.simulator.recording import Recording
 from tests.conftest import TOKEN, StartFeed, plain, wait_until
@@ -205,6 +206,90 @@ async def test_sigterm_mid_stream_stores_what_was_received_and_exits_0(
         await conn.close()
         if proc.returncode is None:
             proc.kill()
+
+
+class HangingProxy:
+    """A TCP proxy to the database that, once :meth:`hang` is called, forwards nothing more in
+    either direction and closes nothing: a server (or a network) that has stopped answering."""
+
+    def __init__(self, database_url: str) -> None:
+        url = make_url(database_url)
+        host = str(url.query.get("host") or url.host)
+        self._port = url.port or 5432
+        self._unix = f"{host}/.s.PGSQL.{self._port}" if host.startswith("/") else None
+        self._host = host
+        self._database = url.database
+        self._hung = asyncio.Event()
+        self.held = asyncio.Event()  # something was sent to the database since it hung
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.url = ""
+
+    async def __aenter__(self) -> HangingProxy:
+        self._server = await asyncio.start_server(self._accepted, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"postgresql://postgres@127.0.0.1:{port}/{self._database}"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self._server.close()
+        for task in self._tasks:
+            task.cancel()
+
+    def hang(self) -> None:
+        self._hung.set()
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._unix is not None:
+            up_reader, up_writer = await asyncio.open_unix_connection(self._unix)
+        else:
+            up_reader, up_writer = await asyncio.open_connection(self._host, self._port)
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(source, sink))
+            self._tasks.add(task)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        while data := await source.read(65536):
+            if self._hung.is_set():
+                self.held.set()
+                await asyncio.Event().wait()  # held for ever: no answer, no close
+            sink.write(data)
+            await sink.drain()
+        sink.close()
+
+
+async def test_sigterm_exits_within_5_s_when_the_database_has_stopped_answering(
+    start_feed: StartFeed, database_url: str, recording: Recording
+) -> None:
+    """README: SIGTERM exits 0 within 5 s. The stop's steps that need the database (the flush,
+    the states, the summary, the betting status, the leases, closing the pool) share that, and
+    a server that hangs must not make each of them wait out its own limit in turn."""
+    seconds = (recording.times[-1] or 0) - (recording.times[0] or 0)
+    feed = await start_feed([recording], time_scale=seconds / 20, max_gap=0.1)
+    async with HangingProxy(database_url) as proxy:
+        env = cli_env(INGEST_DATABASE_URL=proxy.url, INGEST_FEED_URL=feed, INGEST_TOKEN=TOKEN)
+        proc = await start_cli("run", str(recording.fixture_id), env=env)
+        conn = await asyncpg.connect(plain(database_url))
+        try:
+
+            async def some_rows() -> bool:
+                return bool(await conn.fetchval("SELECT count(*) >= 5 FROM actions"))
+
+            await wait_until(some_rows)
+            proxy.hang()
+            # packets keep coming (one every 0.1 s at most): a write is stuck, to be flushed
+            await asyncio.wait_for(proxy.held.wait(), 10)
+            proc.send_signal(signal.SIGTERM)
+            stopped = time.monotonic()
+            _, err = await asyncio.wait_for(proc.communicate(), 15)
+            took = time.monotonic() - stopped
+        finally:
+            await conn.close()
+            if proc.returncode is None:
+                proc.kill()
+    assert proc.returncode == 0, err.decode()
+    assert "SIGTERM received" in err.decode()
+    assert took < 5, f"the stop took {took:.1f} s: {err.decode()[-3000:]}"
+    print(f"\nSIGTERM with the database hung: exit after {took:.2f} s")  # pytest -s shows it
 
 
 @pytest.mark.slow
