@@ -14,6 +14,7 @@ session: not through a transaction-pooling PgBouncer).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Callable, Sequence
@@ -134,7 +135,9 @@ class Listener:
             else:
                 self._raw.terminate()
         except (TimeoutError, *DRIVER_ERRORS):
-            self._raw.terminate()
+            # a lost connection may be detached by the driver already: then it raises again
+            with contextlib.suppress(*DRIVER_ERRORS):
+                self._raw.terminate()
         finally:
             await self._database.release(self._raw)
 
