@@ -647,8 +647,9 @@ class Monitoring:
 
     metrics_port: int | None = option(
         None,
-        help="serve /metrics (Prometheus), /healthz (alive) and /readyz (database reachable, "
-        "no fixture unable to connect for 2 min) on this port",
+        help="serve /metrics (Prometheus), /healthz (alive) and /readyz (the database reachable; "
+        "for run also no fixture unable to connect for 2 min, for settle its LISTEN up) on this "
+        "port",
         env=True,
         type=click.IntRange(1, 65535),
         metavar="PORT",

@@ -105,7 +105,7 @@ async def reference(fixture: uuid.UUID, packets: Packets) -> list[Event]:
 
 
 def settler(ledger: MemoryLedger, metrics: SettlerMetrics | None = None, **options: Any) -> Settler:
-    retry = RunOptions(backoff_initial=0.001, backoff_max=0.001)
+    retry = RunOptions(backoff_initial=0.001, backoff_max=0.001, db_backoff_max=0.001)
     return Settler(ledger, SettleOptions(retry=retry, **options), metrics or SettlerMetrics())
 
 
