@@ -27,6 +27,7 @@ from ingest.feed.client import FeedSource, feed_session
 from ingest.ops.systemd import Notifier
 from ingest.settings import (
     COMMAND_TIMEOUT,
+    CONNECT_TIMEOUT,
     DEFAULT_FEED_URL,
     LEGACY_FEED_HOST,
     POOL_SIZE,
@@ -386,7 +387,10 @@ async def check(database_url: str, out: TextIO = sys.stdout) -> int:
     """For health checks: the database is reachable and the schema is at head (0), or not (1)."""
     try:
         async with open_store(database_url) as store:
-            async with asyncio.timeout(10):
+            # each host of the URL may take its connect_timeout before the next is tried
+            target = store.database.target
+            hosts = len(target.attempts) * (target.connect_timeout or CONNECT_TIMEOUT)
+            async with asyncio.timeout(5 + hosts):
                 await store.ping()
                 await store.check_schema()
     except (IngestError, TimeoutError) as exc:

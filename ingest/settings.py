@@ -41,7 +41,7 @@ CREDENTIAL_NAME = "ingest-token"
 APP_NAME = "snooker-ingest"
 POOL_SIZE = 4  # database connections per process, shared by every fixture (writers + 2)
 COMMAND_TIMEOUT = 60.0  # a statement that takes longer fails (and is retried), None: migrations
-CONNECT_TIMEOUT = 10.0  # seconds for each host of the database URL (libpq's connect_timeout)
+CONNECT_TIMEOUT = 5.0  # seconds for each host of the database URL (libpq's connect_timeout)
 
 POSITIVE = click.FloatRange(min=0, min_open=True)  # seconds
 NON_NEGATIVE = click.FloatRange(min=0)
@@ -423,39 +423,43 @@ def parse_database_url(raw: str) -> DatabaseTarget:
 def _each_host(
     netloc: str, pairs: list[tuple[str, str]]
 ) -> list[tuple[str, list[tuple[str, str]]]]:
-    """The URL's parts once for each host it names, in order, where the driver finds them: the
-    host list before the path, else the ``host=`` parameter's, else the ``PGHOST`` variable's
-    (``port=`` or ``PGPORT``: one port for all, or one for each). A ``prefer-standby`` URL is
-    tried for a standby on every host first, then for any."""
+    """The URL's parts once for each host written in it, in order, as ``host=`` and ``port=``
+    (so that nothing else, such as a ``PGPORT`` list, is matched against one host): the host
+    list before the path (a port of its own, else ``PGPORT``'s, one for all or one each), else
+    the ``host=`` parameter's (``port=``'s, else ``PGPORT``'s), as the driver reads them. Hosts
+    from ``PGHOST`` or a ``service`` are left to the driver, as one attempt. A
+    ``prefer-standby`` URL is tried for a standby on every host first, then for any."""
     params = dict(pairs)
     userinfo, at, hostspec = netloc.rpartition("@")
-    rest = [(k, v) for k, v in pairs if k not in ("host", "port")]
-    if hostspec:
-        hosts, ports = hostspec.split(","), params.get("port", "")
-    elif "host" in params:
-        hosts, ports = params["host"].split(","), params.get("port", "")
-    else:
-        hosts = os.environ.get("PGHOST", "").split(",")
-        ports = params.get("port", os.environ.get("PGPORT", ""))
-    port_list = ports.split(",") if ports else []
-    if len(hosts) > 1 and len(port_list) not in (0, 1, len(hosts)):
+    if "service" in params or "PGSERVICE" in os.environ or not (hostspec or "host" in params):
+        return [(netloc, pairs)]
+    entries = (hostspec or params["host"]).split(",")
+    given = params.get("port", "") if not hostspec else ""  # the driver ignores it then
+    defaults = (given or os.environ.get("PGPORT", "") or "5432").split(",")
+    if len(entries) > 1 and len(defaults) not in (1, len(entries)):
         raise ConfigError(
-            f"the database URL names {len(hosts)} hosts and {len(port_list)} ports: give one "
+            f"the database URL names {len(entries)} hosts and {len(defaults)} ports: give one "
             "port, or one for each host"
         )
+    rest = [(k, v) for k, v in pairs if k not in ("host", "port")]
     each = []
-    for i, host in enumerate(hosts):
-        port = port_list[i] if len(port_list) == len(hosts) else ports
-        port_pair = [("port", port)] if port else []
-        if hostspec:
-            each.append((f"{userinfo}{at}{host}", [*rest, *port_pair]))
-        else:
-            each.append((netloc, [*rest, ("host", host), *port_pair]))
-    if params.get("target_session_attrs") == "prefer-standby" and len(each) > 1:
+    for i, entry in enumerate(entries):
+        port = defaults[i] if len(defaults) == len(entries) else defaults[0]
+        host = entry
+        if hostspec:  # host[:port], [v6][:port] or a percent-encoded socket directory
+            bracket = entry.rfind("]")
+            name, colon, own = entry.rpartition(":")
+            if colon and len(name) > bracket:
+                host, port = name, own
+            host = urllib.parse.unquote(host)
+        each.append((f"{userinfo}{at}", [*rest, ("host", host), ("port", port)]))
+    attrs = params.get("target_session_attrs", os.environ.get("PGTARGETSESSIONATTRS"))
+    if attrs == "prefer-standby" and len(each) > 1:
         standby = [
-            (place, [(k, "standby" if k == "target_session_attrs" else v) for k, v in kept])
+            (place, [*((k, v) for k, v in kept if k != "target_session_attrs"),
+                     ("target_session_attrs", "standby")])
             for place, kept in each
-        ]
+        ]  # fmt: skip
         return standby + each
     return each
 

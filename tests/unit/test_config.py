@@ -3,7 +3,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,42 +93,67 @@ def test_pooler_and_timeout_parameters_are_ours_not_the_servers() -> None:
     assert "pw" not in repr(target) and target.display.startswith("postgresql://u:***@")
 
 
+def addresses(dsn: str) -> list[Any]:
+    """Where asyncpg itself would connect for a URL, in order (its own parser, private)."""
+    from asyncpg import connect_utils
+
+    found, _ = connect_utils._parse_connect_dsn_and_args(
+        dsn=dsn, host=None, port=None, user=None, password=None, passfile=None, ssl=None,
+        direct_tls=None, database=None, server_settings=None, target_session_attrs=None,
+        krbsrvname=None, gsslib=None, service=None, servicefile=None,
+    )  # fmt: skip
+    return list(found)
+
+
+@pytest.mark.parametrize("pgport", [None, "6000", "6000,6001"])
 @pytest.mark.parametrize(
-    ("raw", "attempts"),
+    "raw",
     [
-        ("postgresql://u:pw@a:1,b/db?target_session_attrs=read-write&port=7",
-         ["postgresql://u:pw@a:1/db?target_session_attrs=read-write&port=7",
-          "postgresql://u:pw@b/db?target_session_attrs=read-write&port=7"]),
-        ("postgresql://u@a,b/db?port=1,2",
-         ["postgresql://u@a/db?port=1", "postgresql://u@b/db?port=2"]),
-        ("postgresql://u@/db?host=/run/pg,10.0.0.2&port=5432,6432&sslmode=require",
-         ["postgresql://u@/db?sslmode=require&host=/run/pg&port=5432",
-          "postgresql://u@/db?sslmode=require&host=10.0.0.2&port=6432"]),
-        ("postgresql://u@[::1]:5,db2/x?target_session_attrs=prefer-standby",
-         ["postgresql://u@[::1]:5/x?target_session_attrs=standby",
-          "postgresql://u@db2/x?target_session_attrs=standby",
-          "postgresql://u@[::1]:5/x?target_session_attrs=prefer-standby",
-          "postgresql://u@db2/x?target_session_attrs=prefer-standby"]),
-        ("postgresql://u@only/db?connect_timeout=3", ["postgresql://u@only/db"]),
+        "postgresql://u:pw@a:1,b:2/db?target_session_attrs=read-write&sslmode=require",
+        "postgresql://u@a,b/db",
+        "postgresql://u@[::1],b:7/db?port=9",  # after a host list the driver ignores port=
+        "postgresql://u@[::1]:8,b/db",
+        "postgresql://u@%2Frun%2Fpg,[fe80::1%25eth0]:5/db",
+        "postgresql://u@/db?host=h1,h2&port=6000",
+        "postgresql://u@/db?host=/run/a,/run/b&port=5432,5433",
+        "postgresql://u@/db?host=h1,h2",
     ],
-)  # fmt: skip
-def test_each_host_of_a_url_is_an_attempt_of_its_own(raw: str, attempts: list[str]) -> None:
+)
+def test_each_host_of_a_url_is_an_attempt_of_its_own(
+    raw: str, pgport: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A new connection tries the hosts one by one, each within connect_timeout (libpq's
-    meaning: asyncpg's own timeout is one for all the hosts, and a hung first host used it)."""
+    meaning: asyncpg's own timeout is one for all the hosts, and a hung first host used it),
+    and each attempt goes where asyncpg would have gone for that host."""
+    if pgport is None:
+        monkeypatch.delenv("PGPORT", raising=False)
+    else:
+        monkeypatch.setenv("PGPORT", pgport)
     target = parse_database_url(raw)
-    assert list(target.attempts) == attempts
+    assert len(target.attempts) == 2
+    assert [a for dsn in target.attempts for a in addresses(dsn)] == addresses(target.dsn)
+    assert all("sslmode=require" in dsn for dsn in target.attempts) or "sslmode" not in raw
     assert "pw" not in repr(target)
 
 
-def test_hosts_from_pghost_and_a_port_count_that_fits_none(
+def test_prefer_standby_looks_for_a_standby_on_every_host_first() -> None:
+    attempts = parse_database_url("postgresql://u@a,b/x?target_session_attrs=prefer-standby")
+    assert [(dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(a).query))) for a in
+            attempts.attempts] == [
+        {"host": h, "port": "5432", "target_session_attrs": attrs}
+        for attrs in ("standby", "prefer-standby") for h in ("a", "b")
+    ]  # fmt: skip
+
+
+def test_one_host_or_hosts_the_driver_finds_are_one_attempt(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("PGHOST", "a,b")
-    monkeypatch.setenv("PGPORT", "1,2")
-    attempts = parse_database_url("postgresql:///db").attempts
-    assert [a.partition("?")[2] for a in attempts] == ["host=a&port=1", "host=b&port=2"]
+    assert parse_database_url("postgresql://u@only/db").attempts == ("postgresql://u@only/db",)
+    assert len(parse_database_url("postgresql://u@a,b/db?service=x").attempts) == 1
+    monkeypatch.setenv("PGHOST", "x,y")
+    assert parse_database_url("postgresql:///db").attempts == ("postgresql:/db",)
     with pytest.raises(ConfigError, match="3 hosts and 2 ports"):
-        parse_database_url("postgresql://u@a,b,c/db?port=1,2")
+        parse_database_url("postgresql://u@/db?host=a,b,c&port=1,2")
 
 
 def test_a_connect_timeout_of_zero_is_no_limit_of_ours() -> None:
