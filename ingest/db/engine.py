@@ -192,11 +192,14 @@ class Database:
         """Cut every connection at once, in use or not: for a server that has stopped
         answering, where a graceful close would wait on it."""
         kept, self._kept = self._kept, None
-        if kept is not None:
-            kept[0].terminate()
         pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.terminate()
+        try:
+            if kept is not None:
+                with contextlib.suppress(*DRIVER_ERRORS):  # lost: detached by the driver already
+                    kept[0].terminate()
+        finally:
+            if pool is not None:
+                pool.terminate()
 
     async def ping(self) -> None:
         await self.fetch("connecting to the database", "SELECT 1")

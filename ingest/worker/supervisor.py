@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _DEADLINE = "max runtime"
-_AFTER_FLUSH = 1.0  # seconds a stop spends on its steps after the writers' flush, in all
 
 
 def _done_task() -> asyncio.Task[None]:
@@ -81,6 +80,13 @@ class _SideTasks:
         for task in cancelled:
             task.cancel()
         return cancelled
+
+
+async def _bounded(limit: float, step: Awaitable[Any]) -> None:
+    """A best-effort step of a stop: given up after ``limit`` seconds, its error ignored."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(limit):
+            await step
 
 
 class Worker:
@@ -261,22 +267,20 @@ class Worker:
                 for number, writer in enumerate(self._writers, 1)
             )
         )
-        # the steps after the flush share one second: a database that has stopped answering
-        # costs the stop that much more, not each step's own limit in turn (SIGTERM: < 5 s)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _AFTER_FLUSH
-        steps: list[tuple[float, Callable[[], Awaitable[Any]]]] = [
-            (0.5, self._states.save),
-            (1.0, self._summaries.check),  # the last packets' summary, once
-        ]
+
+        # the steps after the flush run side by side, each within its limit: a database that
+        # has stopped answering costs the stop one second, not each step's limit in turn
+        # (SIGTERM: < 5 s), and a slow step (the summary over every fixture) starves no other.
+        # The states are saved before the leases go: a worker taking a fixture over must not
+        # have its state overwritten by this one's "stopped"
+        async def save_then_release() -> None:
+            await _bounded(0.5, self._states.save())
+            await _bounded(0.5, self._balancer.release())
+
+        steps = [save_then_release(), _bounded(1.0, self._summaries.check())]
         if self.betting is not None:  # no longer confirmed alive: suspended at once
-            betting = self.betting
-            steps.append((0.5, lambda: betting.leave(self._options.worker_id)))
-        steps.append((0.5, self._balancer.release))
-        for limit, step in steps:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout_at(min(loop.time() + limit, deadline)):
-                    await step()
+            steps.append(_bounded(0.5, self.betting.leave(self._options.worker_id)))
+        await asyncio.gather(*steps)
 
     async def _shutdown_writer(self, writer: Writer, task: asyncio.Task[None]) -> None:
         if task.done():
