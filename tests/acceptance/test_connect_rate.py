@@ -7,7 +7,8 @@ limiter (``ingest.worker.retry.RateLimiter``) has no burst: the first attempt go
 each later one a full interval (1/R) after the slot of the one before, whichever fixture it is
 for. So the k-th attempt after any other arrives about k/R after it.
 
-The tolerance, half an interval (SLACK), is for when the two processes get to run: the slots
+The tolerance, four fifths of an interval (SLACK), is for when the two processes get to run
+(a loaded 2-core machine delays one attempt by a hundred milliseconds and more): the slots
 are fixed in advance, so one attempt that leaves late (a busy event loop) shortens only the gap
 to the next one and the rate does not drift (seen on an idle machine at 4/s: gaps of 0.322 s
 then 0.179 s). A limiter that did not wait, or let a burst through, puts arrivals a few
@@ -34,7 +35,7 @@ from tests.conftest import TOKEN, wait_until
 from tests.integration.test_resilience import generated
 
 FIXTURES = 6
-SLACK = 0.5  # of the interval 1/R: how much earlier than its slot an arrival may seem
+SLACK = 0.8  # of the interval 1/R: how much earlier than its slot an arrival may seem
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -140,8 +141,8 @@ async def test_connection_attempts_across_all_fixtures_are_spaced_by_the_connect
     env: dict[str, str],
 ) -> None:
     times = await arrivals_of_a_run(feed, database_url, recordings, *args, **env)
-    # no window holds more attempts than the rate allows (consecutive ones at least half an
-    # interval apart, the six over at least 4.5 intervals); the rates asked for are below the
+    # no window holds more attempts than the rate allows (consecutive ones at least a fifth of
+    # an interval apart, the six over at least 4.2 intervals); the rates asked for are below the
     # default 4 a second, so a flag or a variable that were ignored fail too
     assert not too_close(times, rate), (rate, gaps(times))
     # spaced out, not serialised nor slower than asked (a loose bound: start-up and load)
@@ -153,8 +154,8 @@ async def test_connect_rate_0_does_not_throttle(
 ) -> None:
     times = await arrivals_of_a_run(feed, database_url, recordings, "--connect-rate", "0")
     span = times[-1] - times[0]
-    # at the default 4 a second the six attempts would span 1.25 s (1.125 s with the slack)
-    # and no two would arrive within 0.125 s of each other; without a limit they go at once
+    # at the default 4 a second the six attempts would span 1.25 s (1.05 s with the slack)
+    # and no two would arrive within 0.2 s of each other; without a limit they go at once
     # (a few tens of milliseconds for all six on an idle machine)
     assert span < (FIXTURES - 1 - SLACK) / 4, gaps(times)
     assert min(gaps(times)) < SLACK / 4, gaps(times)
