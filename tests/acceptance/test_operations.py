@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import random
+import re
 import signal
 import time
 import uuid
@@ -168,6 +169,41 @@ async def test_json_logs_for_machines_never_carry_the_token(
     assert any("connecting at startPosition=100" in m for m in messages)
     assert any("finished at seq" in m for m in messages)
     assert TOKEN not in done.stderr + done.stdout
+
+
+async def test_a_progress_line_per_fixture_every_progress_interval(
+    start_simulator: StartSimulator, database_url: str, recording: Recording
+) -> None:
+    """README, How `run` behaves: "a progress line per fixture every minute" (every
+    --progress-interval seconds), with what it received and stored."""
+    seconds = (recording.times[-1] or 0) - (recording.times[0] or 0)
+    sim = await start_simulator([recording], time_scale=seconds / 2.5, max_gap=0.1)
+    env = cli_env(INGEST_DATABASE_URL=database_url, INGEST_FEED_URL=sim.url, INGEST_TOKEN=TOKEN)
+    fixture = str(recording.fixture_id)
+    done = await cli("run", fixture, "--until-finished", "--progress-interval", "0.5", env=env)
+    assert done.code == 0, done.stderr
+    progress = [
+        line for line in done.stderr.splitlines() if f"fixture {fixture}: progress:" in line
+    ]
+    assert len(progress) >= 2, done.stderr  # a match of 2.5 s or more, a line every 0.5 s
+    counts = [re.search(r"(\d+) packets received", line) for line in progress]
+    received = [int(found[1]) for found in counts if found is not None]
+    assert len(received) == len(progress), progress
+    assert received == sorted(received) and received[-1] > 0
+
+
+async def test_the_decommissioned_feed_host_is_named_in_the_log(database_url: str) -> None:
+    """README, Configuration: the legacy dde-streams.data.imgarena.com host was decommissioned
+    on 2026-09-30; a worker configured with it says so, and which host is current."""
+    env = cli_env(
+        INGEST_DATABASE_URL=database_url,
+        INGEST_FEED_URL="wss://dde-streams.data.imgarena.com",
+        INGEST_TOKEN=TOKEN,
+    )
+    done = await cli("run", str(uuid.uuid4()), "--max-runtime", "1", env=env)
+    assert "decommissioned on 2026-09-30" in done.stderr, done.stderr
+    assert "the current host is wss://" in done.stderr
+    assert TOKEN not in done.stderr
 
 
 async def test_report_as_text_json_and_a_picture(
