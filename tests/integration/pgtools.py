@@ -168,12 +168,9 @@ class Bouncer:
             await conn.close()
 
 
-def start_bouncer(
-    host: str, port: int, *, server_connections: int, ignore: str = "extra_float_digits"
-) -> Bouncer:
+def start_bouncer(host: str, port: int, *, server_connections: int) -> Bouncer:
     """PgBouncer in transaction pooling mode in front of ``host:port`` (a directory for a
-    unix socket), with fewer server connections than the clients will open, passing over the
-    startup parameters ``ignore`` names (a comma-separated list)."""
+    unix socket), with fewer server connections than the clients will open."""
     assert PGBOUNCER is not None
     root = own_directory("ingest-bouncer-")
     listen = free_port()
@@ -186,7 +183,7 @@ def start_bouncer(
         "auth_type = any\npool_mode = transaction\n"
         f"default_pool_size = {server_connections}\nmax_client_conn = 200\n"
         f"logfile = {root / 'pgbouncer.log'}\npidfile = {root / 'pgbouncer.pid'}\n"
-        f"ignore_startup_parameters = {ignore}\n"
+        "ignore_startup_parameters = extra_float_digits\n"
         "admin_users = postgres\n"
     )
     if RUN_AS is not None:
