@@ -15,23 +15,23 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 from aiohttp import web
 
 from ingest.simulator.recording import Recording
-from ingest.simulator.server import Simulator, SimulatorOptions
+from ingest.simulator.server import SimulatorOptions
 from tests.acceptance.test_cli import SECRET_TOKEN, cli_env, start_cli
+from tests.acceptance.test_connect_rate import Handler, TimedSimulator
 from tests.conftest import plain, wait_until
 from tests.integration.test_resilience import generated
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BAD_REQUEST = "Request is missing required HTTP header 'Accept'"  # the provider's 400
 
 
-class SimulatorRefusingOne(Simulator):
+class SimulatorRefusingOne(TimedSimulator):
     """The simulator, answering HTTP 400 to every request for ``refused``'s actions, each once
     the other fixtures have an authenticated connection that has sent packets (or after 8 s,
     within the client's 10 s handshake timeout). Notes every request's arrival by fixture."""
@@ -41,7 +41,6 @@ class SimulatorRefusingOne(Simulator):
     ) -> None:
         super().__init__(recordings, options)
         self.refused = refused
-        self.arrivals: list[tuple[float, uuid.UUID]] = []
         self.streaming_at_refusal: bool | None = None
         self.refused_at: float | None = None
 
@@ -53,11 +52,9 @@ class SimulatorRefusingOne(Simulator):
 
         @web.middleware
         async def refuse(request: web.Request, handler: Handler) -> web.StreamResponse:
-            fixture = request.match_info.get("fixture_id")
-            if fixture is None or not request.path.endswith("/actions"):
-                return await handler(request)
-            self.arrivals.append((time.monotonic(), uuid.UUID(fixture)))
-            if uuid.UUID(fixture) != self.refused:
+            fixture = request.match_info.get("fixture_id")  # its arrival noted already
+            actions = fixture is not None and request.path.endswith("/actions")
+            if not actions or uuid.UUID(fixture) != self.refused:
                 return await handler(request)
             with contextlib.suppress(TimeoutError):  # said by streaming_at_refusal
 
