@@ -389,8 +389,8 @@ async def check(database_url: str, out: TextIO = sys.stdout) -> int:
         async with open_store(database_url) as store:
             # each host of the URL may take its connect_timeout before the next is tried
             target = store.database.target
-            hosts = len(target.attempts) * (target.connect_timeout or CONNECT_TIMEOUT)
-            async with asyncio.timeout(5 + hosts):
+            connecting = len(target.attempts) * (target.connect_timeout or CONNECT_TIMEOUT)
+            async with asyncio.timeout(5 + connecting):
                 await store.ping()
                 await store.check_schema()
     except (IngestError, TimeoutError) as exc:
